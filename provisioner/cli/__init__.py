@@ -1,0 +1,45 @@
+"""The `provision` command: a thin layer that parses, calls plain functions, prints.
+
+Only here are ProvisionerErrors turned into one-line messages and exit codes;
+`--debug` keeps the traceback.
+"""
+
+import sys
+
+import click
+
+from provisioner import __version__
+from provisioner.errors import ProvisionerError
+
+
+class _Group(click.Group):
+    """A click group that turns toolkit errors into a message and an exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ProvisionerError as err:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"error: {err}", err=True)
+            sys.exit(err.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="provision")
+@click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
+@click.pass_context
+def main(ctx, debug):
+    """Provision hosting and subdomains for agencies, following the office's SOP."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def _register():
+    # One module per command group; each adds itself here.
+    from provisioner.cli import lab
+
+    main.add_command(lab.lab)
+
+
+_register()

@@ -1,0 +1,67 @@
+"""The one exception tree of the toolkit.
+
+Library code raises these; only the CLI turns them into a one-line message and
+an exit code. Anything that is not a ProvisionerError is a bug and keeps its
+traceback.
+"""
+
+
+class ProvisionerError(Exception):
+    """Base of every error the toolkit raises on purpose."""
+
+    exit_code = 1
+
+
+class UserError(ProvisionerError):
+    """The user asked for something that cannot be done as asked."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """The configuration (file, environment, inventory) is wrong or missing."""
+
+
+class ValidationError(UserError):
+    """Input failed validation; carries every problem found, not just the first."""
+
+    def __init__(self, problems, source=None):
+        self.problems = list(problems)
+        self.source = source
+        head = f"{source}: " if source else ""
+        lines = "; ".join(str(p) for p in self.problems)
+        super().__init__(f"{head}{len(self.problems)} problem(s): {lines}")
+
+
+class NotFound(UserError):
+    """A named thing (request, site, SOP, step) does not exist."""
+
+
+class StateError(UserError):
+    """The action is not allowed in the current state (wrong step, not approved...)."""
+
+
+class PermissionDenied(UserError):
+    """The caller lacks a privilege the action needs (for example root for the lab)."""
+
+
+class LabError(ProvisionerError):
+    """The lab could not be built, started, stopped or reached."""
+
+    exit_code = 3
+
+
+class LabDown(LabError):
+    """The lab is not up, so no packet may be sent to a lab address."""
+
+
+class HostError(ProvisionerError):
+    """A remote host (over SSH/Ansible/HTTP) did not do what was asked."""
+
+    exit_code = 4
+
+
+class Conflict(ProvisionerError):
+    """Something exists that the toolkit did not create; it will not touch it."""
+
+    exit_code = 5
