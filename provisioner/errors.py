@@ -65,3 +65,17 @@ class Conflict(ProvisionerError):
     """Something exists that the toolkit did not create; it will not touch it."""
 
     exit_code = 5
+
+
+class SignatureError(PermissionDenied):
+    """A signed message failed authentication: bad or missing signature, stale time."""
+
+
+class Replayed(SignatureError):
+    """A signed message was already received once; replays are refused."""
+
+
+class ActionError(ProvisionerError):
+    """An action bound to an SOP step failed; the step stays open for a resume."""
+
+    exit_code = 6

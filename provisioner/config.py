@@ -1,0 +1,231 @@
+"""The office profile and paths: which offices, zones, hours, calendars, state URL.
+
+Looked up in this order: `--config PATH`, env PROVISIONER_CONFIG, ./provisioner.yaml,
+/etc/provisioner/provisioner.yaml; with none of them, built-in defaults that
+describe the two offices. Secrets never live in this file: the webhook secret
+comes from env PROVISIONER_WEBHOOK_SECRET or from a file the config points to.
+"""
+
+import os
+import re
+from datetime import time
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError as PydanticError, field_validator
+
+from provisioner import yamlsrc
+from provisioner.errors import ConfigError
+
+ENV_CONFIG = "PROVISIONER_CONFIG"
+ENV_STATE_URL = "PROVISIONER_STATE_URL"
+ENV_HOME = "PROVISIONER_HOME"
+ENV_WEBHOOK_SECRET = "PROVISIONER_WEBHOOK_SECRET"
+SEARCH_PATHS = (Path("provisioner.yaml"), Path("/etc/provisioner/provisioner.yaml"))
+
+# The repository's own sop/ directory: the default when the config names none.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_PERIOD = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]):([0-5][0-9])")
+
+# Labels an agency may not take: they name the office's own services.
+DEFAULT_RESERVED_LABELS = (
+    "www", "mail", "smtp", "imap", "pop", "pop3", "webmail", "mx", "ns", "ns1", "ns2",
+    "ns3", "dns", "ftp", "sftp", "ssh", "vpn", "proxy", "admin", "root", "localhost",
+    "autodiscover", "autoconfig", "cpanel", "whm", "portal", "intranet", "lab",
+)
+
+_TYPICAL_HOURS = {
+    # Mon-Thu 07:30-16:00, Fri 07:30-16:30: the usual local-government week.
+    "mon": ["07:30-16:00"], "tue": ["07:30-16:00"], "wed": ["07:30-16:00"],
+    "thu": ["07:30-16:00"], "fri": ["07:30-16:30"],
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Office(_Strict):
+    key: str
+    name: str
+    short_name: str
+    timezone: str = "Asia/Makassar"
+    zones: list[str]
+    # weekday -> list of "HH:MM-HH:MM" working periods; a missing day is a day off.
+    hours: dict[str, list[str]] = Field(default_factory=lambda: dict(_TYPICAL_HOURS))
+    # An editable YAML file of extra holidays/cuti bersama and removals.
+    calendar: Path | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value):
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, value):
+        for day, periods in value.items():
+            if day not in WEEKDAYS:
+                raise ValueError(f"{day!r} is not a weekday key ({', '.join(WEEKDAYS)})")
+            for period in periods:
+                match = _PERIOD.fullmatch(period)
+                if not match or match.group(1, 2) >= match.group(3, 4):
+                    raise ValueError(f"{day}: {period!r} is not a HH:MM-HH:MM period")
+        return value
+
+    @property
+    def tz(self):
+        return ZoneInfo(self.timezone)
+
+    def periods(self, weekday):
+        """Working periods of a weekday (0 = Monday) as (start, end) times."""
+        out = []
+        for period in self.hours.get(WEEKDAYS[weekday], []):
+            start, end = period.split("-")
+            out.append((time.fromisoformat(start), time.fromisoformat(end)))
+        return sorted(out)
+
+
+class Webhook(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8787, ge=0, le=65535)
+    secret_file: Path | None = None
+    max_skew_seconds: int = Field(default=300, ge=1, le=3600)
+
+
+class Limits(_Strict):
+    quota_mb_max: int = Field(default=102400, ge=1)
+    bandwidth_kbps_max: int = Field(default=10_000_000, ge=0)
+
+
+class Config(_Strict):
+    offices: dict[str, Office]
+    state_url: str | None = None
+    state_dir: Path = Path("var")
+    sop_dir: Path = REPO_ROOT / "sop"
+    php_versions: list[str] = Field(default_factory=lambda: ["8.2"])
+    reserved_labels: list[str] = Field(default_factory=lambda: list(DEFAULT_RESERVED_LABELS))
+    limits: Limits = Field(default_factory=Limits)
+    webhook: Webhook = Field(default_factory=Webhook)
+    source: str = "built-in defaults"
+
+    @property
+    def zones(self):
+        return {zone: office for office in self.offices.values() for zone in office.zones}
+
+    def office_for_zone(self, zone):
+        return self.zones.get(zone)
+
+    def office(self, key):
+        try:
+            return self.offices[key]
+        except KeyError:
+            raise ConfigError(f"no office {key!r} in {self.source}") from None
+
+    def resolved_state_url(self):
+        """env PROVISIONER_STATE_URL, then the file's state_url, then a SQLite file."""
+        url = os.environ.get(ENV_STATE_URL) or self.state_url
+        if url:
+            return url
+        home = os.environ.get(ENV_HOME)
+        directory = Path(home) if home else self.state_dir
+        return f"sqlite:///{directory.absolute() / 'state.db'}"
+
+    def webhook_secret(self):
+        """The shared webhook secret as bytes; at least 32 bytes or a ConfigError."""
+        if os.environ.get(ENV_WEBHOOK_SECRET):
+            secret, origin = os.environ[ENV_WEBHOOK_SECRET].encode(), f"env {ENV_WEBHOOK_SECRET}"
+        elif self.webhook.secret_file:
+            try:
+                secret = self.webhook.secret_file.read_bytes().rstrip(b"\r\n")
+            except OSError as err:
+                raise ConfigError(f"webhook secret file: {err}") from None
+            origin = str(self.webhook.secret_file)
+        else:
+            raise ConfigError(f"no webhook secret: set {ENV_WEBHOOK_SECRET} or webhook.secret_file")
+        if len(secret) < 32:
+            raise ConfigError(f"webhook secret from {origin} is {len(secret)} bytes; at least 32 needed")
+        return secret
+
+
+def default_offices():
+    calendars = REPO_ROOT / "sop" / "calendar"
+    return {
+        "tarakan": Office(
+            key="tarakan",
+            name="Dinas Komunikasi, Informatika, Statistik dan Persandian Kota Tarakan",
+            short_name="DKISP Kota Tarakan",
+            zones=["tarakankota.go.id"],
+            calendar=calendars / "tarakan.yaml",
+        ),
+        "buleleng": Office(
+            key="buleleng",
+            name="Dinas Komunikasi, Informatika, Persandian dan Statistik Kabupaten Buleleng",
+            short_name="Dinas Kominfosanti Kabupaten Buleleng",
+            zones=["bulelengkab.go.id"],
+            calendar=calendars / "buleleng.yaml",
+        ),
+    }
+
+
+def _find(path):
+    if path:
+        return Path(path)
+    if os.environ.get(ENV_CONFIG):
+        return Path(os.environ[ENV_CONFIG])
+    for candidate in SEARCH_PATHS:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _absolute(data, base):
+    """Paths in a config file are relative to the file, not to the working directory."""
+    for key in ("state_dir", "sop_dir"):
+        if key in data and data[key] is not None:
+            data[key] = str(base / Path(data[key]).expanduser())
+    for office in (data.get("offices") or {}).values():
+        if isinstance(office, dict) and office.get("calendar"):
+            office["calendar"] = str(base / Path(office["calendar"]).expanduser())
+    webhook = data.get("webhook")
+    if isinstance(webhook, dict) and webhook.get("secret_file"):
+        webhook["secret_file"] = str(base / Path(webhook["secret_file"]).expanduser())
+
+
+def load_config(path=None):
+    """Load the configuration; a missing or malformed explicit file is a ConfigError."""
+    found = _find(path)
+    if found is None:
+        return Config(offices=default_offices())
+    try:
+        text = found.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read config {found}: {err}") from None
+    doc = yamlsrc.load(text)
+    if doc.problems:
+        raise ConfigError(f"{found}:{doc.problems[0].line}: {doc.problems[0]}")
+    data = doc.data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{found}: the configuration must be a mapping")
+    data = dict(data)
+    _absolute(data, found.parent.absolute())
+    if "offices" in data and isinstance(data["offices"], dict):
+        for key, office in data["offices"].items():
+            if isinstance(office, dict):
+                office.setdefault("key", key)
+    else:
+        data.setdefault("offices", default_offices())
+    try:
+        return Config(source=str(found), **data)
+    except PydanticError as err:
+        first = err.errors()[0]
+        loc = tuple(first["loc"])
+        line = doc.line_of(loc)
+        raise ConfigError(f"{found}:{line}: {yamlsrc.field_name(loc)}: {first['msg']}") from None
+    except TypeError as err:
+        raise ConfigError(f"{found}: {err}") from None

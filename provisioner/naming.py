@@ -1,0 +1,51 @@
+"""Names on hosts: the DNS label rules, and names derived from a validated label.
+
+Host-side names (system user, database, PHP-FPM pool) are derived here, never
+taken from request text, so nothing an agency types reaches a shell or SQL.
+"""
+
+import hashlib
+import re
+
+# ASCII only: [a-z0-9] instead of \w or \d, which would also match Unicode
+# letters and digits. Used with fullmatch, so a trailing newline fails too.
+LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+SLUG_MAX = 30  # fits a Linux user name (32) and old MariaDB user names (32)
+
+
+def label_problems(label, reserved=()):
+    """Every rule a subdomain label breaks, as short sentences (empty list if none)."""
+    if not isinstance(label, str):
+        return ["must be a text label"]
+    if not label.isascii():
+        return ["must be ASCII only (no Unicode letters, digits or look-alike characters)"]
+    problems = []
+    if not LABEL.fullmatch(label):
+        problems.append(
+            "must be one DNS label: 1-63 of a-z, 0-9 and '-', starting and ending "
+            "with a letter or digit, lowercase, no dots or spaces")
+    elif label.isdigit():
+        problems.append("must not be all digits")
+    if label in set(reserved):
+        problems.append(f"'{label}' is reserved for the office's own services")
+    return problems
+
+
+def fqdn(label, zone):
+    return f"{label}.{zone}"
+
+
+def site_slug(label, zone):
+    """A short, safe, unique name for a site on the hosts, e.g. `simkes_3fa2c1`.
+
+    The hash of the full name keeps `simkes.tarakankota.go.id` and
+    `simkes.bulelengkab.go.id` apart on a shared web server; the label part keeps
+    it readable. Only call this with a label that passed `label_problems`.
+    """
+    if label_problems(label):
+        raise ValueError(f"not a valid label: {label!r}")
+    digest = hashlib.sha256(fqdn(label, zone).encode("ascii")).hexdigest()[:6]
+    base = label.replace("-", "_")
+    if base[0].isdigit():
+        base = "s" + base  # user and database names should not start with a digit
+    return f"{base[:SLUG_MAX - 7]}_{digest}"

@@ -1,0 +1,463 @@
+"""The SOP engine: submit a request, record human steps and the decision, run actions.
+
+Rules it keeps:
+- Steps follow the SOP's order and are recorded by the step's own role.
+- Every change to a request is made in one transaction with the event that
+  explains it; events are never changed.
+- The approval hook: after any step or decision, the actions the SOP binds to
+  the steps now due (and to the chosen decision branch) run, each at most once
+  successfully. A second approval finds the decision made and does nothing.
+"""
+
+import getpass
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from provisioner.errors import (ActionError, Conflict, NotFound, PermissionDenied, ProvisionerError,
+                                Replayed, StateError, UserError, ValidationError)
+from provisioner.request import validate
+from provisioner.sop.hooks import ACTIONS, ActionContext
+from provisioner.sop.model import APPROVE, REJECT, SYSTEM, load_sop
+from provisioner.sop.sla import WorkCalendar, utcnow
+from provisioner.store.models import ActionRun, Event, RequestRow, StepRecord, WebhookKey
+
+SOURCES = ("cli", "webhook", "hook")
+MAX_NOTE = 1000
+
+
+@dataclass
+class Outcome:
+    request_id: str
+    changed: bool
+    message: str
+    actions: list = field(default_factory=list)  # [{"step", "action", "result"}]
+
+    def as_dict(self):
+        return {"request": self.request_id, "changed": self.changed,
+                "message": self.message, "actions": self.actions}
+
+
+@dataclass(frozen=True)
+class _Pending:
+    step: object
+    action: str
+    branch: str | None  # set when the action belongs to a decision branch
+
+
+def _os_user():
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return "unknown"
+
+
+def _check_text(value, name):
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_NOTE or not all(
+            line.isprintable() for line in value.split("\n")):
+        raise UserError(f"{name}: must be printable text of at most {MAX_NOTE} characters")
+    return value
+
+
+class Engine:
+    def __init__(self, config, store, actions=ACTIONS, clock=utcnow):
+        self.config = config
+        self.store = store
+        self.actions = actions
+        self.clock = clock
+        self._calendars = {}
+
+    # -- look-ups ---------------------------------------------------------
+
+    def sop(self, name):
+        return load_sop(self.config.sop_dir, name, known_actions=self.actions.names())
+
+    def calendar(self, office_key):
+        if office_key not in self._calendars:
+            self._calendars[office_key] = WorkCalendar.for_office(self.config.office(office_key))
+        return self._calendars[office_key]
+
+    def _row(self, session, request_id):
+        row = session.get(RequestRow, request_id)
+        if row is None:
+            raise NotFound(f"no request {request_id!r}")
+        return row
+
+    def _event(self, session, request_id, actor, source, kind, **payload):
+        if source not in SOURCES:
+            raise ValueError(f"unknown event source {source!r}")
+        session.add(Event(request_id=request_id, at=self.clock(), actor=actor,
+                          source=source, kind=kind, payload=payload))
+
+    def _when(self, at, not_before, office_key):
+        """The time a step happened: now by default; never in the future or before the last step."""
+        now = self.clock()
+        if at is None:
+            at = now
+        if at.tzinfo is None:
+            raise UserError("--at: a time needs a zone (or is read in the office's zone by the CLI)")
+        if at > now + timedelta(seconds=5):
+            raise UserError(f"--at: {at.isoformat()} is in the future")
+        if not_before is not None and at < not_before:
+            tz = self.config.office(office_key).tz
+            raise UserError(f"--at: {at.astimezone(tz).isoformat()} is before the previous step "
+                            f"ended ({not_before.astimezone(tz).isoformat()})")
+        return at
+
+    # -- submit -----------------------------------------------------------
+
+    def submit(self, raw, source_name, at=None, source="cli"):
+        """Validate and register a request, start its SOP and record its first step (the letter)."""
+        request = validate(raw, self.config, source=source_name)
+        sop = self.sop(request.service)
+        at = self._when(at, None, request.office)
+        tz = self.config.office(request.office).tz
+        if at.astimezone(tz).date() < request.letter.date:
+            raise UserError(f"--at: the request cannot arrive before its letter's date "
+                            f"({request.letter.date.isoformat()})")
+        first = sop.first
+        following = sop.default_next(first)
+        user = _os_user()
+        try:
+            with self.store.session() as session:
+                existing = session.get(RequestRow, request.id)
+                if existing is not None:
+                    if existing.sha256 == request.sha256:
+                        return Outcome(request.id, False, f"{request.id} is already registered "
+                                                          f"with this content; nothing done")
+                    raise Conflict(f"{request.id} is already registered with other content "
+                                   f"(sha256 {existing.sha256[:12]}...); an edited request needs a new id")
+                clash = session.scalars(select(RequestRow).where(
+                    RequestRow.fqdn == request.site.fqdn,
+                    (RequestRow.decision.is_(None)) | (RequestRow.decision == "approve"))).first()
+                if clash is not None:
+                    raise Conflict(f"{request.site.fqdn} is already requested by {clash.id}")
+                session.add(RequestRow(
+                    id=request.id, service=request.service, office=request.office,
+                    fqdn=request.site.fqdn, sha256=request.sha256, content=request.raw,
+                    source=source_name, submitted_at=at, state="submitted", decision=None,
+                    current_step=following.key if following else None))
+                session.flush()
+                session.add(StepRecord(request_id=request.id, step_key=first.key, by=first.actor,
+                                       branch=None, note=None, ended_at=at, source=source))
+                self._event(session, request.id, user, source, "request_submitted",
+                            service=request.service, office=request.office, fqdn=request.site.fqdn,
+                            sha256=request.sha256, file=source_name, received_at=at.isoformat())
+                self._event(session, request.id, first.actor, source, "step_recorded",
+                            step=first.key, number=first.number, user=user, at=at.isoformat())
+        except IntegrityError:
+            raise Conflict(f"{request.id} was registered at the same moment by someone else") from None
+        outcome = Outcome(request.id, True, f"{request.id} registered; SOP {sop.name} started")
+        outcome.actions = self._run_pending(request.id)
+        return outcome
+
+    # -- human steps --------------------------------------------------------
+
+    def _check_actor(self, sop, step, by):
+        if by not in sop.roles:
+            raise UserError(f"--by: {by!r} is not a role of SOP {sop.name} "
+                            f"({', '.join(sop.roles)})")
+        if by != step.actor:
+            raise PermissionDenied(f"step {step.number} ({step.key}) is done by {step.actor} "
+                                   f"({sop.roles[step.actor]}), not {by}")
+
+    def _check_turn(self, session, row, sop, step):
+        if row.current_step == step.key:
+            return
+        record = session.scalars(select(StepRecord).where(
+            StepRecord.request_id == row.id, StepRecord.step_key == step.key)).first()
+        if record is not None:
+            raise StateError(f"{row.id}: step {step.number} ({step.key}) was already recorded "
+                             f"at {record.ended_at.isoformat()}")
+        if row.current_step is None:
+            raise StateError(f"{row.id} is done; no step is open")
+        due = sop.step(row.current_step)
+        raise StateError(f"{row.id}: steps follow the SOP's order; the next step is "
+                         f"{due.number} ({due.key}): {due.activity}")
+
+    def _last_end(self, session, request_id):
+        return max(r.ended_at for r in session.scalars(
+            select(StepRecord).where(StepRecord.request_id == request_id)))
+
+    def _advance(self, session, row, step, next_step, **changes):
+        """Move the request past `step`, only if it is still at `step` (compare-and-set)."""
+        values = dict(current_step=next_step.key if next_step else None, **changes)
+        if next_step is None:
+            values["state"] = "done"
+        result = session.execute(update(RequestRow).where(
+            RequestRow.id == row.id, RequestRow.current_step == step.key).values(**values))
+        if result.rowcount != 1:
+            raise StateError(f"{row.id} moved on while this step was being recorded; try again")
+
+    def record_step(self, request_id, step_ref, by, note=None, at=None, branch=None, source="cli"):
+        """Record that a person did a step of the request's SOP."""
+        note = _check_text(note, "--note")
+        with self.store.session() as session:
+            row = self._row(session, request_id)
+            sop = self.sop(row.service)
+            step = sop.step(step_ref)
+            if step.approval:
+                raise StateError(f"step {step.number} ({step.key}) is the decision; "
+                                 f"use `provision decide {request_id} --approve|--reject`")
+            if step.automated:
+                raise StateError(f"step {step.number} ({step.key}) is done by the toolkit "
+                                 f"(action {step.action}); use `provision request resume {request_id}`")
+            self._check_turn(session, row, sop, step)
+            self._check_actor(sop, step, by)
+            if step.branches:
+                if branch not in step.branches:
+                    raise UserError(f"step {step.number} ({step.key}) is a decision: give --branch "
+                                    + " or ".join(step.branches))
+                next_step = sop.step(step.branches[branch].next)
+            elif branch is not None:
+                raise UserError(f"step {step.number} ({step.key}) has no branches")
+            else:
+                next_step = sop.default_next(step)
+            at = self._when(at, self._last_end(session, request_id), row.office)
+            self._advance(session, row, step, next_step)
+            session.add(StepRecord(request_id=request_id, step_key=step.key, by=by, branch=branch,
+                                   note=note, ended_at=at, source=source))
+            self._event(session, request_id, by, source, "step_recorded", step=step.key,
+                        number=step.number, branch=branch, note=note, user=_os_user(),
+                        at=at.isoformat())
+        outcome = Outcome(request_id, True, f"{request_id}: step {step.number} ({step.key}) recorded")
+        outcome.actions = self._run_pending(request_id)
+        return outcome
+
+    # -- the decision -------------------------------------------------------
+
+    def decide(self, request_id, approve, by, reason=None, at=None, source="cli",
+               expected_sha256=None, replay_key=None):
+        """Record the approval decision, then run the hook (the actions now due).
+
+        `expected_sha256` binds the decision to the exact content approved;
+        `replay_key` (the webhook post id) is stored in the same transaction.
+        """
+        reason = _check_text(reason, "--reason")
+        wanted = APPROVE if approve else REJECT
+        try:
+            done = self._record_decision(request_id, approve, wanted, by, reason, at, source,
+                                         expected_sha256, replay_key)
+        except IntegrityError:
+            if replay_key is not None and self.seen_webhook(replay_key):
+                raise Replayed(f"webhook id {replay_key!r} was already used") from None
+            raise StateError(f"{request_id} was decided at the same moment elsewhere") from None
+        if done is not None:
+            return done
+        verb = "approved" if approve else "rejected"
+        outcome = Outcome(request_id, True, f"{request_id} {verb}")
+        outcome.actions = self._run_pending(request_id)
+        return outcome
+
+    def _record_decision(self, request_id, approve, wanted, by, reason, at, source,
+                         expected_sha256, replay_key):
+        """Store the decision; return an Outcome only when there was nothing to do."""
+        with self.store.session() as session:
+            row = self._row(session, request_id)
+            if expected_sha256 is not None and expected_sha256 != row.sha256:
+                raise Conflict(f"{request_id}: the decision is for content sha256 "
+                               f"{expected_sha256[:12]}..., but the registered request is "
+                               f"{row.sha256[:12]}...; an edited request must be submitted anew")
+            sop = self.sop(row.service)
+            step = sop.approval_step
+            record = session.scalars(select(StepRecord).where(
+                StepRecord.request_id == request_id, StepRecord.step_key == step.key)).first()
+            if record is not None:
+                if record.branch == wanted:
+                    return Outcome(request_id, False, f"{request_id} was already "
+                                   f"{'approved' if approve else 'rejected'} at "
+                                   f"{record.ended_at.isoformat()}; nothing done")
+                raise StateError(f"{request_id} was already decided the other way "
+                                 f"({record.branch}) at {record.ended_at.isoformat()}")
+            self._check_turn(session, row, sop, step)
+            self._check_actor(sop, step, by)
+            if not approve and not (reason or "").strip():
+                raise UserError("a rejection needs --reason; it goes into the reply letter")
+            at = self._when(at, self._last_end(session, request_id), row.office)
+            next_step = sop.step(step.branches[wanted].next)
+            self._advance(session, row, step, next_step,
+                          state="approved" if approve else "rejected",
+                          decision="approve" if approve else "reject")
+            session.add(StepRecord(request_id=request_id, step_key=step.key, by=by, branch=wanted,
+                                   note=reason, ended_at=at, source=source))
+            if replay_key is not None:
+                session.add(WebhookKey(key=replay_key, received_at=self.clock(), request_id=request_id))
+            self._event(session, request_id, by, source, "decided", step=step.key,
+                        decision="approve" if approve else "reject", branch=wanted, reason=reason,
+                        sha256=row.sha256, webhook_id=replay_key,
+                        user=_os_user() if source == "cli" else None, at=at.isoformat())
+        return None
+
+    def decision_role(self, request_id):
+        """The role that records the request's approval decision."""
+        with self.store.session() as session:
+            row = self._row(session, request_id)
+        return self.sop(row.service).approval_step.actor
+
+    def seen_webhook(self, key):
+        with self.store.session() as session:
+            return session.get(WebhookKey, key) is not None
+
+    # -- actions (the approval hook) ---------------------------------------
+
+    def resume(self, request_id, force=False):
+        """Run the actions that are due (after a failure, or with force after a crash)."""
+        with self.store.session() as session:
+            self._row(session, request_id)
+        results = self._run_pending(request_id, force=force)
+        if not results:
+            return Outcome(request_id, False, f"{request_id}: no action is due; nothing done")
+        return Outcome(request_id, True, f"{request_id}: {len(results)} action(s) ran", results)
+
+    def _due(self, session, row, sop):
+        """The next action to run for a request, or None."""
+        runs = {r.step_key: r for r in session.scalars(
+            select(ActionRun).where(ActionRun.request_id == row.id))}
+        records = session.scalars(select(StepRecord).where(StepRecord.request_id == row.id))
+        for record in records:
+            step = sop.step(record.step_key)
+            branch = (step.branches or {}).get(record.branch) if record.branch else None
+            if branch and branch.action and getattr(runs.get(step.key), "status", None) != "done":
+                return _Pending(step, branch.action, record.branch), runs.get(step.key)
+        if row.current_step:
+            step = sop.step(row.current_step)
+            if step.automated:
+                return _Pending(step, step.action, None), runs.get(step.key)
+        return None, None
+
+    def _claim(self, session, row, pending, run, force):
+        now = self.clock()
+        if run is None:
+            session.add(ActionRun(request_id=row.id, step_key=pending.step.key, action=pending.action,
+                                  status="running", attempts=1, started_at=now, finished_at=None))
+            session.flush()
+            return 1
+        if run.status == "running" and not force:
+            raise StateError(f"{row.id}: action {run.action} of step {pending.step.number} has been "
+                             f"running since {run.started_at.isoformat()}; if that process died, "
+                             f"use `provision request resume {row.id} --force`")
+        result = session.execute(update(ActionRun).where(
+            ActionRun.request_id == row.id, ActionRun.step_key == pending.step.key,
+            ActionRun.status == run.status, ActionRun.attempts == run.attempts).values(
+            status="running", attempts=run.attempts + 1, started_at=now, finished_at=None))
+        if result.rowcount != 1:
+            raise StateError(f"{row.id}: action {run.action} was claimed by another process")
+        return run.attempts + 1
+
+    def _run_pending(self, request_id, force=False):
+        results = []
+        while True:
+            try:
+                with self.store.session() as session:
+                    row = self._row(session, request_id)
+                    sop = self.sop(row.service)
+                    pending, run = self._due(session, row, sop)
+                    if pending is None:
+                        return results
+                    attempt = self._claim(session, row, pending, run, force)
+                    self._event(session, request_id, SYSTEM, "hook", "action_started",
+                                step=pending.step.key, action=pending.action, attempt=attempt)
+                    content, decision = row.content, row.decision
+                    reason = session.scalars(select(StepRecord.note).where(
+                        StepRecord.request_id == request_id,
+                        StepRecord.step_key == sop.approval_step.key)).first()
+            except IntegrityError:
+                raise StateError(f"{request_id}: an action was claimed by another process") from None
+            force = False  # only the first claim may take over a stale run
+            try:
+                request = validate(content, self.config, source=f"stored {request_id}")
+                context = ActionContext(request=request, sop=sop, step=pending.step,
+                                        branch=pending.branch, reason=reason, config=self.config)
+                result = self.actions.get(pending.action)(context) or {}
+            except Exception as err:
+                self._action_failed(request_id, pending, err)
+                if isinstance(err, ValidationError):
+                    raise ActionError(f"{request_id}: the stored request no longer validates: {err}") from err
+                if isinstance(err, ProvisionerError):
+                    raise ActionError(f"{request_id}: step {pending.step.number} ({pending.step.key}): "
+                                      f"action {pending.action} failed: {err}") from err
+                raise
+            self._action_done(request_id, sop, pending, result, decision)
+            results.append({"step": pending.step.key, "action": pending.action, "result": result})
+
+    def _action_done(self, request_id, sop, pending, result, decision):
+        now = self.clock()
+        with self.store.session() as session:
+            row = self._row(session, request_id)
+            session.execute(update(ActionRun).where(
+                ActionRun.request_id == request_id, ActionRun.step_key == pending.step.key).values(
+                status="done", finished_at=now))
+            state = {"approve": "approved", "reject": "rejected"}.get(decision, "submitted")
+            if pending.branch is None:
+                # An automated step is complete when its action is.
+                self._advance(session, row, pending.step, sop.default_next(pending.step), state=state)
+                session.add(StepRecord(request_id=request_id, step_key=pending.step.key, by=SYSTEM,
+                                       branch=None, note=None, ended_at=now, source="hook"))
+            elif row.state == "attention":
+                session.execute(update(RequestRow).where(RequestRow.id == request_id).values(state=state))
+            self._event(session, request_id, SYSTEM, "hook", "action_done", step=pending.step.key,
+                        action=pending.action, result=result)
+
+    def _action_failed(self, request_id, pending, err):
+        with self.store.session() as session:
+            session.execute(update(ActionRun).where(
+                ActionRun.request_id == request_id, ActionRun.step_key == pending.step.key).values(
+                status="failed", finished_at=self.clock()))
+            session.execute(update(RequestRow).where(RequestRow.id == request_id).values(state="attention"))
+            self._event(session, request_id, SYSTEM, "hook", "action_failed", step=pending.step.key,
+                        action=pending.action, error=f"{type(err).__name__}: {err}")
+
+    # -- reading ------------------------------------------------------------
+
+    def list_requests(self, state=None):
+        with self.store.session() as session:
+            query = select(RequestRow).order_by(RequestRow.submitted_at, RequestRow.id)
+            if state:
+                query = query.where(RequestRow.state == state)
+            return [_row_dict(r) for r in session.scalars(query)]
+
+    def events(self, request_id):
+        with self.store.session() as session:
+            self._row(session, request_id)
+            return [{"id": e.id, "at": e.at, "actor": e.actor, "source": e.source, "kind": e.kind,
+                     "payload": e.payload}
+                    for e in session.scalars(select(Event).where(Event.request_id == request_id)
+                                             .order_by(Event.id))]
+
+    def show(self, request_id, now=None):
+        """The request with every step: actor, planned start, deadline, actual end, breach."""
+        from provisioner.sop.schedule import schedule
+
+        with self.store.session() as session:
+            row = self._row(session, request_id)
+            records = {r.step_key: r for r in session.scalars(
+                select(StepRecord).where(StepRecord.request_id == request_id))}
+            runs = {r.step_key: r for r in session.scalars(
+                select(ActionRun).where(ActionRun.request_id == request_id))}
+        sop = self.sop(row.service)
+        steps = schedule(sop, row, records, runs, self.calendar(row.office), now or self.clock())
+        return dict(_row_dict(row), sop=sop.name, title=sop.title, steps=steps)
+
+    def overdue(self, now=None):
+        """Open steps past their deadline, across every request not done."""
+        now = now or self.clock()
+        out = []
+        for summary in self.list_requests():
+            if summary["state"] == "done":
+                continue
+            shown = self.show(summary["id"], now)
+            for step in shown["steps"]:
+                if step["status"] == "current" and step["late_minutes"]:
+                    out.append({"request": summary["id"], "office": summary["office"],
+                                "fqdn": summary["fqdn"], **step})
+        return out
+
+
+def _row_dict(row):
+    return {"id": row.id, "service": row.service, "office": row.office, "fqdn": row.fqdn,
+            "state": row.state, "decision": row.decision, "current_step": row.current_step,
+            "sha256": row.sha256, "source": row.source, "submitted_at": row.submitted_at}

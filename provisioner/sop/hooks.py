@@ -1,0 +1,68 @@
+"""Actions: the callables that SOP steps name with `action:`.
+
+An action receives an ActionContext and returns a small dict for the event log
+(never a secret). It raises a ProvisionerError to fail; the engine records the
+failure and the step stays open for `provision request resume`.
+
+The default registry holds the toolkit's actions. Those whose issue has not
+landed yet raise ActionError saying so; the hosting issue replaces
+`provision_site` with `ACTIONS.register("provision_site", func, replace=True)`.
+"""
+
+from dataclasses import dataclass
+
+from provisioner.errors import ActionError
+
+
+@dataclass(frozen=True)
+class ActionContext:
+    request: object  # provisioner.request.Request, re-validated from the stored bytes
+    sop: object
+    step: object  # the Step the action belongs to
+    branch: str | None  # the decision branch, for actions bound to a branch
+    reason: str | None  # the decision's reason (for a reply letter)
+    config: object
+
+
+class ActionRegistry:
+    def __init__(self):
+        self._actions = {}
+
+    def register(self, name, func=None, replace=False):
+        """Register `func` as `name`; usable as a decorator: @registry.register("x")."""
+        def add(f):
+            if name in self._actions and not replace:
+                raise ValueError(f"action {name!r} is already registered")
+            self._actions[name] = f
+            return f
+        return add(func) if func is not None else add
+
+    def get(self, name):
+        try:
+            return self._actions[name]
+        except KeyError:
+            raise ActionError(f"no action named {name!r} is registered") from None
+
+    def names(self):
+        return set(self._actions)
+
+    def copy(self):
+        other = ActionRegistry()
+        other._actions = dict(self._actions)
+        return other
+
+
+def _not_available(name, issue):
+    def action(ctx):
+        raise ActionError(f"action {name} is not available yet ({issue}); "
+                          f"run `provision request resume {ctx.request.id}` once it is")
+    action.__name__ = name
+    action.__doc__ = f"Placeholder until {issue} lands."
+    return action
+
+
+ACTIONS = ActionRegistry()
+ACTIONS.register("provision_site", _not_available("provision_site", "the hosting issue"))
+ACTIONS.register("render_letter", _not_available("render_letter", "the letters issue"))
+ACTIONS.register("render_reply_letter", _not_available("render_reply_letter", "the letters issue"))
+ACTIONS.register("install_website", _not_available("install_website", "the website issue"))

@@ -1,0 +1,120 @@
+"""Tables of the state database (SQLAlchemy 2.0).
+
+`events` is the history and is append-only: the migration adds triggers that
+refuse UPDATE and DELETE on it. Every change to another table is made in the
+same transaction as the event that explains it. Later issues add their own
+tables (sites, ips, locks) through new migrations.
+"""
+
+import json
+from datetime import datetime, timezone
+
+from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import DateTime, TypeDecorator
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware datetimes in, aware UTC datetimes out, stored as naive UTC everywhere."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; times must carry a zone")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        return value.replace(tzinfo=timezone.utc) if value is not None else None
+
+
+class JSONText(TypeDecorator):
+    """JSON kept as text, so the same schema works on SQLite, PostgreSQL and MariaDB."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else json.loads(value)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class RequestRow(Base):
+    __tablename__ = "requests"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    service: Mapped[str] = mapped_column(String(40))
+    office: Mapped[str] = mapped_column(String(40))
+    fqdn: Mapped[str] = mapped_column(String(255), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    content: Mapped[bytes] = mapped_column(LargeBinary)  # the exact bytes submitted
+    source: Mapped[str] = mapped_column(String(1000))
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # submitted -> approved | rejected -> done; attention while an action failed
+    state: Mapped[str] = mapped_column(String(20))
+    decision: Mapped[str | None] = mapped_column(String(10))
+    current_step: Mapped[str | None] = mapped_column(String(40))
+
+
+class StepRecord(Base):
+    __tablename__ = "step_records"
+    __table_args__ = (UniqueConstraint("request_id", "step_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"), index=True)
+    step_key: Mapped[str] = mapped_column(String(40))
+    by: Mapped[str] = mapped_column(String(40))  # a role key, or "system"
+    branch: Mapped[str | None] = mapped_column(String(40))
+    note: Mapped[str | None] = mapped_column(Text)
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(20))
+
+
+class ActionRun(Base):
+    """One action bound to a step (or to a decision branch) for one request.
+
+    The row is the claim: it is inserted (or moved from failed to running) in
+    a single statement before the action runs, so two approvals racing each
+    other cannot both run it.
+    """
+
+    __tablename__ = "action_runs"
+
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"), primary_key=True)
+    step_key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    action: Mapped[str] = mapped_column(String(60))
+    status: Mapped[str] = mapped_column(String(20))  # running | done | failed
+    attempts: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str | None] = mapped_column(String(16), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(80))  # role key, "system", or an OS user
+    source: Mapped[str] = mapped_column(String(20))  # cli | webhook | hook
+    kind: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[dict] = mapped_column(JSONText)
+
+
+class WebhookKey(Base):
+    """Ids of accepted webhook posts: a post whose id is here is a replay."""
+
+    __tablename__ = "webhook_keys"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    request_id: Mapped[str] = mapped_column(String(16))
