@@ -41,5 +41,14 @@ def _register():
 
     main.add_command(lab.lab)
 
+    from provisioner.cli import decide, request, serve, sla, sop, step
+
+    main.add_command(request.request)
+    main.add_command(sop.sop)
+    main.add_command(step.step)
+    main.add_command(decide.decide)
+    main.add_command(sla.sla)
+    main.add_command(serve.serve)
+
 
 _register()

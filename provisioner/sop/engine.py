@@ -98,12 +98,12 @@ class Engine:
         now = self.clock()
         if at is None:
             at = now
+        tz = self.config.office(office_key).tz
         if at.tzinfo is None:
-            raise UserError("--at: a time needs a zone (or is read in the office's zone by the CLI)")
+            at = at.replace(tzinfo=tz)  # a time without a zone is the office's local time
         if at > now + timedelta(seconds=5):
             raise UserError(f"--at: {at.isoformat()} is in the future")
         if not_before is not None and at < not_before:
-            tz = self.config.office(office_key).tz
             raise UserError(f"--at: {at.astimezone(tz).isoformat()} is before the previous step "
                             f"ended ({not_before.astimezone(tz).isoformat()})")
         return at

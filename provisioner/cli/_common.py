@@ -1,0 +1,73 @@
+"""Helpers shared by the command modules: options, opening the engine, printing."""
+
+import json
+from datetime import date, datetime
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from provisioner.config import load_config
+from provisioner.errors import UserError
+from provisioner.sop.engine import Engine
+from provisioner.store import open_store
+
+config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False),
+    help="Configuration file (default: $PROVISIONER_CONFIG, ./provisioner.yaml, /etc/provisioner/).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def open_engine(config_path):
+    config = load_config(config_path)
+    return Engine(config, open_store(config.resolved_state_url()))
+
+
+def parse_at(text):
+    """--at: ISO 8601; a time without a zone is read in the office's time zone."""
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(f"--at: {text!r} is not an ISO 8601 time like 2024-08-12T09:30") from None
+
+
+def _default(value):
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    raise TypeError(f"cannot print {type(value).__name__} as JSON")
+
+
+def print_json(data):
+    click.echo(json.dumps(data, default=_default, indent=2, ensure_ascii=False))
+
+
+def localize(data, tz):
+    """Every datetime in a nested structure, shown in the office's time zone."""
+    if isinstance(data, datetime):
+        return data.astimezone(tz)
+    if isinstance(data, dict):
+        return {k: localize(v, tz) for k, v in data.items()}
+    if isinstance(data, list):
+        return [localize(v, tz) for v in data]
+    return data
+
+
+def when(value):
+    return value.strftime("%a %Y-%m-%d %H:%M") if isinstance(value, datetime) else (value or "")
+
+
+def table(title, columns, rows):
+    grid = Table(title=title, show_lines=False)
+    for column in columns:
+        grid.add_column(column)
+    for row in rows:
+        grid.add_row(*[str(cell) if cell is not None else "" for cell in row])
+    Console(soft_wrap=False).print(grid)
+
+
+def print_outcome(outcome):
+    click.echo(outcome.message)
+    for ran in outcome.actions:
+        click.echo(f"  action {ran['action']} for step {ran['step']}: done")

@@ -1,0 +1,110 @@
+"""`provision request`: validate, submit, list, show and resume requests."""
+
+from pathlib import Path
+
+import click
+
+from provisioner.cli._common import (config_option, json_option, localize, open_engine, parse_at,
+                                     print_json, print_outcome, table, when)
+from provisioner.config import load_config
+from provisioner.errors import ValidationError
+from provisioner.request import load_request
+
+
+@click.group()
+def request():
+    """Hosting requests: the agency's letter as a YAML file, and its SOP instance."""
+
+
+@request.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@config_option
+@json_option
+def validate(file, config_path, as_json):
+    """Check a request file and list every problem (file:line: field: rule)."""
+    config = load_config(config_path)
+    try:
+        req = load_request(file, config)
+    except ValidationError as err:
+        if as_json:
+            print_json({"ok": False, "file": file, "problems": [
+                {"line": p.line, "field": p.field, "rule": p.rule} for p in err.problems]})
+        else:
+            for problem in err.problems:
+                click.echo(f"{file}:{problem.line or 0}: {problem.field}: {problem.rule}", err=True)
+        raise SystemExit(2)
+    if as_json:
+        print_json({"ok": True, "file": file, "request": req.summary()})
+    else:
+        click.echo(f"{file}: valid ({req.id}, {req.service}, {req.site.fqdn}, office {req.office})")
+
+
+@request.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--at", help="When the letter arrived (ISO 8601, office time if no zone); default now.")
+@config_option
+@json_option
+def submit(file, at, config_path, as_json):
+    """Validate FILE, register it and start the SOP its `service` names."""
+    engine = open_engine(config_path)
+    try:
+        raw = Path(file).read_bytes()
+    except OSError as err:
+        raise ValidationError([], f"{file}: cannot read: {err.strerror}") from None
+    outcome = engine.submit(raw, file, at=parse_at(at))
+    print_json(outcome.as_dict()) if as_json else print_outcome(outcome)
+
+
+@request.command("list")
+@click.option("--state", type=click.Choice(["submitted", "approved", "rejected", "attention", "done"]))
+@config_option
+@json_option
+def list_(state, config_path, as_json):
+    """List requests and where each one is."""
+    engine = open_engine(config_path)
+    rows = engine.list_requests(state)
+    if as_json:
+        return print_json([localize(r, engine.config.office(r["office"]).tz) for r in rows])
+    table("Requests", ["id", "service", "office", "site", "state", "next step", "submitted"],
+          [(r["id"], r["service"], r["office"], r["fqdn"], r["state"], r["current_step"] or "-",
+            when(r["submitted_at"].astimezone(engine.config.office(r["office"]).tz))) for r in rows])
+
+
+@request.command()
+@click.argument("request_id")
+@click.option("--events", "with_events", is_flag=True, help="Also print the event log.")
+@config_option
+@json_option
+def show(request_id, with_events, config_path, as_json):
+    """A request's state and every step: actor, planned start, deadline, actual end, breach."""
+    engine = open_engine(config_path)
+    shown = engine.show(request_id)
+    tz = engine.config.office(shown["office"]).tz
+    shown = localize(shown, tz)
+    if as_json or with_events:
+        shown["events"] = localize(engine.events(request_id), tz)
+    if as_json:
+        return print_json(shown)
+    click.echo(f"{shown['id']}  {shown['fqdn']}  SOP {shown['sop']}  office {shown['office']}  "
+               f"state {shown['state']}")
+    click.echo(f"sha256 {shown['sha256']}  (times in {tz.key})")
+    table(shown["title"], ["no", "key", "activity", "actor", "waktu", "status", "start",
+                           "deadline", "ended", "by", "breach"],
+          [(s["number"], s["key"], s["activity"], s["actor"], s["waktu"]["text"] or "-",
+            s["status"] + (f" ({s['branch']})" if s["branch"] else ""), when(s["planned_start"]),
+            when(s["deadline"]), when(s["ended_at"]), s["by"], s["late"] or "")
+           for s in shown["steps"]])
+    for event in shown.get("events", []):
+        click.echo(f"{when(event['at'])}  {event['source']:<7} {event['actor']:<16} {event['kind']}"
+                   f"  {event['payload']}")
+
+
+@request.command()
+@click.argument("request_id")
+@click.option("--force", is_flag=True, help="Take over an action left running by a process that died.")
+@config_option
+@json_option
+def resume(request_id, force, config_path, as_json):
+    """Run the actions that are due for a request (after a failure or a crash)."""
+    outcome = open_engine(config_path).resume(request_id, force=force)
+    print_json(outcome.as_dict()) if as_json else print_outcome(outcome)

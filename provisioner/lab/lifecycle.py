@@ -1,0 +1,265 @@
+"""`lab up`, `lab down` and `lab status`: the lab's whole life in three calls.
+
+`up` is idempotent: a healthy running lab is left alone, a partial one (an
+interrupted run, a rebooted machine) is torn down and built again. Each phase
+is timed and reported through `log`.
+"""
+
+import fcntl
+import os
+import secrets
+import shutil
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import paramiko
+
+from provisioner.errors import LabError, ProvisionerError
+from provisioner.lab import guard, hosts, network, remote, rootfs, topology
+from provisioner.lab.system import require_root, run
+
+REQUIRED_TOOLS = ("debootstrap", "ip", "nsenter", "unshare", "mount", "umount", "chroot", "ssh-keygen")
+LOCK_FILE = "/run/provisioner-lab.lock"
+
+
+@dataclass
+class HostStatus:
+    name: str
+    address: str
+    role: str
+    running: bool
+    ssh: bool = False
+    services: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def healthy(self) -> bool:
+        return self.running and self.ssh and all(self.services.values())
+
+
+@dataclass
+class LabStatus:
+    bridge: bool
+    hosts: list[HostStatus]
+
+    @property
+    def up(self) -> bool:
+        return self.bridge and all(h.healthy for h in self.hosts)
+
+    @property
+    def any_left(self) -> bool:
+        return self.bridge or any(h.running for h in self.hosts) or topology.HOSTS_DIR.exists()
+
+    def as_dict(self) -> dict:
+        return {
+            "up": self.up,
+            "bridge": self.bridge,
+            "hosts": [asdict(h) | {"healthy": h.healthy} for h in self.hosts],
+        }
+
+
+class _Phases:
+    """Times each phase and reports it when it ends."""
+
+    def __init__(self, log):
+        self.log = log
+        self.took: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str):
+        start = time.monotonic()
+        yield
+        self.took[name] = time.monotonic() - start
+        self.log(f"  {name:<9} {self.took[name]:6.1f}s")
+
+
+@contextmanager
+def _locked():
+    with open(LOCK_FILE, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _check_tools() -> None:
+    missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
+    if missing:
+        raise LabError(f"missing tools on this machine: {', '.join(missing)} (run `make install`)")
+
+
+def _hosts_line() -> str:
+    return " ".join(f"{h.name}={h.address}" for h in topology.HOSTS)
+
+
+def _ensure_secrets() -> str:
+    """The lab's SSH key and PowerDNS API key, root-only; returns the public key."""
+    topology.SECRETS_DIR.mkdir(parents=True, exist_ok=True)
+    os.chmod(topology.STATE_DIR, 0o700)
+    os.chmod(topology.SECRETS_DIR, 0o700)
+    if not topology.SSH_KEY.exists():
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "provisioner-lab", "-f", str(topology.SSH_KEY))
+    if not topology.PDNS_API_KEY_FILE.exists():
+        fd = os.open(topology.PDNS_API_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(32) + "\n")
+    return topology.SSH_KEY.with_suffix(".pub").read_text().strip()
+
+
+def _write_ssh_files(host_keys: dict[str, str]) -> None:
+    lines = [f"{topology.host(n).address},{n} ssh-ed25519 {k}" for n, k in sorted(host_keys.items())]
+    topology.KNOWN_HOSTS.write_text("\n".join(lines) + "\n")
+    blocks = [
+        f"Host {h.name} {h.address}\n"
+        f"  HostName {h.address}\n"
+        f"  User {topology.LAB_USER}\n"
+        f"  IdentityFile {topology.SSH_KEY}\n"
+        f"  IdentitiesOnly yes\n"
+        f"  UserKnownHostsFile {topology.KNOWN_HOSTS}\n"
+        f"  StrictHostKeyChecking yes\n"
+        for h in topology.HOSTS
+    ]
+    topology.SSH_CONFIG.write_text("\n".join(blocks))
+
+
+def pdns_api_key() -> str:
+    try:
+        return topology.PDNS_API_KEY_FILE.read_text().strip()
+    except OSError as err:
+        raise LabError(f"cannot read the lab's PowerDNS API key ({err}); is the lab up?") from err
+
+
+def _role_env(host: topology.LabHost) -> dict[str, str]:
+    env = {
+        "LAB_PHASE": "role",
+        "LAB_ROLE": host.role,
+        "LAB_HOSTS": _hosts_line(),
+        "LAB_NETWORK": str(topology.LAB_NETWORK),
+        "LAB_ZONES": " ".join(topology.ZONES),
+        "PDNS_API_PORT": str(topology.PDNS_API_PORT),
+    }
+    if host.role == "ns-primary":
+        env["PDNS_API_KEY"] = pdns_api_key()
+    return env
+
+
+def _parallel(func, items):
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+        return list(pool.map(func, items))
+
+
+def up(log=print) -> LabStatus:
+    require_root("provision lab up")
+    _check_tools()
+    with _locked():
+        current = status()
+        if current.up:
+            log("the lab is already up; nothing to do")
+            return current
+        if current.any_left:
+            log("found a partial lab from an earlier run; removing it first")
+            _down(log=lambda *_: None)
+
+        phases = _Phases(log)
+        log("bringing the lab up:")
+        with phases.phase("cache"):
+            lower = rootfs.ensure_cache(log=log)
+        with phases.phase("network"):
+            authorized_key = _ensure_secrets()
+            network.ensure_bridge()
+            for h in topology.HOSTS:
+                network.ensure_host_network(h)
+        with phases.phase("hosts"):
+            def prepare(h):
+                hosts.mount_root(h, lower)
+                return h.name, hosts.install_boot_files(h, _hosts_line(), authorized_key)
+
+            host_keys = dict(_parallel(prepare, topology.HOSTS))
+            _write_ssh_files(host_keys)
+            for h in topology.HOSTS:
+                hosts.start(h)
+            _parallel(remote.wait_for_ssh, topology.HOSTS)
+        with phases.phase("services"):
+            script = (hosts.SCRIPTS / "setup-host.sh").read_text()
+            # The primary first, so the secondary can transfer its zones at once.
+            remote.run_script(topology.primary_ns(), script, _role_env(topology.primary_ns()))
+            others = [h for h in topology.HOSTS if h != topology.primary_ns()]
+            _parallel(lambda h: remote.run_script(h, script, _role_env(h)), others)
+        with phases.phase("checks"):
+            _wait_ready()
+        log(f"  {'total':<9} {sum(phases.took.values()):6.1f}s")
+        return status()
+
+
+def _wait_ready(timeout: float = 60.0) -> None:
+    """Wait until both name servers serve every zone and the API answers."""
+    import dns.message
+    import dns.query
+    import dns.rdatatype
+
+    deadline = time.monotonic() + timeout
+    pending = {(ns.name, zone) for ns in (topology.primary_ns(), topology.secondary_ns()) for zone in topology.ZONES}
+    while pending:
+        for name, zone in sorted(pending):
+            ns = topology.host(name)
+            guard.require_lab_route(ns.address)
+            query = dns.message.make_query(zone, dns.rdatatype.SOA)
+            try:
+                answer = dns.query.udp(query, str(ns.address), timeout=1.0)
+            except (OSError, dns.exception.Timeout):
+                continue
+            if answer.answer and answer.flags & dns.flags.AA:
+                pending.discard((name, zone))
+        if pending and time.monotonic() > deadline:
+            raise LabError(f"name servers not serving: {sorted(pending)}")
+        if pending:
+            time.sleep(0.3)
+
+
+def _service_probe(h: topology.LabHost) -> dict[str, bool]:
+    """Ask the host which services it runs and whether each is alive."""
+    out = remote.run_script(
+        h,
+        'for s in $(cat /etc/lab/services); do if service "$s" status >/dev/null 2>&1; '
+        'then echo "$s 1"; else echo "$s 0"; fi; done\n',
+        {},
+    )
+    return {line.split()[0]: line.split()[1] == "1" for line in out.splitlines() if line.strip()}
+
+
+def status() -> LabStatus:
+    bridge = bool(network.bridge_addresses())
+    result = []
+    for h in topology.HOSTS:
+        st = HostStatus(h.name, str(h.address), h.role, running=hosts.pid(h) is not None)
+        if st.running and bridge:
+            try:
+                with socket.create_connection((str(guard.require_lab_route(h.address)), 22), timeout=1.0):
+                    st.ssh = True
+                st.services = _service_probe(h)
+            except (OSError, ProvisionerError, paramiko.SSHException):
+                # Reported, not raised: status describes a broken lab too.
+                st.services = st.services or {"login": False}
+        result.append(st)
+    return LabStatus(bridge=bridge, hosts=result)
+
+
+def down(log=print) -> None:
+    require_root("provision lab down")
+    with _locked():
+        _down(log)
+
+
+def _down(log) -> None:
+    phases = _Phases(log)
+    log("taking the lab down:")
+    with phases.phase("hosts"):
+        _parallel(hosts.stop, topology.HOSTS)
+        for h in topology.HOSTS:
+            hosts.remove(h)
+    with phases.phase("network"):
+        for h in topology.HOSTS:
+            network.remove_host_network(h)
+        network.remove_bridge()
+    # Keys and host state go with the lab; the root filesystem cache stays.
+    shutil.rmtree(topology.STATE_DIR, ignore_errors=True)

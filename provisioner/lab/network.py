@@ -1,0 +1,78 @@
+"""The lab's network: one bridge on the controller, one namespace per host.
+
+The bridge carries the lab network and the public pool, so a lab address is
+routed into the lab only while the bridge exists. `guard` checks exactly that
+before anything talks to a lab address.
+"""
+
+import json
+from ipaddress import IPv4Interface
+from pathlib import Path
+
+from provisioner.lab import topology
+from provisioner.lab.system import ok, run
+
+NETNS_DIR = Path("/run/netns")
+
+
+def netns_exists(name: str) -> bool:
+    return ok("ip", "netns", "exec", name, "true")
+
+
+def link_exists(name: str, netns: str | None = None) -> bool:
+    prefix = ("ip", "-n", netns) if netns else ("ip",)
+    return ok(*prefix, "link", "show", "dev", name)
+
+
+def bridge_addresses() -> list[IPv4Interface]:
+    """The IPv4 addresses on the lab bridge, or [] when it is absent or down."""
+    proc = run("ip", "-j", "addr", "show", "dev", topology.BRIDGE, check=False)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return []
+    info = json.loads(proc.stdout)[0]
+    if "UP" not in info.get("flags", []):
+        return []
+    return [
+        IPv4Interface(f"{a['local']}/{a['prefixlen']}")
+        for a in info.get("addr_info", [])
+        if a.get("family") == "inet"
+    ]
+
+
+def ensure_bridge() -> None:
+    if not link_exists(topology.BRIDGE):
+        run("ip", "link", "add", topology.BRIDGE, "type", "bridge")
+    have = set(bridge_addresses()) if link_exists(topology.BRIDGE) else set()
+    for address in (topology.CONTROLLER_ADDRESS, topology.CONTROLLER_PUBLIC_ADDRESS):
+        if address not in have:
+            run("ip", "addr", "replace", str(address), "dev", topology.BRIDGE)
+    run("ip", "link", "set", topology.BRIDGE, "up")
+
+
+def ensure_host_network(host: topology.LabHost) -> None:
+    """Namespace, veth pair into the bridge, and the host's addresses."""
+    if not netns_exists(host.netns):
+        run("ip", "netns", "add", host.netns)
+    if not link_exists(host.veth):
+        # A half-made pair from an interrupted run is replaced whole.
+        run("ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", host.netns)
+    run("ip", "link", "set", host.veth, "master", topology.BRIDGE, "up")
+    ns = ("ip", "-n", host.netns)
+    run(*ns, "link", "set", "lo", "up")
+    run(*ns, "addr", "replace", f"{host.address}/{topology.LAB_NETWORK.prefixlen}", "dev", "eth0")
+    for public in host.public_addresses:
+        run(*ns, "addr", "replace", str(public), "dev", "eth0")
+    run(*ns, "link", "set", "eth0", "up")
+    # No default route: a lab host reaches the lab and nothing else.
+
+
+def remove_host_network(host: topology.LabHost) -> None:
+    if link_exists(host.veth):
+        run("ip", "link", "del", host.veth, check=False)
+    if (NETNS_DIR / host.netns).exists():
+        run("ip", "netns", "del", host.netns, check=False)
+
+
+def remove_bridge() -> None:
+    if link_exists(topology.BRIDGE):
+        run("ip", "link", "del", topology.BRIDGE, check=False)

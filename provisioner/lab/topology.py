@@ -1,0 +1,91 @@
+"""The lab's shape: its hosts, addresses and the paths it keeps on this machine.
+
+One place for every name and address, so the builder, the inventory check and
+the network guard agree. The Vagrantfile repeats the same names and addresses
+(checked by a test).
+"""
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+
+# The lab's private network, carried by one bridge on the controller.
+LAB_NETWORK = IPv4Network("10.77.0.0/24")
+CONTROLLER_ADDRESS = IPv4Interface("10.77.0.1/24")
+
+# Documentation range used as the lab's "public" IP pool. It is put on the
+# bridge too, so the controller reaches it only through the lab.
+PUBLIC_NETWORK = IPv4Network("203.0.113.0/24")
+CONTROLLER_PUBLIC_ADDRESS = IPv4Interface("203.0.113.1/24")
+
+BRIDGE = "provlab0"
+NETNS_PREFIX = "provlab-"
+VETH_PREFIX = "pl-"
+
+# Where the lab lives on the controller. The cache survives `lab down` so a
+# warm `lab up` skips debootstrap; the rest is removed by `lab down`.
+CACHE_DIR = Path("/var/cache/provisioner-lab")
+STATE_DIR = Path("/var/lib/provisioner-lab")
+HOSTS_DIR = STATE_DIR / "hosts"
+SECRETS_DIR = STATE_DIR / "secrets"
+SSH_KEY = SECRETS_DIR / "id_ed25519"
+KNOWN_HOSTS = STATE_DIR / "known_hosts"
+SSH_CONFIG = STATE_DIR / "ssh_config"
+PDNS_API_KEY_FILE = SECRETS_DIR / "pdns-api-key"
+
+# The account the controller uses on every host: key-only, passwordless sudo,
+# like a deploy account in production.
+LAB_USER = "provisioner"
+
+ZONES = ("tarakankota.go.id", "bulelengkab.go.id")
+PDNS_API_PORT = 8081
+
+
+@dataclass(frozen=True)
+class LabHost:
+    name: str
+    address: IPv4Address
+    role: str  # ns-primary | ns-secondary | web | db
+    group: str  # the Ansible inventory group
+    public_addresses: tuple[IPv4Interface, ...] = field(default=())
+
+    @property
+    def netns(self) -> str:
+        return NETNS_PREFIX + self.name
+
+    @property
+    def veth(self) -> str:
+        return VETH_PREFIX + self.name
+
+    @property
+    def root(self) -> Path:
+        return HOSTS_DIR / self.name / "root"
+
+
+HOSTS = (
+    LabHost("ns1", IPv4Address("10.77.0.11"), "ns-primary", "nameservers"),
+    LabHost("ns2", IPv4Address("10.77.0.12"), "ns-secondary", "nameservers"),
+    LabHost(
+        "web1",
+        IPv4Address("10.77.0.21"),
+        "web",
+        "web",
+        public_addresses=(IPv4Interface("203.0.113.10/24"),),
+    ),
+    LabHost("db1", IPv4Address("10.77.0.31"), "db", "db"),
+)
+
+
+def host(name: str) -> LabHost:
+    for h in HOSTS:
+        if h.name == name:
+            return h
+    raise KeyError(name)
+
+
+def primary_ns() -> LabHost:
+    return next(h for h in HOSTS if h.role == "ns-primary")
+
+
+def secondary_ns() -> LabHost:
+    return next(h for h in HOSTS if h.role == "ns-secondary")
