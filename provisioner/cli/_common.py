@@ -58,13 +58,18 @@ def when(value):
     return value.strftime("%a %Y-%m-%d %H:%M") if isinstance(value, datetime) else (value or "")
 
 
-def table(title, columns, rows):
+def table(title, columns, rows, long=()):
+    """Print a table; columns named in `long` are cut with an ellipsis instead of wrapped."""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=300)  # a pipe or file has no width; keep rows on one line
     grid = Table(title=title, show_lines=False)
     for column in columns:
-        grid.add_column(column)
+        grid.add_column(column, no_wrap=True, overflow="ellipsis",
+                        max_width=48 if column in long else None)
     for row in rows:
         grid.add_row(*[str(cell) if cell is not None else "" for cell in row])
-    Console(soft_wrap=False).print(grid)
+    console.print(grid)
 
 
 def print_outcome(outcome):

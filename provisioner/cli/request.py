@@ -93,7 +93,7 @@ def show(request_id, with_events, config_path, as_json):
           [(s["number"], s["key"], s["activity"], s["actor"], s["waktu"]["text"] or "-",
             s["status"] + (f" ({s['branch']})" if s["branch"] else ""), when(s["planned_start"]),
             when(s["deadline"]), when(s["ended_at"]), s["by"], s["late"] or "")
-           for s in shown["steps"]])
+           for s in shown["steps"]], long=("activity",))
     for event in shown.get("events", []):
         click.echo(f"{when(event['at'])}  {event['source']:<7} {event['actor']:<16} {event['kind']}"
                    f"  {event['payload']}")

@@ -24,7 +24,7 @@ def list_(config_path, as_json):
         return print_json(rows)
     table("SOPs", ["name", "title", "office", "SOP number", "steps", "actions"],
           [(r["name"], r["title"], r["office"], r["number"], r["steps"], ", ".join(r["actions"]))
-           for r in rows])
+           for r in rows], long=("title",))
 
 
 def mermaid(sop):
@@ -84,4 +84,4 @@ def show(name, as_mermaid, config_path, as_json):
     table(s.name, ["no", "key", "activity", "actor", "kelengkapan", "waktu", "output", "action", "next"],
           [(st.number, st.key, st.activity, s.roles[st.actor], ", ".join(st.kelengkapan),
             st.standard.text or "-", ", ".join(st.output), st.action or ("decision" if st.approval else ""),
-            goes_to(st)) for st in s.steps])
+            goes_to(st)) for st in s.steps], long=("activity", "kelengkapan", "output"))
