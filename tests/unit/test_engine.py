@@ -1,0 +1,204 @@
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DatabaseError
+
+from provisioner.errors import ActionError, Conflict, NotFound, PermissionDenied, StateError, UserError
+from provisioner.store.migrate import current_revision
+from provisioner.store.models import Event
+
+from conftest import EXAMPLES, WITA
+
+
+def at(day, hour, minute=0, month=8):
+    return datetime(2024, month, day, hour, minute, tzinfo=WITA)
+
+
+def through_review(engine, clock, raw):
+    """Submit and record steps 2-4 of the hosting SOP on Tue 2024-08-13."""
+    clock.now = at(13, 8, 0)
+    engine.submit(raw, "tarakan-simkes.yaml")
+    for ref, role, minute in (("agenda", "bagian_umum", 2), ("disposisi", "kadis", 4),
+                              ("pengkajian", "bidang_aplikasi", 9)):
+        clock.now = at(13, 8, minute)
+        engine.record_step("HST-2024-0007", ref, role)
+
+
+def statuses(engine):
+    return {s["key"]: s["status"] for s in engine.show("HST-2024-0007")["steps"]}
+
+
+def test_full_hosting_flow_runs_the_bound_actions_once(engine, clock, actions, simkes_bytes):
+    through_review(engine, clock, simkes_bytes)
+    assert actions.calls == []  # nothing automated before the decision
+    clock.now = at(13, 8, 30)
+    outcome = engine.decide("HST-2024-0007", True, "kadis")
+    assert outcome.changed
+    assert [a["action"] for a in outcome.actions] == ["provision_site", "render_letter"]
+    assert actions.count("provision_site") == 1 and actions.count("render_letter") == 1
+    shown = engine.show("HST-2024-0007")
+    assert shown["state"] == "approved" and shown["current_step"] == "kirim_laporan"
+    by = {s["key"]: s["by"] for s in shown["steps"]}
+    assert by["konfigurasi_server"] == "system" and by["keputusan"] == "kadis"
+
+    again = engine.decide("HST-2024-0007", True, "kadis")
+    assert not again.changed and "already approved" in again.message
+    assert actions.count("provision_site") == 1  # the hook is idempotent
+    assert engine.resume("HST-2024-0007").changed is False
+
+    for ref, role in (("8", "bidang_aplikasi"), ("9", "bidang_aplikasi"), ("10", "opd")):
+        clock.now += timedelta(minutes=1)
+        engine.record_step("HST-2024-0007", ref, role)
+    shown = engine.show("HST-2024-0007")
+    assert shown["state"] == "done" and shown["current_step"] is None
+    assert all(s["status"] == "done" for s in shown["steps"])
+    with pytest.raises(StateError):
+        engine.decide("HST-2024-0007", False, "kadis", reason="late change of mind")
+    kinds = [e["kind"] for e in engine.events("HST-2024-0007")]
+    assert kinds.count("decided") == 1 and kinds.count("action_done") == 2
+
+
+def test_rejection_goes_to_the_reply_letter(engine, clock, actions, simkes_bytes):
+    through_review(engine, clock, simkes_bytes)
+    with pytest.raises(UserError, match="needs --reason"):
+        engine.decide("HST-2024-0007", False, "kadis")
+    engine.decide("HST-2024-0007", False, "kadis", reason="Kuota server penuh")
+    assert actions.calls == [("render_reply_letter", "HST-2024-0007", "keputusan", "tidak")]
+    shown = engine.show("HST-2024-0007")
+    assert shown["state"] == "rejected" and shown["current_step"] == "selesai"
+    assert statuses(engine)["konfigurasi_server"] == "skipped"
+    with pytest.raises(StateError, match="decided the other way"):
+        engine.decide("HST-2024-0007", True, "kadis")
+    engine.record_step("HST-2024-0007", "selesai", "opd")
+    assert engine.show("HST-2024-0007")["state"] == "done"
+
+
+def test_steps_follow_order_and_role(engine, clock, simkes_bytes):
+    engine.submit(simkes_bytes, "f.yaml")
+    with pytest.raises(StateError, match="next step is 2 \\(agenda\\)"):
+        engine.record_step("HST-2024-0007", "disposisi", "kadis")
+    with pytest.raises(PermissionDenied, match="done by bagian_umum"):
+        engine.record_step("HST-2024-0007", "agenda", "kadis")
+    with pytest.raises(UserError, match="not a role"):
+        engine.record_step("HST-2024-0007", "agenda", "lurah")
+    with pytest.raises(StateError, match="use `provision decide"):
+        engine.record_step("HST-2024-0007", "keputusan", "kadis")
+    with pytest.raises(StateError, match="done by the toolkit"):
+        engine.record_step("HST-2024-0007", "konfigurasi_server", "bidang_aplikasi")
+    with pytest.raises(StateError, match="next step is 2"):
+        engine.decide("HST-2024-0007", True, "kadis")
+    with pytest.raises(NotFound):
+        engine.record_step("HST-2024-9999", "agenda", "bagian_umum")
+    with pytest.raises(UserError, match="in the future"):
+        engine.record_step("HST-2024-0007", "agenda", "bagian_umum", at=clock.now + timedelta(hours=1))
+    with pytest.raises(UserError, match="before the previous step"):
+        engine.record_step("HST-2024-0007", "agenda", "bagian_umum", at=clock.now - timedelta(hours=1))
+    engine.record_step("HST-2024-0007", "2", "bagian_umum")
+    with pytest.raises(StateError, match="already recorded"):
+        engine.record_step("HST-2024-0007", "agenda", "bagian_umum")
+    # Nothing of the refused attempts reached the log.
+    kinds = [e["kind"] for e in engine.events("HST-2024-0007")]
+    assert kinds == ["request_submitted", "step_recorded", "step_recorded"]
+
+
+def test_resubmission(engine, simkes_bytes):
+    assert engine.submit(simkes_bytes, "a.yaml").changed
+    assert not engine.submit(simkes_bytes, "a.yaml").changed
+    with pytest.raises(Conflict, match="other content"):
+        engine.submit(simkes_bytes.replace(b"quota_mb: 2048", b"quota_mb: 4096"), "a.yaml")
+    with pytest.raises(Conflict, match="already requested by HST-2024-0007"):
+        engine.submit(simkes_bytes.replace(b"HST-2024-0007", b"HST-2024-0008"), "b.yaml")
+
+
+def test_failed_action_leaves_attention_and_resumes(engine, clock, actions, simkes_bytes):
+    through_review(engine, clock, simkes_bytes)
+    actions.fail.add("provision_site")
+    with pytest.raises(ActionError, match="broke on purpose"):
+        engine.decide("HST-2024-0007", True, "kadis")
+    shown = engine.show("HST-2024-0007")
+    assert shown["state"] == "attention" and shown["current_step"] == "konfigurasi_server"
+    assert actions.count("render_letter") == 0
+    actions.fail.clear()
+    assert engine.resume("HST-2024-0007").changed
+    shown = engine.show("HST-2024-0007")
+    assert shown["state"] == "approved" and shown["current_step"] == "kirim_laporan"
+    assert actions.count("provision_site") == 2 and actions.count("render_letter") == 1
+
+
+def test_sla_breach_across_weekend_and_holiday(engine, clock, simkes_bytes):
+    """The 2-day server step starts Tue 2024-12-24 10:00; Natal (Wed 25), cuti
+    bersama (Thu 26) and the weekend do not count, so it is due Mon 30 10:00.
+    Provisioning that ends Tue 31 10:30 is late by Mon 10:00-16:00 plus Tue
+    07:30-10:30: 9 working hours."""
+    dec = lambda d, h, m=0: datetime(2024, 12, d, h, m, tzinfo=WITA)
+    raw = simkes_bytes.replace(b"HST-2024-0007", b"HST-2024-0099")
+    clock.now = dec(24, 9, 0)
+    engine.submit(raw, "f.yaml")
+    for ref, role, minute in (("agenda", "bagian_umum", 3), ("disposisi", "kadis", 5),
+                              ("pengkajian", "bidang_aplikasi", 10)):
+        clock.now = dec(24, 9, minute)
+        engine.record_step("HST-2024-0099", ref, role)
+
+    def slow_provisioning(ctx):
+        clock.now = dec(31, 10, 30)  # the work took until next Tuesday
+        return {}
+
+    engine.actions.register("provision_site", slow_provisioning, replace=True)
+    clock.now = dec(24, 10, 0)  # 20 working minutes after the 30-minute decision was due
+    engine.decide("HST-2024-0099", True, "kadis")
+    steps = {s["key"]: s for s in engine.show("HST-2024-0099")["steps"]}
+    assert steps["keputusan"]["deadline"] == dec(24, 9, 40)
+    assert steps["keputusan"]["late_minutes"] == 20 and steps["keputusan"]["breach"]
+    server = steps["konfigurasi_server"]
+    assert server["planned_start"] == dec(24, 10, 0)
+    assert server["deadline"] == dec(30, 10, 0)
+    assert server["ended_at"] == dec(31, 10, 30)
+    assert server["breach"] and server["late_minutes"] == 9 * 60
+    assert server["late"] == "9h 00m working time"
+    # The letter step starts when provisioning really ended.
+    assert steps["surat_pemberitahuan"]["planned_start"] == dec(31, 10, 30)
+
+
+def test_late_step_pushes_the_following_ones(engine, clock, simkes_bytes):
+    clock.now = at(23, 16, 0)  # Friday
+    engine.submit(simkes_bytes, "f.yaml")
+    clock.now = at(26, 8, 0)  # Monday 08:00: agenda (3 min, due Fri 16:03) is late
+    engine.record_step("HST-2024-0007", "agenda", "bagian_umum")
+    shown = {s["key"]: s for s in engine.show("HST-2024-0007", now=at(26, 8, 0))["steps"]}
+    assert shown["agenda"]["deadline"] == at(23, 16, 3)
+    # 27 minutes on Friday (16:03-16:30) and 30 on Monday (07:30-08:00).
+    assert shown["agenda"]["late_minutes"] == 57
+    # The next step starts when the late one ended, not when it was due.
+    assert shown["disposisi"]["planned_start"] == at(26, 8, 0)
+    assert shown["disposisi"]["deadline"] == at(26, 8, 2)
+    assert shown["pengkajian"]["status"] == "planned"
+    assert shown["pengkajian"]["planned_start"] == at(26, 8, 2)
+    overdue = engine.overdue(now=at(26, 9, 0))
+    assert [(o["request"], o["key"], o["late_minutes"]) for o in overdue] == [("HST-2024-0007", "disposisi", 58)]
+
+
+def test_events_are_append_only(engine, simkes_bytes):
+    engine.submit(simkes_bytes, "f.yaml")
+    assert current_revision(engine.store.engine) == "0001"
+    for statement in ("UPDATE events SET kind = 'forged'", "DELETE FROM events"):
+        with pytest.raises(DatabaseError, match="append-only"):
+            with engine.store.session() as session:
+                session.execute(text(statement))
+    with engine.store.session() as session:
+        assert {e.kind for e in session.query(Event)} == {"request_submitted", "step_recorded"}
+
+
+def test_buleleng_request_on_its_own_sop(engine, clock):
+    raw = (EXAMPLES / "buleleng-sipandu.yaml").read_bytes().replace(b"service: hosting",
+                                                                    b"service: aplikasi-api")
+    clock.now = datetime(2024, 9, 3, 9, 0, tzinfo=WITA)
+    engine.submit(raw, "b.yaml")
+    for ref, role in (("2", "kadis"), ("3", "kabid"), ("4", "kasi"), ("5", "kasi"), ("6", "programmer")):
+        clock.now += timedelta(minutes=5)
+        engine.record_step("KOM-2024-0031", ref, role)
+    clock.now += timedelta(minutes=5)
+    engine.decide("KOM-2024-0031", False, "kasi", reason="Di luar kapasitas tim")
+    assert engine.show("KOM-2024-0031")["current_step"] == "alasan_ke_kabid"
+    engine.record_step("KOM-2024-0031", "alasan_ke_kabid", "kasi")
+    assert engine.show("KOM-2024-0031")["current_step"] == "serah_terima"

@@ -1,0 +1,88 @@
+import pytest
+
+from provisioner.config import REPO_ROOT
+from provisioner.errors import NotFound, ValidationError
+from provisioner.sop.hooks import ACTIONS
+from provisioner.sop.model import load_all, load_sop, parse_waktu
+
+SOP_DIR = REPO_ROOT / "sop"
+
+
+def test_the_four_sops_load():
+    sops = {s.name: s for s in load_all(SOP_DIR, ACTIONS.names())}
+    assert set(sops) == {"hosting", "website", "konsultasi-aplikasi", "aplikasi-api"}
+    assert [len(sops[n].steps) for n in ("hosting", "website", "konsultasi-aplikasi", "aplikasi-api")] \
+        == [10, 11, 11, 16]
+
+
+def test_hosting_binds_its_actions_and_branches():
+    sop = load_sop(SOP_DIR, "hosting", ACTIONS.names())
+    assert sop.step("konfigurasi_server").action == "provision_site"
+    assert sop.step("6").activity == "Pembuatan dan konfigurasi server"
+    assert sop.step(7).action == "render_letter"
+    decision = sop.approval_step
+    assert decision.number == 5 and decision.actor == "kadis"
+    assert decision.branches["ya"].next == "konfigurasi_server"
+    assert decision.branches["tidak"].action == "render_reply_letter"
+
+
+def test_buleleng_keeps_two_steps_numbered_14():
+    sop = load_sop(SOP_DIR, "aplikasi-api", ACTIONS.names())
+    assert [s.number for s in sop.steps if s.number == 14] == [14, 14]
+    with pytest.raises(NotFound, match="not unique"):
+        sop.step(14)
+    assert sop.step("serah_terima").actor == "kadis"
+    assert sop.step("pembuatan").standard.fixed is False
+    assert sop.step("lapor_kadis").next == "serah_terima"
+
+
+def test_website_existence_branches():
+    sop = load_sop(SOP_DIR, "website", ACTIONS.names())
+    assert set(sop.step("cek_website").branches) == {"ada", "belum_ada"}
+
+
+@pytest.mark.parametrize("text,amount,unit", [
+    ("2 Menit", 2, "minutes"), ("3 hari", 3, "days"), ("24 jam", 24, "hours"), ("1 minggu", 1, "weeks")])
+def test_waktu(text, amount, unit):
+    standard = parse_waktu(text)
+    assert (standard.amount, standard.unit, standard.text) == (amount, unit, text)
+
+
+@pytest.mark.parametrize("bad", ["2 Meint", "dua hari", "2 Menit\n", "٢ Menit", "0 Menit"])
+def test_waktu_rejects(bad):
+    with pytest.raises(ValueError):
+        parse_waktu(bad)
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ("actor: bagian_umum", "actor: satpam", "not a role of this SOP"),
+    ("next: konfigurasi_server", "next: nowhere", "no step with key 'nowhere'"),
+    ("waktu: 2 Hari", "waktu: 2 Harian", "waktu"),
+    ("approval: true", "approval: false", "exactly one step must have approval"),
+    ("action: provision_site", "action: launch_rockets", "unknown action 'launch_rockets'"),
+    ("name: hosting", "name: hostingx", "must be 'hosting'"),
+    ("    output: [Server Hosting]", "    output: [Server Hosting]\n    colour: red", "colour"),
+    ("  - key: agenda", "  - key: permohonan", "duplicate step key"),
+])
+def test_schema_rejects_malformed_sop(sop_copy, old, new, message):
+    path = sop_copy / "hosting.yaml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(ValidationError) as err:
+        load_sop(sop_copy, "hosting", ACTIONS.names())
+    assert message in str(err.value)
+    assert str(path) in str(err.value)
+    assert all(p.line for p in err.value.problems)
+
+
+def test_unreachable_step_is_rejected(sop_copy):
+    path = sop_copy / "hosting.yaml"
+    path.write_text(path.read_text().replace("    waktu: 25 Menit\n", "    waktu: 25 Menit\n    next: selesai\n"))
+    with pytest.raises(ValidationError, match="cannot be reached"):
+        load_sop(sop_copy, "hosting", ACTIONS.names())
+
+
+def test_unknown_sop():
+    with pytest.raises(NotFound, match="no SOP named 'colocation'"):
+        load_sop(SOP_DIR, "colocation")
