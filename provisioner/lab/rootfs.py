@@ -10,6 +10,7 @@ import fcntl
 import hashlib
 import re
 import shutil
+from importlib import resources
 from pathlib import Path
 
 from provisioner.lab import topology
@@ -17,23 +18,20 @@ from provisioner.lab.system import run
 
 SUITE = "bookworm"
 
-# One root filesystem for every role: simpler than one per role, and the
-# overlay shares it on disk. Services stay stopped until a host's setup script
-# enables them.
-PACKAGES = (
-    "openssh-server", "sudo", "python3", "python3-apt", "iproute2", "iputils-ping",
-    "procps", "ca-certificates", "curl", "dnsutils", "tini", "less", "openssl",
-    "rsync", "acl",
-    "pdns-server", "pdns-backend-sqlite3", "sqlite3",
-    "apache2", "php-fpm", "php-mysql",
-    "mariadb-server", "mariadb-client", "python3-pymysql",
-)
+
+
+def packages() -> tuple[str, ...]:
+    """The package list shared with the Vagrantfile (packages.txt)."""
+    text = (resources.files("provisioner.lab") / "packages.txt").read_text()
+    return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+
+
 # Bump when the post-processing below changes what a cache contains.
 CACHE_FORMAT = 1
 
 
 def cache_key() -> str:
-    spec = f"{SUITE}|{CACHE_FORMAT}|{' '.join(sorted(PACKAGES))}"
+    spec = f"{SUITE}|{CACHE_FORMAT}|{' '.join(sorted(packages()))}"
     return hashlib.sha256(spec.encode()).hexdigest()[:12]
 
 
@@ -45,15 +43,15 @@ def is_cached() -> bool:
     return (cache_path() / ".provisioner-complete").exists()
 
 
-def mirror() -> str | None:
+def mirror(apt_dir: Path = Path("/etc/apt")) -> str | None:
     """The Debian mirror this machine's apt already uses, if it names one.
 
     Reusing it keeps the lab on the same mirror (and proxy) as the machine; with
     none found, debootstrap's own default applies.
     """
-    sources = [Path("/etc/apt/sources.list")]
-    sources += sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))
-    sources += sorted(Path("/etc/apt/sources.list.d").glob("*.list"))
+    sources = [apt_dir / "sources.list"]
+    sources += sorted((apt_dir / "sources.list.d").glob("*.sources"))
+    sources += sorted((apt_dir / "sources.list.d").glob("*.list"))
     for path in sources:
         try:
             text = path.read_text()
@@ -85,7 +83,7 @@ def ensure_cache(log=print) -> Path:
         if building.exists():
             shutil.rmtree(building)
         log(f"building the lab root filesystem (debootstrap {SUITE}, once): {target}")
-        argv = ["debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES), SUITE, str(building)]
+        argv = ["debootstrap", "--variant=minbase", "--include=" + ",".join(packages()), SUITE, str(building)]
         source = mirror()
         if source:
             argv.append(source)

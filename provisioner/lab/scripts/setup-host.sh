@@ -3,6 +3,8 @@
 # (`provision lab up`) and the Vagrantfile, so both labs are the same.
 #
 # Phases:
+#   packages - install the lab's package list (Vagrant only; the local lab's
+#           image already has them).
 #   base  - deploy account with the lab's SSH key, sshd settings, /etc/hosts.
 #           The local lab runs it in the image before boot; Vagrant runs it first.
 #   role  - the role's services (PowerDNS primary/secondary, Apache+PHP-FPM,
@@ -10,7 +12,7 @@
 #
 # Inputs (environment): LAB_PHASE, LAB_ROLE, LAB_HOSTS ("name=address ..."),
 # LAB_NETWORK (CIDR), LAB_ZONES ("zone ..."), LAB_USER, LAB_AUTHORIZED_KEY,
-# PDNS_API_KEY (ns-primary only), PDNS_API_PORT, LAB_PUBLIC_ADDRESSES (web).
+# LAB_PACKAGES (packages phase), PDNS_API_KEY (ns-primary only), PDNS_API_PORT, LAB_PUBLIC_ADDRESSES (web).
 set -eu
 umask 022
 
@@ -192,6 +194,12 @@ CONF
 }
 
 case "$LAB_PHASE" in
+    packages)
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        # shellcheck disable=SC2086 # a list of package names
+        apt-get install -y -qq --no-install-recommends $LAB_PACKAGES
+        ;;
     base) phase_base ;;
     role)
         case "$LAB_ROLE" in

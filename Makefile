@@ -1,0 +1,49 @@
+# Two commands do all the set-up on a fresh Debian 12 machine (as root):
+#   make demo   - install, bring the lab up, run the example flow
+#   make test   - install, bring the lab up, run every test
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+
+# What the controller needs: the lab builder's tools, SSH and Vagrant (the
+# Vagrantfile is validated by a test), DNS tools for people.
+APT_PACKAGES := debootstrap iproute2 util-linux mount openssh-client \
+	python3-venv vagrant bind9-dnsutils curl ca-certificates
+
+.PHONY: install apt venv demo test unit lab-up lab-down clean
+
+install: apt venv
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(BIN)/provision: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(BIN)/provision
+
+lab-up: install
+	$(BIN)/provision lab up
+
+lab-down:
+	$(BIN)/provision lab down
+
+demo: lab-up
+	$(BIN)/provision lab status
+
+unit: install
+	$(BIN)/pytest -q tests/unit
+
+test: lab-up
+	PROVISIONER_REQUIRE_LAB=1 $(BIN)/pytest -q tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info

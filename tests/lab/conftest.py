@@ -1,0 +1,46 @@
+"""Lab tests run against the real lab hosts; they need `provision lab up`.
+
+Every test here first checks that the lab is up (its bridge carries the lab
+networks), so no packet for a lab address leaves the machine when it is down.
+With PROVISIONER_REQUIRE_LAB=1 (as `make test` sets) a down lab is an error,
+not a skip.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+import testinfra
+
+from provisioner.lab import lifecycle, topology
+
+
+def pytest_collection_modifyitems(config, items):
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.lab)
+
+
+@pytest.fixture(autouse=True)
+def lab_up():
+    if os.geteuid() != 0:
+        pytest.skip("lab tests run as root")
+    if not lifecycle.status().bridge:
+        message = "the lab is down (run `provision lab up`)"
+        if os.environ.get("PROVISIONER_REQUIRE_LAB"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def lab_host():
+    """testinfra hosts reached over SSH with the lab's ssh_config, as root via sudo."""
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = testinfra.get_host(f"ssh://{name}", ssh_config=str(topology.SSH_CONFIG), sudo=True)
+        return cache[name]
+
+    return get

@@ -1,0 +1,172 @@
+"""The lab's hosts are real, isolated and serve what their role says."""
+
+import secrets
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import dns.flags
+import dns.message
+import dns.query
+import dns.rdatatype
+import pytest
+import requests
+
+from provisioner import runner
+from provisioner.lab import guard, hosts, lifecycle, remote, topology
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMES = [h.name for h in topology.HOSTS]
+NAMESERVERS = [topology.primary_ns().name, topology.secondary_ns().name]
+API = f"http://{topology.primary_ns().address}:{topology.PDNS_API_PORT}/api/v1/servers/localhost"
+
+
+def _query(server: str, name: str, rdtype):
+    address = guard.require_lab_route(topology.host(server).address)
+    return dns.query.udp(dns.message.make_query(name, rdtype), str(address), timeout=2.0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sshd_answers_and_the_deploy_account_logs_in(name, lab_host):
+    host = lab_host(name)
+    assert host.socket("tcp://0.0.0.0:22").is_listening
+    client = remote.connect(topology.host(name))
+    try:
+        _, out, _ = client.exec_command("id -un; sudo -n id -u")
+        assert out.read().decode().split() == [topology.LAB_USER, "0"]
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_password_login_is_refused(name):
+    import paramiko
+
+    transport = paramiko.Transport((str(guard.require_lab_route(topology.host(name).address)), 22))
+    try:
+        transport.start_client(timeout=5)
+        with pytest.raises(paramiko.AuthenticationException):
+            transport.auth_password(topology.LAB_USER, "not-the-password")
+    finally:
+        transport.close()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_own_hostname(name, lab_host):
+    assert lab_host(name).check_output("hostname") == name
+    assert socket.gethostname() != name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_own_pid_namespace(name, lab_host):
+    host = lab_host(name)
+    assert host.check_output("cat /proc/1/comm") == "tini"
+    # The controller's processes (this test among them) are invisible inside.
+    assert "pytest" not in host.check_output("ps -eo args=")
+    assert len(host.check_output("ps -eo pid=").split()) < 80
+    # The host's init is a different process seen from the controller.
+    assert hosts.init_pid(topology.host(name)) not in (None, 1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_own_filesystem_and_network(name, lab_host):
+    host = lab_host(name)
+    assert not host.file(str(ROOT / "pyproject.toml")).exists
+    addresses = host.check_output("ip -o -4 addr show dev eth0")
+    assert str(topology.host(name).address) in addresses
+    # No way out of the lab: no default route.
+    assert "default" not in host.check_output("ip route")
+
+
+@pytest.mark.parametrize("server", NAMESERVERS)
+@pytest.mark.parametrize("zone", topology.ZONES)
+def test_nameservers_answer_soa_authoritatively(server, zone):
+    answer = _query(server, zone, dns.rdatatype.SOA)
+    assert answer.flags & dns.flags.AA
+    soa = answer.find_rrset(answer.answer, dns.name.from_text(zone), dns.rdataclass.IN, dns.rdatatype.SOA)
+    assert soa[0].mname.to_text() == f"ns1.{zone}."
+    ns = _query(server, zone, dns.rdatatype.NS)
+    names = {r.target.to_text() for rrset in ns.answer for r in rrset}
+    assert names == {f"ns1.{zone}.", f"ns2.{zone}."}
+
+
+def test_api_answers_with_the_key_and_refuses_without():
+    guard.require_lab_route(topology.primary_ns().address)
+    key = lifecycle.pdns_api_key()
+    good = requests.get(f"{API}/zones", headers={"X-API-Key": key}, timeout=5)
+    assert good.status_code == 200
+    assert {z["name"] for z in good.json()} == {f"{z}." for z in topology.ZONES}
+    assert requests.get(f"{API}/zones", timeout=5).status_code == 401
+    wrong = requests.get(f"{API}/zones", headers={"X-API-Key": key + "x"}, timeout=5)
+    assert wrong.status_code == 401
+
+
+def test_api_key_file_is_root_only():
+    mode = topology.PDNS_API_KEY_FILE.stat().st_mode & 0o777
+    assert mode == 0o600
+    assert topology.SSH_KEY.stat().st_mode & 0o077 == 0
+
+
+def test_secondary_follows_the_primary_by_notify():
+    """A record added through the API on ns1 reaches ns2 by NOTIFY/AXFR."""
+    guard.require_lab_route(topology.primary_ns().address)
+    headers = {"X-API-Key": lifecycle.pdns_api_key()}
+    zone = topology.ZONES[0]
+    name = f"labtest-{secrets.token_hex(4)}.{zone}."
+    rrset = {"name": name, "type": "TXT", "ttl": 60, "changetype": "REPLACE",
+             "records": [{"content": '"lab notify test"', "disabled": False}]}
+    r = requests.patch(f"{API}/zones/{zone}.", json={"rrsets": [rrset]}, headers=headers, timeout=5)
+    assert r.status_code == 204, r.text
+    try:
+        assert requests.put(f"{API}/zones/{zone}./notify", headers=headers, timeout=5).status_code == 200
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if _query("ns2", name, dns.rdatatype.TXT).answer:
+                break
+            time.sleep(0.2)
+        assert _query("ns2", name, dns.rdatatype.TXT).answer, "ns2 did not receive the change"
+    finally:
+        rrset.update(changetype="DELETE", records=[])
+        requests.patch(f"{API}/zones/{zone}.", json={"rrsets": [rrset]}, headers=headers, timeout=5)
+
+
+@pytest.mark.parametrize("address", ["10.77.0.21", "203.0.113.10"])
+def test_apache_answers_on_web1(address):
+    guard.require_lab_route(address)
+    response = requests.get(f"http://{address}/", timeout=5)
+    assert response.status_code == 200
+    assert response.headers["Server"].startswith("Apache")
+
+
+def test_php_fpm_and_apache_run_on_web1(lab_host):
+    host = lab_host("web1")
+    assert host.socket("unix:///run/php/php8.2-fpm.sock").is_listening
+    assert host.run("apache2ctl configtest").rc == 0
+    assert host.process.filter(comm="php-fpm8.2")
+
+
+def test_mariadb_accepts_a_local_root_connection(lab_host):
+    host = lab_host("db1")
+    user = host.check_output("mysql -N -B -e 'SELECT CURRENT_USER()'")
+    assert user == "root@localhost"
+    assert host.socket("tcp://0.0.0.0:3306").is_listening
+
+
+def test_public_pool_is_carried_only_by_the_lab_bridge():
+    route = subprocess.run(["ip", "route", "get", "203.0.113.10"], capture_output=True, text=True, check=True)
+    assert f"dev {topology.BRIDGE}" in route.stdout
+
+
+def test_ansible_runner_reaches_every_host_with_the_lab_inventory():
+    result = runner.run_playbook("ping.yml", ROOT / "inventory/lab", set(NAMES))
+    assert set(result.stats["processed"]) == set(NAMES)
+
+
+def test_a_second_lab_up_is_a_no_op():
+    before = {h.name: hosts.pid(h) for h in topology.HOSTS}
+    said = []
+    status = lifecycle.up(log=said.append)
+    assert status.up
+    assert "already up" in " ".join(said)
+    assert {h.name: hosts.pid(h) for h in topology.HOSTS} == before
