@@ -189,7 +189,8 @@ def _absolute(data, base):
     for key in ("state_dir", "sop_dir"):
         if key in data and data[key] is not None:
             data[key] = str(base / Path(data[key]).expanduser())
-    for office in (data.get("offices") or {}).values():
+    offices = data.get("offices")
+    for office in offices.values() if isinstance(offices, dict) else ():
         if isinstance(office, dict) and office.get("calendar"):
             office["calendar"] = str(base / Path(office["calendar"]).expanduser())
     webhook = data.get("webhook")
