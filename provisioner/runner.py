@@ -6,6 +6,7 @@ unreachable, failed or with ignored errors. ("No hosts matched" exits 0; here
 it is a failure.)
 """
 
+import json
 import os
 import sys
 import tempfile
@@ -60,20 +61,40 @@ def _env() -> dict[str, str]:
     }
 
 
+def _secret_dir() -> str | None:
+    # Memory-backed when the machine has it, so secrets never touch a disk.
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
 def run_playbook(
     playbook: str,
     inventory: Path,
     expected_hosts: set[str],
     extravars: dict | None = None,
+    secrets: dict | None = None,
     limit: str | None = None,
     check: bool = False,
     artifact_dir: Path | None = None,
 ) -> RunResult:
-    """Run a playbook from `playbooks/` against an inventory and check it fully."""
+    """Run a playbook from `playbooks/` against an inventory and check it fully.
+
+    `extravars` may be logged: ansible-runner puts them on the command line and
+    in its artifacts. `secrets` never are: they reach the play as the variable
+    `provisioner_secrets`, read from a private file (mode 0600, removed after
+    the run) that only its path names, and tasks using them are `no_log`.
+    """
     path = PLAYBOOKS / playbook
     if not path.is_file():
         raise HostError(f"no such playbook: {path}")
-    with tempfile.TemporaryDirectory(prefix="provisioner-run-") as private:
+    options = ["--check", "--diff"] if check else []
+    with tempfile.TemporaryDirectory(prefix="provisioner-run-") as private, \
+            tempfile.TemporaryDirectory(prefix="provisioner-secrets-", dir=_secret_dir()) as vault:
+        if secrets:
+            secrets_file = Path(vault) / "secrets.json"
+            fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                json.dump({"provisioner_secrets": secrets}, out)
+            options += ["-e", f"@{secrets_file}"]
         result = ansible_runner.run(
             private_data_dir=private,
             artifact_dir=str(artifact_dir) if artifact_dir else None,
@@ -81,9 +102,8 @@ def run_playbook(
             inventory=str(Path(inventory).resolve()),
             extravars=extravars or {},
             limit=limit,
-            cmdline="--check --diff" if check else None,
+            cmdline=" ".join(options) or None,
             envvars=_env(),
-            # Extravars stay in memory: nothing with a secret is written to env/.
             suppress_env_files=True,
             quiet=True,
         )
