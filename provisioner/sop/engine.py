@@ -206,6 +206,9 @@ class Engine:
             if step.automated:
                 raise StateError(f"step {step.number} ({step.key}) is done by the toolkit "
                                  f"(action {step.action}); use `provision request resume {request_id}`")
+            if row.state == "attention":
+                raise StateError(f"{request_id}: an action failed; fix it and run "
+                                 f"`provision request resume {request_id}` before the next step")
             self._check_turn(session, row, sop, step)
             self._check_actor(sop, step, by)
             if step.branches:

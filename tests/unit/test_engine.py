@@ -119,6 +119,8 @@ def test_failed_action_leaves_attention_and_resumes(engine, clock, actions, simk
     shown = engine.show("HST-2024-0007")
     assert shown["state"] == "attention" and shown["current_step"] == "konfigurasi_server"
     assert actions.count("render_letter") == 0
+    with pytest.raises(StateError, match="an action failed"):
+        engine.record_step("HST-2024-0007", "kirim_laporan", "bidang_aplikasi")
     actions.fail.clear()
     assert engine.resume("HST-2024-0007").changed
     shown = engine.show("HST-2024-0007")
