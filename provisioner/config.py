@@ -10,6 +10,7 @@ import os
 import re
 from datetime import time
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError as PydanticError, field_validator
@@ -103,6 +104,23 @@ class Limits(_Strict):
     bandwidth_kbps_max: int = Field(default=10_000_000, ge=0)
 
 
+class Hosting(_Strict):
+    """Where hosting finds its hosts, certificates and keys, and where it keeps its files."""
+
+    # Ansible inventory (groups nameservers, web, db); the lab's by default.
+    inventory: Path = REPO_ROOT / "inventory" / "lab"
+    dns_ttl: int = Field(default=300, ge=60, le=86400)
+    # lab-ca: certificates signed by the lab CA made at `lab up`;
+    # files: <tls_dir>/<fqdn>.crt, .key and optional .chain issued elsewhere.
+    tls_source: Literal["lab-ca", "files"] = "lab-ca"
+    tls_dir: Path = Path("/var/lib/provisioner-lab/ca")
+    # Key that encrypts stored credentials; kept outside the state database.
+    key_file: Path | None = None
+    # ansible-runner artifacts and credentials sheets (default: under the state home).
+    artifacts_dir: Path | None = None
+    credentials_dir: Path | None = None
+
+
 class Config(_Strict):
     offices: dict[str, Office]
     state_url: str | None = None
@@ -112,7 +130,22 @@ class Config(_Strict):
     reserved_labels: list[str] = Field(default_factory=lambda: list(DEFAULT_RESERVED_LABELS))
     limits: Limits = Field(default_factory=Limits)
     webhook: Webhook = Field(default_factory=Webhook)
+    hosting: Hosting = Field(default_factory=Hosting)
     source: str = "built-in defaults"
+
+    def home(self):
+        """The directory of the toolkit's own files: $PROVISIONER_HOME or state_dir."""
+        home = os.environ.get(ENV_HOME)
+        return (Path(home) if home else self.state_dir).absolute()
+
+    def key_file(self):
+        return self.hosting.key_file or self.home() / "secret.key"
+
+    def artifacts_dir(self):
+        return self.hosting.artifacts_dir or self.home() / "artifacts"
+
+    def credentials_dir(self):
+        return self.hosting.credentials_dir or self.home() / "credentials"
 
     @property
     def zones(self):
@@ -132,9 +165,7 @@ class Config(_Strict):
         url = os.environ.get(ENV_STATE_URL) or self.state_url
         if url:
             return url
-        home = os.environ.get(ENV_HOME)
-        directory = Path(home) if home else self.state_dir
-        return f"sqlite:///{directory.absolute() / 'state.db'}"
+        return f"sqlite:///{self.home() / 'state.db'}"
 
     def webhook_secret(self):
         """The shared webhook secret as bytes; at least 32 bytes or a ConfigError."""
@@ -193,6 +224,10 @@ def _absolute(data, base):
     for office in offices.values() if isinstance(offices, dict) else ():
         if isinstance(office, dict) and office.get("calendar"):
             office["calendar"] = str(base / Path(office["calendar"]).expanduser())
+    hosting = data.get("hosting")
+    for key in ("inventory", "tls_dir", "key_file", "artifacts_dir", "credentials_dir"):
+        if isinstance(hosting, dict) and hosting.get(key):
+            hosting[key] = str(base / Path(hosting[key]).expanduser())
     webhook = data.get("webhook")
     if isinstance(webhook, dict) and webhook.get("secret_file"):
         webhook["secret_file"] = str(base / Path(webhook["secret_file"]).expanduser())

@@ -6,6 +6,7 @@ taken from request text, so nothing an agency types reaches a shell or SQL.
 
 import hashlib
 import re
+from dataclasses import dataclass
 
 # ASCII only: [a-z0-9] instead of \w or \d, which would also match Unicode
 # letters and digits. Used with fullmatch, so a trailing newline fails too.
@@ -49,3 +50,44 @@ def site_slug(label, zone):
     if base[0].isdigit():
         base = "s" + base  # user and database names should not start with a digit
     return f"{base[:SLUG_MAX - 7]}_{digest}"
+
+
+WEB_ROOT = "/srv/www"
+LOG_ROOT = "/var/log/apache2/sites"
+
+
+@dataclass(frozen=True)
+class SiteNames:
+    """Every name a site has on the hosts, all derived from its validated label.
+
+    Database names and users are [a-z][a-z0-9]* only: no '_' or '%', which
+    are wildcards in a MariaDB GRANT, and no quoting needed anywhere.
+    """
+
+    fqdn: str
+    slug: str
+    user: str
+    home: str
+    docroot: str
+    logdir: str
+    pool: str
+    db_name: str
+    db_user: str
+
+
+def site_names(label, zone):
+    slug = site_slug(label, zone)
+    name = fqdn(label, zone)
+    db = slug.replace("_", "")
+    home = f"{WEB_ROOT}/{name}"
+    return SiteNames(
+        fqdn=name,
+        slug=slug,
+        user=slug,
+        home=home,
+        docroot=f"{home}/public",
+        logdir=f"{LOG_ROOT}/{name}",
+        pool=name,
+        db_name=db,
+        db_user=db,
+    )

@@ -50,5 +50,11 @@ def _register():
     main.add_command(sla.sla)
     main.add_command(serve.serve)
 
+    from provisioner.cli import credentials, hosting, resume
+
+    main.add_command(hosting.hosting)
+    main.add_command(resume.resume)
+    main.add_command(credentials.credentials)
+
 
 _register()

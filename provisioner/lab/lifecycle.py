@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 import paramiko
 
 from provisioner.errors import LabError, ProvisionerError
+from provisioner import tls
 from provisioner.lab import guard, hosts, network, remote, rootfs, topology
 from provisioner.lab.system import require_root, run
 
@@ -166,6 +167,7 @@ def up(log=print) -> LabStatus:
             lower = rootfs.ensure_cache(log=log)
         with phases.phase("network"):
             authorized_key = _ensure_secrets()
+            tls.ensure_lab_ca(topology.CA_DIR)
             network.ensure_bridge()
             for h in topology.HOSTS:
                 network.ensure_host_network(h)

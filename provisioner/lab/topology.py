@@ -32,6 +32,8 @@ SSH_KEY = SECRETS_DIR / "id_ed25519"
 KNOWN_HOSTS = STATE_DIR / "known_hosts"
 SSH_CONFIG = STATE_DIR / "ssh_config"
 PDNS_API_KEY_FILE = SECRETS_DIR / "pdns-api-key"
+# The lab CA that signs site certificates (made at `lab up`).
+CA_DIR = STATE_DIR / "ca"
 
 # The account the controller uses on every host: key-only, passwordless sudo,
 # like a deploy account in production.

@@ -307,11 +307,11 @@ class Engine:
 
     # -- actions (the approval hook) ---------------------------------------
 
-    def resume(self, request_id, force=False):
+    def resume(self, request_id, force=False, options=None, source="hook"):
         """Run the actions that are due (after a failure, or with force after a crash)."""
         with self.store.session() as session:
             self._row(session, request_id)
-        results = self._run_pending(request_id, force=force)
+        results = self._run_pending(request_id, force=force, options=options, source=source)
         if not results:
             return Outcome(request_id, False, f"{request_id}: no action is due; nothing done")
         return Outcome(request_id, True, f"{request_id}: {len(results)} action(s) ran", results)
@@ -351,7 +351,7 @@ class Engine:
             raise StateError(f"{row.id}: action {run.action} was claimed by another process")
         return run.attempts + 1
 
-    def _run_pending(self, request_id, force=False):
+    def _run_pending(self, request_id, force=False, options=None, source="hook"):
         results = []
         while True:
             try:
@@ -374,7 +374,8 @@ class Engine:
             try:
                 request = validate(content, self.config, source=f"stored {request_id}")
                 context = ActionContext(request=request, sop=sop, step=pending.step,
-                                        branch=pending.branch, reason=reason, config=self.config)
+                                        branch=pending.branch, reason=reason, config=self.config,
+                                        options=dict(options or {}), source=source)
                 result = self.actions.get(pending.action)(context) or {}
             except Exception as err:
                 self._action_failed(request_id, pending, err)

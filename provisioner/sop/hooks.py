@@ -5,11 +5,10 @@ An action receives an ActionContext and returns a small dict for the event log
 failure and the step stays open for `provision request resume`.
 
 The default registry holds the toolkit's actions. Those whose issue has not
-landed yet raise ActionError saying so; the hosting issue replaces
-`provision_site` with `ACTIONS.register("provision_site", func, replace=True)`.
+landed yet raise ActionError saying so.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from provisioner.errors import ActionError
 
@@ -22,6 +21,10 @@ class ActionContext:
     branch: str | None  # the decision branch, for actions bound to a branch
     reason: str | None  # the decision's reason (for a reply letter)
     config: object
+    # Caller's options for the action (for example the plan checksum an
+    # operator reviewed); empty when the approval hook runs it.
+    options: dict = field(default_factory=dict)
+    source: str = "hook"
 
 
 class ActionRegistry:
@@ -61,8 +64,15 @@ def _not_available(name, issue):
     return action
 
 
+def _provision_site(ctx):
+    # Imported when first run: the SOP engine loads without the hosting stack.
+    from provisioner.hosting import provision_site_action
+
+    return provision_site_action(ctx)
+
+
 ACTIONS = ActionRegistry()
-ACTIONS.register("provision_site", _not_available("provision_site", "the hosting issue"))
+ACTIONS.register("provision_site", _provision_site)
 ACTIONS.register("render_letter", _not_available("render_letter", "the letters issue"))
 ACTIONS.register("render_reply_letter", _not_available("render_reply_letter", "the letters issue"))
 ACTIONS.register("install_website", _not_available("install_website", "the website issue"))

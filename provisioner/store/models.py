@@ -9,7 +9,7 @@ tables (sites, ips, locks) through new migrations.
 import json
 from datetime import datetime, timezone
 
-from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import DateTime, TypeDecorator
 
@@ -118,3 +118,61 @@ class WebhookKey(Base):
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     request_id: Mapped[str] = mapped_column(String(16))
+
+
+class SiteRow(Base):
+    """The configuration record of a site: what was provisioned, where, from which plan."""
+
+    __tablename__ = "sites"
+
+    fqdn: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"), index=True)
+    office: Mapped[str] = mapped_column(String(40))
+    zone: Mapped[str] = mapped_column(String(255))
+    label: Mapped[str] = mapped_column(String(63))
+    # planned -> provisioning -> provisioned | failed | attention
+    state: Mapped[str] = mapped_column(String(20))
+    web_host: Mapped[str] = mapped_column(String(255))
+    db_host: Mapped[str | None] = mapped_column(String(255))
+    public_ip: Mapped[str | None] = mapped_column(String(45))
+    dedicated_ip: Mapped[bool] = mapped_column(Boolean)
+    config: Mapped[dict] = mapped_column(JSONText)  # names, paths, versions, quota... never secrets
+    plan_checksum: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    provisioned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class IPAllocation(Base):
+    """A dedicated public address; the primary key makes a double allocation impossible."""
+
+    __tablename__ = "ip_allocations"
+
+    address: Mapped[str] = mapped_column(String(45), primary_key=True)
+    pool: Mapped[str] = mapped_column(String(100))
+    fqdn: Mapped[str] = mapped_column(String(255), unique=True)
+    web_host: Mapped[str] = mapped_column(String(255))
+    allocated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Lock(Base):
+    """A named lock held by one apply (site or IP pool); taken by INSERT, so only one wins."""
+
+    __tablename__ = "locks"
+
+    name: Mapped[str] = mapped_column(String(300), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Credential(Base):
+    """A generated password, encrypted with a key kept outside this database."""
+
+    __tablename__ = "credentials"
+
+    fqdn: Mapped[str] = mapped_column(String(255), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True)  # db | sftp
+    username: Mapped[str] = mapped_column(String(80))
+    ciphertext: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

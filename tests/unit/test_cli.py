@@ -6,12 +6,19 @@ import pytest
 from click.testing import CliRunner
 
 from provisioner.cli import main
+from provisioner.errors import ActionError
+from provisioner.sop import hooks
 
 from conftest import EXAMPLES
 
 
 @pytest.fixture
 def run(tmp_path, monkeypatch):
+    # Unit tests never reach hosts: the hosting action fails as it would with the lab unreachable.
+    def unreachable(ctx):
+        raise ActionError("hosting is unreachable from unit tests")
+
+    monkeypatch.setitem(hooks.ACTIONS._actions, "provision_site", unreachable)
     monkeypatch.setenv("PROVISIONER_STATE_URL", f"sqlite:///{tmp_path / 'state.db'}")
     monkeypatch.delenv("PROVISIONER_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -44,11 +51,11 @@ def test_submit_steps_decide_and_show(run):
     assert run("step", "HST-2024-0007", "3", "--by", "kadis", "--at", "2024-08-13T08:03").exit_code == 0
     assert run("step", "HST-2024-0007", "4", "--by", "bidang_aplikasi",
                "--at", "2024-08-13T08:10").exit_code == 0
-    # Without the hosting issue, provision_site is a placeholder: the decision is kept,
-    # the request needs attention, and the exit code says the action failed.
+    # When the action fails, the decision is kept, the request needs attention,
+    # and the exit code says the action failed.
     result = run("decide", "HST-2024-0007", "--approve", "--by", "kadis", "--at", "2024-08-13T08:30")
     assert result.exit_code == 6
-    assert "not available yet" in result.output and "Traceback" not in result.output
+    assert "unreachable from unit tests" in result.output and "Traceback" not in result.output
     shown = json.loads(run("request", "show", "HST-2024-0007", "--json").output)
     assert shown["state"] == "attention" and shown["decision"] == "approve"
     steps = {s["key"]: s for s in shown["steps"]}

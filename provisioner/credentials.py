@@ -1,0 +1,70 @@
+"""Generated passwords of a site: made once, kept encrypted, shown once.
+
+A password is stored (encrypted with the key outside the database) before
+the step that uses it runs, so a crash between the two never loses it. The
+credentials sheet is written once, mode 0600; the letter never holds them.
+"""
+
+import os
+import subprocess
+from pathlib import Path
+
+from sqlalchemy import select
+
+from provisioner.secretbox import SecretBox, new_password
+from provisioner.sop.sla import utcnow
+from provisioner.store.events import add_event
+from provisioner.store.models import Credential
+
+KINDS = ("db", "sftp")
+
+
+def get(store, box: SecretBox, fqdn: str) -> dict[str, str]:
+    with store.session() as session:
+        rows = session.scalars(select(Credential).where(Credential.fqdn == fqdn)).all()
+    return {row.kind: box.open(row.ciphertext) for row in rows}
+
+
+def ensure(store, box: SecretBox, fqdn: str, request_id: str, users: dict[str, str], source: str = "cli",
+           rotate: bool = False) -> tuple[dict[str, str], bool]:
+    """Passwords for each kind in `users`; (passwords, newly_made). Rotate makes new ones."""
+    current = {} if rotate else get(store, box, fqdn)
+    made = False
+    with store.session() as session:
+        for kind, username in users.items():
+            if kind in current:
+                continue
+            password = new_password()
+            row = session.get(Credential, (fqdn, kind))
+            if row is None:
+                session.add(Credential(fqdn=fqdn, kind=kind, username=username,
+                                       ciphertext=box.seal(password), created_at=utcnow()))
+            else:
+                row.ciphertext, row.created_at = box.seal(password), utcnow()
+            add_event(session, request_id, "credential_rotated" if rotate else "credential_created",
+                      source=source, fqdn=fqdn, kind=kind, username=username)
+            current[kind] = password
+            made = True
+    return current, made
+
+
+def sftp_hash(password: str) -> str:
+    """SHA-512 crypt hash for the system account (what /etc/shadow stores)."""
+    # openssl reads the password on stdin: it never shows in a process list.
+    out = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=password + "\n",
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def write_sheet(directory: Path, fqdn: str, request_id: str, lines: list[tuple[str, str]]) -> Path:
+    """The one place passwords are shown: a private file for the agency's technical team."""
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    path = directory / f"{fqdn}-credentials.txt"
+    body = [f"RAHASIA - data akses {fqdn} (permohonan {request_id})", ""]
+    body += [f"{label}: {value}" for label, value in lines]
+    body += ["", "Simpan data ini di tempat aman dan jangan dibagikan."]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("\n".join(body) + "\n")
+    return path

@@ -1,0 +1,424 @@
+"""`provision hosting`: approved requests become live, verified sites.
+
+plan() reads the live state (one SSH session per host, one API call per
+zone) and lists every change. apply() takes the locks, recomputes the plan
+(refusing if it differs from a reviewed checksum), then runs it as a saga:
+
+    ip -> db -> web -> dns        (DNS last: a name never points at a site not ready)
+
+with an intent event before each step and a done event after it. On a
+failure the steps done in this run are compensated in reverse order and the
+site is marked failed with the reason; if compensation fails too, the site is
+left in `attention` with what remains. After a crash, the next apply reads
+the live state and converges: every role is idempotent and passwords are
+stored before the step that uses them.
+
+Only when every outside check passes is the site marked provisioned and its
+configuration record written.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from provisioner import credentials, faults, ipam, locks, tls, verify
+from provisioner.errors import Conflict, NotFound, ProvisionerError, StateError
+from provisioner.inventory import Host, load_inventory
+from provisioner.plan import Plan
+from provisioner.request import validate
+from provisioner.secretbox import SecretBox
+from provisioner.site import DesiredSite, from_request
+from provisioner.sop.sla import utcnow
+from provisioner.store.events import add_event
+from provisioner.store.models import RequestRow, SiteRow
+from provisioner.targets import db as db_target
+from provisioner.targets import ip as ip_target
+from provisioner.targets import web as web_target
+from provisioner.targets.dns import DnsTarget
+
+STEPS = ("ip", "db", "web", "dns")
+
+
+@dataclass
+class Live:
+    web: dict
+    db: dict
+    dns: dict
+
+
+@dataclass
+class ApplyResult:
+    plan: Plan
+    sites: list[dict] = field(default_factory=list)
+    changed: bool = False
+    sheets: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"changed": self.changed, "plan": self.plan.as_dict(), "sites": self.sites,
+                "credentials_sheets": self.sheets}
+
+
+class Hosting:
+    def __init__(self, config, store, source: str = "cli"):
+        self.config = config
+        self.store = store
+        self.source = source
+        self.inventory_path = Path(config.hosting.inventory)
+        self.inventory = load_inventory(self.inventory_path)
+        self._dns = None
+        self._box = None
+
+    # -- collaborators, made when first needed ---------------------------------
+
+    @property
+    def dns(self) -> DnsTarget:
+        if self._dns is None:
+            self._dns = DnsTarget(self.inventory, ttl=self.config.hosting.dns_ttl)
+        return self._dns
+
+    @property
+    def box(self) -> SecretBox:
+        if self._box is None:
+            self._box = SecretBox(self.config.key_file())
+        return self._box
+
+    def _ca_file(self) -> str | None:
+        if self.config.hosting.tls_source == "lab-ca":
+            return str(Path(self.config.hosting.tls_dir) / "ca.crt")
+        return None
+
+    # -- which requests, where ---------------------------------------------------
+
+    def load_requests(self, request_ids: list[str]):
+        requests = []
+        with self.store.session() as session:
+            for request_id in request_ids:
+                row = session.get(RequestRow, request_id)
+                if row is None:
+                    raise NotFound(f"no request {request_id!r}; submit it first")
+                if row.decision != "approve":
+                    raise StateError(f"{request_id}: the SOP records no approval "
+                                     f"(state {row.state}); nothing will be touched")
+                requests.append(validate(row.content, self.config, source=f"stored {request_id}"))
+        if len({r.site.fqdn for r in requests}) != len(requests):
+            raise StateError("two requests name the same site")
+        return requests
+
+    def _site_row(self, fqdn: str) -> SiteRow | None:
+        with self.store.session() as session:
+            return session.get(SiteRow, fqdn)
+
+    def _least_loaded(self, group: str) -> Host:
+        hosts = self.inventory.group(group)
+        column = SiteRow.web_host if group == "web" else SiteRow.db_host
+        with self.store.session() as session:
+            counts = dict(session.execute(select(column, func.count()).where(SiteRow.state != "removed")
+                                          .group_by(column)).all())
+        return min(hosts, key=lambda h: (counts.get(h.name, 0), h.name))
+
+    def _placement(self, request) -> tuple[Host, Host | None]:
+        row = self._site_row(request.site.fqdn)
+        if row is not None and row.request_id != request.id and row.state != "removed":
+            raise Conflict(f"{request.site.fqdn} already belongs to request {row.request_id}")
+        if row is not None and row.state != "removed":
+            web = self.inventory.host(row.web_host)
+            db = self.inventory.host(row.db_host) if row.db_host else None
+        else:
+            web = self._least_loaded("web")
+            db = self._least_loaded("db") if request.site.database else None
+        return web, db
+
+    def _address(self, request, web: Host, allocate: bool) -> str:
+        if not request.site.dedicated_ip:
+            return ipam.shared_address(web)
+        if allocate:
+            return ipam.allocate(self.store, self.inventory, web, request.site.fqdn, request.id, self.source)
+        existing = ipam.allocated(self.store, request.site.fqdn)
+        if existing:
+            return existing.address
+        return next_free_preview(self.store, self.inventory, web)
+
+    def desired(self, requests, allocate: bool = False) -> list[DesiredSite]:
+        sites = []
+        for request in requests:
+            web, db = self._placement(request)
+            sites.append(from_request(request, web, db, self._address(request, web, allocate),
+                                      request.site.dedicated_ip))
+        return sites
+
+    # -- plan --------------------------------------------------------------------
+
+    def read_live(self, sites: list[DesiredSite]) -> Live:
+        return Live(
+            web=web_target.read(self.inventory, sites),
+            db=db_target.read(self.inventory, sites),
+            dns=self.dns.read({s.zone for s in sites}),
+        )
+
+    def compute_plan(self, sites: list[DesiredSite], live: Live) -> Plan:
+        for site in sites:
+            self._refuse_foreign(site, live)
+        changes = (ip_target.plan(sites, live.web) + db_target.plan(sites, live.db)
+                   + web_target.plan(sites, live.web) + self.dns.plan(sites, live.dns))
+        return Plan(changes=changes, sites=[s.fqdn for s in sites])
+
+    def _refuse_foreign(self, site: DesiredSite, live: Live) -> None:
+        """A site the toolkit never recorded must find nothing of its names on the hosts."""
+        if self._site_row(site.fqdn) is not None:
+            return
+        found = []
+        web = live.web[site.web_host]["sites"][site.fqdn]
+        if web["user"] is not None:
+            found.append(f"system user {site.names.user} on {site.web_host}")
+        if web["vhost_sha256"] is not None:
+            found.append(f"vhost {site.fqdn} on {site.web_host}")
+        if web["pool_sha256"] is not None:
+            found.append(f"PHP-FPM pool {site.names.pool} on {site.web_host}")
+        if site.database:
+            state = live.db[site.db_host]["databases"][site.names.db_name]
+            if state["exists"]:
+                found.append(f"database {site.names.db_name} on {site.db_host}")
+            if state["user_hosts"]:
+                found.append(f"database user {site.names.db_user} on {site.db_host}")
+        if found:
+            raise Conflict(f"{site.fqdn}: found {', '.join(found)}, not created by the toolkit; nothing touched")
+
+    def plan(self, request_ids: list[str]) -> tuple[Plan, list[DesiredSite]]:
+        sites = self.desired(self.load_requests(request_ids), allocate=False)
+        return self.compute_plan(sites, self.read_live(sites)), sites
+
+    # -- apply -------------------------------------------------------------------
+
+    def apply(self, request_ids: list[str], checksum: str | None = None) -> ApplyResult:
+        requests = self.load_requests(request_ids)
+        names = [f"site:{r.site.fqdn}" for r in requests]
+        with locks.held(self.store, names):
+            webs = {self._placement(r)[0].name for r in requests if r.site.dedicated_ip}
+            with locks.held(self.store, [f"ippool:{w}" for w in webs]):
+                sites = self.desired(requests, allocate=True)
+            live = self.read_live(sites)
+            plan = self.compute_plan(sites, live)
+            if checksum and plan.checksum != checksum:
+                raise StateError(f"the plan changed since it was reviewed (checksum {plan.checksum}, "
+                                 f"expected {checksum}); review it again")
+            self._record_start(sites, plan)
+            passwords, fresh = self._passwords(sites)
+            if not plan.empty:
+                self._run_saga(sites, plan, passwords)
+            result = ApplyResult(plan=plan, changed=not plan.empty)
+            for site in sites:
+                result.sites.append(self._verify_and_record(site, plan, passwords[site.fqdn]))
+                if site.fqdn in fresh:
+                    result.sheets[site.fqdn] = str(self._sheet(site, passwords[site.fqdn]))
+            return result
+
+    def _record_start(self, sites: list[DesiredSite], plan: Plan) -> None:
+        now = utcnow()
+        with self.store.session() as session:
+            for site in sites:
+                row = session.get(SiteRow, site.fqdn)
+                if row is None or row.state == "removed":
+                    if row is not None:
+                        session.delete(row)
+                        session.flush()
+                    session.add(SiteRow(
+                        fqdn=site.fqdn, request_id=site.request_id, office=site.office, zone=site.zone,
+                        label=site.label, state="provisioning", web_host=site.web_host, db_host=site.db_host,
+                        public_ip=site.public_ip, dedicated_ip=site.dedicated_ip, config=site.record(),
+                        plan_checksum=plan.checksum, created_at=now, provisioned_at=None, updated_at=now))
+                elif plan.for_site(site.fqdn):
+                    row.state, row.updated_at, row.reason = "provisioning", now, None
+                add_event(session, site.request_id, "apply_started", source=self.source, fqdn=site.fqdn,
+                          checksum=plan.checksum, changes=len(plan.for_site(site.fqdn)))
+
+    def _passwords(self, sites: list[DesiredSite]) -> tuple[dict[str, dict], set[str]]:
+        passwords, fresh = {}, set()
+        for site in sites:
+            users = {"sftp": site.names.user}
+            if site.database:
+                users["db"] = site.names.db_user
+            passwords[site.fqdn], made = credentials.ensure(self.store, self.box, site.fqdn, site.request_id,
+                                                            users, source=self.source)
+            if made:
+                fresh.add(site.fqdn)
+        return passwords, fresh
+
+    def _secrets(self, sites: list[DesiredSite], plan: Plan, passwords: dict, step: str) -> dict:
+        """Only the secrets a step needs: passwords for accounts it creates, TLS keys it installs."""
+        secrets = {}
+        if step == "db":
+            creating = {c.site for c in plan.for_target("db") if c.kind == "database user" and c.action == "Create"}
+            secrets["db_passwords"] = {s.names.db_name: passwords[s.fqdn]["db"] for s in sites if s.fqdn in creating}
+        if step == "web":
+            creating = {c.site for c in plan.for_target("web") if c.kind == "system user"}
+            secrets["sftp_password_hashes"] = {
+                s.fqdn: credentials.sftp_hash(passwords[s.fqdn]["sftp"]) for s in sites if s.fqdn in creating}
+            needs_cert = {c.site for c in plan.for_target("web") if c.kind == "TLS certificate"}
+            secrets["tls"] = {}
+            for s in sites:
+                if s.fqdn in needs_cert:
+                    bundle = tls.issue(self.config.hosting.tls_source, Path(self.config.hosting.tls_dir), s.fqdn)
+                    secrets["tls"][s.fqdn] = {"cert": bundle.cert, "key": bundle.key, "chain": bundle.chain}
+        return secrets
+
+    def _run_step(self, step: str, sites: list[DesiredSite], plan: Plan, passwords: dict, state: str = "present"):
+        artifacts = self.config.artifacts_dir()
+        if step == "ip":
+            return ip_target.apply(self.inventory_path, sites, state=state, artifact_dir=artifacts)
+        if step == "db":
+            secrets = self._secrets(sites, plan, passwords, "db") if state == "present" else {}
+            return db_target.apply(self.inventory_path, sites, secrets, state=state, artifact_dir=artifacts)
+        if step == "web":
+            secrets = self._secrets(sites, plan, passwords, "web") if state == "present" else {}
+            return web_target.apply(self.inventory_path, sites, secrets, state=state, artifact_dir=artifacts)
+        if state == "present":
+            return self.dns.apply(sites, {s.fqdn: s.request_id for s in sites})
+        return self.dns.remove(sites)
+
+    def _saga_event(self, sites, kind: str, step: str, **payload) -> None:
+        with self.store.session() as session:
+            for site in sites:
+                add_event(session, site.request_id, kind, source=self.source, fqdn=site.fqdn, step=step, **payload)
+
+    def _run_saga(self, sites: list[DesiredSite], plan: Plan, passwords: dict) -> None:
+        done: list[tuple[str, list[DesiredSite]]] = []
+        for step in STEPS:
+            involved = [s for s in sites if step in plan.targets_of(s.fqdn)]
+            if not involved:
+                continue
+            self._saga_event(involved, "saga_intent", step, checksum=plan.checksum)
+            try:
+                faults.point("before", step)
+                self._run_step(step, involved, plan, passwords)
+            except ProvisionerError as err:
+                self._saga_event(involved, "saga_failed", step, error=str(err))
+                # The failed step may have made part of a new site (a user, a directory): undo it too.
+                fresh = [s for s in involved if self._created(plan, s, step)]
+                self._compensate(done + ([(step, fresh)] if fresh else []), plan, passwords, reason=str(err))
+                raise
+            self._saga_event(involved, "saga_done", step)
+            done.append((step, involved))
+            faults.point("after", step)
+
+    @staticmethod
+    def _created(plan: Plan, site: DesiredSite, step: str) -> bool:
+        """Did this run create the site's main thing on this target (so undoing it is ours to do)?"""
+        main = {"ip": "public IP", "db": "database", "web": "system user", "dns": "A record"}[step]
+        return any(c.kind == main and c.action == "Create" for c in plan.for_site(site.fqdn) if c.target == step)
+
+    def _compensate(self, done, plan: Plan, passwords: dict, reason: str) -> None:
+        leftovers = []
+        for step, sites in reversed(done):
+            undo = [s for s in sites if self._created(plan, s, step)]
+            if not undo:
+                continue
+            try:
+                self._run_step(step, undo, plan, passwords, state="absent")
+                self._saga_event(undo, "saga_compensated", step)
+            except ProvisionerError as err:
+                leftovers += [f"{s.fqdn}: {step} ({err})" for s in undo]
+                self._saga_event(undo, "saga_compensation_failed", step, error=str(err))
+        failed = {s.fqdn: s for _, sites in done for s in sites}
+        now = utcnow()
+        with self.store.session() as session:
+            for fqdn, site in failed.items():
+                row = session.get(SiteRow, fqdn)
+                stuck = [x for x in leftovers if x.startswith(fqdn + ":")]
+                row.state = "attention" if stuck else "failed"
+                row.reason = reason + (f"; not undone: {'; '.join(stuck)}" if stuck else "")
+                row.updated_at = now
+                add_event(session, site.request_id, "site_failed", source=self.source, fqdn=fqdn,
+                          reason=row.reason, state=row.state)
+        for fqdn, site in failed.items():
+            if site.dedicated_ip and self._created(plan, site, "ip"):
+                ipam.release(self.store, fqdn, site.request_id, self.source)
+
+    def _verify_and_record(self, site: DesiredSite, plan: Plan, passwords: dict) -> dict:
+        try:
+            checks = verify.verify_site(self.inventory, site, passwords, self._ca_file())
+        except ProvisionerError as err:
+            with self.store.session() as session:
+                row = session.get(SiteRow, site.fqdn)
+                row.state, row.reason, row.updated_at = "attention", f"verification failed: {err}", utcnow()
+                add_event(session, site.request_id, "verification_failed", source=self.source,
+                          fqdn=site.fqdn, error=str(err))
+            raise
+        now = utcnow()
+        record = site.record() | {"verified": checks.checks}
+        with self.store.session() as session:
+            row = session.get(SiteRow, site.fqdn)
+            was = row.state
+            row.state, row.reason, row.config, row.updated_at = "provisioned", None, site.record(), now
+            row.public_ip, row.web_host, row.db_host = site.public_ip, site.web_host, site.db_host
+            if plan.for_site(site.fqdn) or row.provisioned_at is None:
+                row.plan_checksum, row.provisioned_at = plan.checksum, now
+            add_event(session, site.request_id, "site_provisioned" if was != "provisioned" else "site_verified",
+                      source=self.source, fqdn=site.fqdn, record=record, checksum=plan.checksum)
+        return record
+
+    def _sheet(self, site: DesiredSite, passwords: dict) -> Path:
+        lines = [("Situs", f"https://{site.fqdn}/" if site.tls else f"http://{site.fqdn}/"),
+                 ("SFTP host", site.public_ip), ("SFTP port", "22"), ("SFTP user", site.names.user),
+                 ("SFTP password", passwords["sftp"])]
+        if site.database:
+            db = self.inventory.host(site.db_host)
+            lines += [("Database host", db.address), ("Database", site.names.db_name),
+                      ("Database user", site.names.db_user), ("Database password", passwords["db"])]
+        return credentials.write_sheet(self.config.credentials_dir(), site.fqdn, site.request_id, lines)
+
+
+def next_free_preview(store, inventory, web: Host) -> str:
+    """The address a dedicated site would get now (for a plan; nothing is reserved)."""
+    with store.session() as session:
+        from provisioner.store.models import IPAllocation
+
+        taken = set(session.scalars(select(IPAllocation.address)))
+    taken.add(ipam.shared_address(web))
+    for candidate in inventory.public_pool(web):
+        if str(candidate) not in taken:
+            return str(candidate)
+    raise StateError(f"the public IP pool of {web.name} is exhausted")
+
+
+def provision_site_action(ctx) -> dict:
+    """The SOP action bound to "Pembuatan dan konfigurasi server" (the approval hook)."""
+    from provisioner.store import open_store
+
+    store = open_store(ctx.config.resolved_state_url())
+    try:
+        result = Hosting(ctx.config, store, source=ctx.source).apply(
+            [ctx.request.id], checksum=ctx.options.get("checksum"))
+    finally:
+        store.close()
+    if "results" in ctx.options:
+        ctx.options["results"].append(result)  # the CLI prints the full result
+    site = result.sites[0]
+    return {"fqdn": site["fqdn"], "public_ip": site["public_ip"], "changed": result.changed,
+            "checksum": result.plan.checksum}
+
+
+def rotate_credentials(config, store, fqdn: str, kinds=("db", "sftp"), source: str = "cli") -> dict:
+    """New passwords for a provisioned site: applied, verified by logging in, then shown once."""
+    work = Hosting(config, store, source=source)
+    row = work._site_row(fqdn)
+    if row is None or row.state != "provisioned":
+        raise StateError(f"{fqdn} is not a provisioned site")
+    (request,) = work.load_requests([row.request_id])
+    with locks.held(store, [f"site:{fqdn}"]):
+        (site,) = work.desired([request])
+        users = {"sftp": site.names.user} | ({"db": site.names.db_user} if site.database else {})
+        users = {k: v for k, v in users.items() if k in kinds}
+        new, _ = credentials.ensure(store, work.box, fqdn, site.request_id, users, source=source, rotate=True)
+        passwords = credentials.get(store, work.box, fqdn)
+        artifacts = config.artifacts_dir()
+        if "db" in new:
+            db_target.apply(work.inventory_path, [site], {"db_passwords": {site.names.db_name: new["db"]}},
+                            artifact_dir=artifacts, rotate=True)
+        if "sftp" in new:
+            web_target.apply(work.inventory_path, [site],
+                             {"sftp_password_hashes": {fqdn: credentials.sftp_hash(new["sftp"])}, "tls": {}},
+                             artifact_dir=artifacts, rotate=True)
+        checks = verify.verify_site(work.inventory, site, passwords, work._ca_file())
+        sheet = work._sheet(site, passwords)
+    return {"fqdn": fqdn, "rotated": sorted(new), "verified": sorted(checks.checks), "sheet": str(sheet)}

@@ -1,0 +1,71 @@
+"""Public IP addresses for sites: the web server's shared one, or a dedicated one.
+
+A dedicated address comes from the web host's pool in the inventory. The
+allocation table's primary key is the address and fqdn is unique, so an
+address is never given twice and a site keeps its address on a rerun.
+Callers hold the pool lock (`ippool:<web host>`) while allocating.
+"""
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from provisioner.errors import ConfigError, StateError
+from provisioner.inventory import Host, Inventory
+from provisioner.sop.sla import utcnow
+from provisioner.store.events import add_event
+from provisioner.store.models import IPAllocation
+
+
+def pool_lock(web: Host) -> str:
+    return f"ippool:{web.name}"
+
+
+def shared_address(web: Host) -> str:
+    address = web.vars.get("public_ip")
+    if not address:
+        raise ConfigError(f"inventory: web host {web.name} has no public_ip")
+    return str(address)
+
+
+def allocated(store, fqdn: str) -> IPAllocation | None:
+    with store.session() as session:
+        return session.scalars(select(IPAllocation).where(IPAllocation.fqdn == fqdn)).first()
+
+
+def allocate(store, inventory: Inventory, web: Host, fqdn: str, request_id: str, source: str = "cli") -> str:
+    """The site's dedicated address: its existing one, or the first free in the pool."""
+    existing = allocated(store, fqdn)
+    if existing:
+        if existing.web_host != web.name:
+            raise StateError(f"{fqdn} holds {existing.address} on {existing.web_host}, not on {web.name}")
+        return existing.address
+    pool = inventory.public_pool(web)
+    if not pool:
+        raise ConfigError(f"inventory: web host {web.name} has no public_ip_pool for dedicated addresses")
+    with store.session() as session:
+        taken = set(session.scalars(select(IPAllocation.address)))
+    taken.add(shared_address(web))
+    for candidate in pool:
+        if str(candidate) in taken:
+            continue
+        try:
+            with store.session() as session:
+                session.add(IPAllocation(address=str(candidate), pool=pool_lock(web), fqdn=fqdn,
+                                         web_host=web.name, allocated_at=utcnow()))
+                add_event(session, request_id, "ip_allocated", source=source, fqdn=fqdn,
+                          address=str(candidate), web_host=web.name)
+            return str(candidate)
+        except IntegrityError:
+            continue  # taken meanwhile by someone not holding the lock: try the next
+    raise StateError(f"the public IP pool of {web.name} is exhausted ({len(pool)} addresses)")
+
+
+def release(store, fqdn: str, request_id: str, source: str = "cli") -> str | None:
+    """Give a site's dedicated address back to the pool; returns it (or None)."""
+    with store.session() as session:
+        row = session.scalars(select(IPAllocation).where(IPAllocation.fqdn == fqdn)).first()
+        if row is None:
+            return None
+        session.delete(row)
+        add_event(session, request_id, "ip_released", source=source, fqdn=fqdn, address=row.address)
+        return row.address

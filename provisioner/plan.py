@@ -1,0 +1,63 @@
+"""A Plan: every change for a set of sites, in apply order, with a checksum.
+
+The checksum covers the changes exactly as printed (vhost content included,
+secrets never), so `--checksum` can bind an apply to the plan someone read.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from provisioner.changes import TARGETS, Change
+
+
+@dataclass
+class Plan:
+    changes: list[Change] = field(default_factory=list)
+    sites: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        order = {t: i for i, t in enumerate(TARGETS)}
+        self.changes.sort(key=lambda c: (order[c.target], c.site))
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+    def for_target(self, target: str) -> list[Change]:
+        return [c for c in self.changes if c.target == target]
+
+    def for_site(self, fqdn: str) -> list[Change]:
+        return [c for c in self.changes if c.site == fqdn]
+
+    def targets_of(self, fqdn: str) -> list[str]:
+        return [t for t in TARGETS if any(c.target == t for c in self.for_site(fqdn))]
+
+    @property
+    def checksum(self) -> str:
+        canonical = json.dumps([c.as_dict() for c in self.changes], sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def as_dict(self) -> dict:
+        return {"sites": self.sites, "checksum": self.checksum, "changes": [c.as_dict() for c in self.changes]}
+
+    def render(self, full: bool = True) -> str:
+        if self.empty:
+            return f"no changes for {', '.join(self.sites) or 'no site'}: the live state already matches\n" \
+                   f"checksum {self.checksum}\n"
+        out = []
+        for fqdn in self.sites:
+            site_changes = self.for_site(fqdn)
+            if not site_changes:
+                out.append(f"{fqdn}: no changes")
+                continue
+            out.append(f"{fqdn}:")
+            for change in site_changes:
+                out.append("  " + change.line())
+                content = change.detail.get("content")
+                if full and content:
+                    out.extend("      | " + line for line in content.rstrip("\n").splitlines())
+        counts = {a: sum(1 for c in self.changes if c.action == a) for a in ("Create", "Update", "Delete")}
+        out.append(f"{counts['Create']} to create, {counts['Update']} to update, {counts['Delete']} to delete")
+        out.append(f"checksum {self.checksum}")
+        return "\n".join(out) + "\n"

@@ -1,0 +1,112 @@
+"""Read live state from web and database hosts: one SSH session per host.
+
+The probe is a small Python program run with sudo on the host; it reads its
+input (derived names only) from its own text and prints JSON. It changes
+nothing, so planning and audits can run it at any time.
+"""
+
+import json
+
+from provisioner.errors import HostError
+from provisioner.inventory import Host
+from provisioner import ssh
+
+WEB_PROBE = r'''
+import grp, hashlib, json, os, pwd, subprocess
+INPUT = json.loads(__INPUT__)
+
+def sha(path):
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+
+def stat(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = st.st_uid
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = st.st_gid
+    return {"owner": owner, "group": group, "mode": "%04o" % (st.st_mode & 0o7777)}
+
+try:
+    sftp_members = grp.getgrnam("sftp-sites").gr_mem
+except KeyError:
+    sftp_members = []
+sites = {}
+for s in INPUT["sites"]:
+    try:
+        pw = pwd.getpwnam(s["user"])
+        user = {"home": pw.pw_dir, "shell": pw.pw_shell}
+    except KeyError:
+        user = None
+    vhost = "/etc/apache2/sites-available/%s.conf" % s["fqdn"]
+    pool = "/etc/php/%s/fpm/pool.d/%s.conf" % (s["php_version"], s["pool"])
+    sites[s["fqdn"]] = {
+        "user": user,
+        "sftp": s["user"] in sftp_members,
+        "home": stat(s["home"]),
+        "docroot": stat(s["docroot"]),
+        "logdir": stat(s["logdir"]),
+        "vhost_sha256": sha(vhost),
+        "vhost_enabled": os.path.exists("/etc/apache2/sites-enabled/%s.conf" % s["fqdn"]),
+        "pool_sha256": sha(pool),
+        "tls_cert": os.path.exists("/etc/ssl/provisioner/%s.crt" % s["fqdn"]),
+    }
+addrs = json.loads(subprocess.run(["ip", "-j", "-4", "addr"], capture_output=True, text=True).stdout or "[]")
+print(json.dumps({"sites": sites,
+                  "addresses": sorted(a["local"] for i in addrs for a in i.get("addr_info", []))}))
+'''
+
+DB_PROBE = r'''
+import json, subprocess
+INPUT = json.loads(__INPUT__)
+
+def sql(query):
+    out = subprocess.run(["mysql", "-N", "-B", "-e", query], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit("mysql: " + out.stderr.strip())
+    return [line.split("\t") for line in out.stdout.splitlines() if line]
+
+databases = {row[0] for row in sql("SHOW DATABASES")}
+users = {}
+for user, host in sql("SELECT User, Host FROM mysql.user"):
+    users.setdefault(user, []).append(host)
+result = {}
+for d in INPUT["databases"]:
+    grants = []
+    for host in users.get(d["user"], []):
+        grants += [row[0] for row in sql("SHOW GRANTS FOR '%s'@'%s'" % (d["user"], host))]
+    result[d["name"]] = {"exists": d["name"] in databases, "user_hosts": sorted(users.get(d["user"], [])),
+                         "grants": grants}
+print(json.dumps({"databases": result}))
+'''
+
+
+def _run(host: Host, program: str, data: dict) -> dict:
+    script = program.replace("__INPUT__", repr(json.dumps(data)))
+    rc, out, err = ssh.run(host, "python3 -", stdin=script, sudo=True)
+    if rc != 0:
+        raise HostError(f"{host.name}: probe failed: {(err or out).strip()[-300:]}")
+    try:
+        return json.loads(out)
+    except ValueError:
+        raise HostError(f"{host.name}: probe printed no JSON: {out[:200]!r}") from None
+
+
+def probe_web(host: Host, sites: list[dict]) -> dict:
+    """sites: [{fqdn, user, home, docroot, logdir, pool, php_version}]"""
+    return _run(host, WEB_PROBE, {"sites": sites})
+
+
+def probe_db(host: Host, databases: list[dict]) -> dict:
+    """databases: [{name, user}]"""
+    return _run(host, DB_PROBE, {"databases": databases})

@@ -1,0 +1,79 @@
+"""The web server: system user, docroot, PHP-FPM pool, SFTP account, TLS files, vhost."""
+
+from provisioner import runner
+from provisioner.changes import Create, Delete, Update
+from provisioner.site import DesiredSite, sha256
+from provisioner.targets import probe
+
+VHOST_DIR = "/etc/apache2/sites-available"
+
+
+def probe_items(sites: list[DesiredSite]) -> list[dict]:
+    return [{"fqdn": s.fqdn, "user": s.names.user, "home": s.names.home, "docroot": s.names.docroot,
+             "logdir": s.names.logdir, "pool": s.names.pool, "php_version": s.php_version} for s in sites]
+
+
+def read(inventory, sites: list[DesiredSite]) -> dict[str, dict]:
+    """Live state per web host, one SSH session each."""
+    by_host: dict[str, list] = {}
+    for s in sites:
+        by_host.setdefault(s.web_host, []).append(s)
+    return {host: probe.probe_web(inventory.host(host), probe_items(group)) for host, group in by_host.items()}
+
+
+def plan(sites: list[DesiredSite], live: dict) -> list:
+    changes = []
+    for s in sites:
+        state = live[s.web_host]["sites"][s.fqdn]
+        h, f = s.web_host, s.fqdn
+        if state["user"] is None:
+            changes.append(Create("web", h, f, "system user", s.names.user, home=s.names.home))
+        if state["docroot"] is None:
+            changes.append(Create("web", h, f, "docroot", s.names.docroot, owner=s.names.user, mode="0755"))
+        elif (state["docroot"]["owner"], state["docroot"]["mode"]) != (s.names.user, "0755"):
+            changes.append(Update("web", h, f, "docroot", s.names.docroot, owner=s.names.user, mode="0755",
+                                  was=state["docroot"]))
+        if state["logdir"] is None:
+            changes.append(Create("web", h, f, "log directory", s.names.logdir, owner="root", group="adm"))
+        if s.php:
+            pool = s.pool()
+            if state["pool_sha256"] is None:
+                changes.append(Create("web", h, f, "PHP-FPM pool", s.names.pool, content=pool))
+            elif state["pool_sha256"] != sha256(pool):
+                changes.append(Update("web", h, f, "PHP-FPM pool", s.names.pool, content=pool))
+        if not state["sftp"]:
+            changes.append(Create("web", h, f, "SFTP account", s.names.user, chroot=s.names.home))
+        if s.tls and not state["tls_cert"]:
+            changes.append(Create("web", h, f, "TLS certificate", f"/etc/ssl/provisioner/{f}.crt"))
+        vhost = s.vhost()
+        path = f"{VHOST_DIR}/{f}.conf"
+        if state["vhost_sha256"] is None:
+            changes.append(Create("web", h, f, "vhost", path, content=vhost))
+        elif state["vhost_sha256"] != sha256(vhost) or not state["vhost_enabled"]:
+            changes.append(Update("web", h, f, "vhost", path, content=vhost, enabled=state["vhost_enabled"]))
+    return changes
+
+
+def removal_changes(sites: list[DesiredSite], live: dict) -> list:
+    changes = []
+    for s in sites:
+        state = live[s.web_host]["sites"][s.fqdn]
+        if state["vhost_sha256"] is not None:
+            changes.append(Delete("web", s.web_host, s.fqdn, "vhost", f"{VHOST_DIR}/{s.fqdn}.conf"))
+        if state["pool_sha256"] is not None:
+            changes.append(Delete("web", s.web_host, s.fqdn, "PHP-FPM pool", s.names.pool))
+        if state["user"] is not None:
+            changes.append(Delete("web", s.web_host, s.fqdn, "system user and SFTP account", s.names.user))
+        if state["home"] is not None:
+            changes.append(Delete("web", s.web_host, s.fqdn, "site directory", s.names.home))
+    return changes
+
+
+def apply(inventory_path, sites: list[DesiredSite], secrets: dict, state: str = "present",
+          artifact_dir=None, rotate: bool = False) -> runner.RunResult:
+    hosts = {s.web_host for s in sites}
+    return runner.run_playbook(
+        "web_site.yml", inventory_path, hosts,
+        extravars={"web_site__sites": [s.web_item(state, rotate_password=rotate) for s in sites]},
+        secrets=secrets, limit=",".join(sorted(hosts)), artifact_dir=artifact_dir,
+    )

@@ -1,0 +1,144 @@
+"""Checks from outside, as a visitor, the agency's developer and a resolver would.
+
+Run after an apply: the name answered authoritatively by every name server,
+the page served at the site's IP for its name (over TLS verified against the
+configured CA when the site has TLS), a database login from the web server
+that sees only its own database, and an SFTP login that lands in the site's
+chroot and cannot leave it. Each check returns what it saw; any mismatch is
+a VerificationFailed naming the check.
+"""
+
+import socket
+import time
+from dataclasses import dataclass, field
+
+import dns.flags
+import dns.message
+import dns.query
+import dns.rdatatype
+import paramiko
+import urllib3
+
+from provisioner import ssh
+from provisioner.errors import HostError
+from provisioner.inventory import Inventory
+from provisioner.site import DesiredSite
+
+PLACEHOLDER_MARKER = "provisioner placeholder"
+
+
+class VerificationFailed(HostError):
+    pass
+
+
+@dataclass
+class Verification:
+    fqdn: str
+    checks: dict = field(default_factory=dict)
+
+    def ok(self, name: str, seen) -> None:
+        self.checks[name] = seen
+
+
+def dns_answers(inventory: Inventory, site: DesiredSite, timeout: float = 30.0) -> dict:
+    """Wait until every name server answers the A record authoritatively with the site's IP."""
+    seen = {}
+    deadline = time.monotonic() + timeout
+    for ns in inventory.group("nameservers"):
+        ssh.check_route(ns.address)
+        while True:
+            query = dns.message.make_query(site.fqdn, dns.rdatatype.A)
+            try:
+                answer = dns.query.udp(query, ns.address, timeout=2.0)
+                addresses = sorted(r.address for rrset in answer.answer for r in rrset
+                                   if rrset.rdtype == dns.rdatatype.A)
+                authoritative = bool(answer.flags & dns.flags.AA)
+            except (OSError, dns.exception.Timeout):
+                addresses, authoritative = [], False
+            if authoritative and addresses == [site.public_ip]:
+                seen[ns.name] = addresses
+                break
+            if time.monotonic() > deadline:
+                raise VerificationFailed(f"{site.fqdn}: {ns.name} answers {addresses or 'nothing'} "
+                                         f"(authoritative={authoritative}), expected {site.public_ip}")
+            time.sleep(0.25)
+    return seen
+
+
+def http_page(site: DesiredSite, ca_file: str | None) -> dict:
+    """Fetch / at the site's IP with its name: http (and https when TLS, verified by name)."""
+    ssh.check_route(site.public_ip)
+    seen = {}
+    plain = urllib3.HTTPConnectionPool(site.public_ip, 80, timeout=5.0, retries=False)
+    response = plain.request("GET", "/", headers={"Host": site.fqdn}, redirect=False)
+    seen["http"] = response.status
+    if site.tls:
+        if response.status != 301 or response.headers.get("Location") != f"https://{site.fqdn}/":
+            raise VerificationFailed(f"{site.fqdn}: http did not redirect to https (status {response.status})")
+        secure = urllib3.HTTPSConnectionPool(
+            site.public_ip, 443, timeout=5.0, retries=False, server_hostname=site.fqdn,
+            assert_hostname=site.fqdn, cert_reqs="CERT_REQUIRED", ca_certs=ca_file)
+        response = secure.request("GET", "/", headers={"Host": site.fqdn}, redirect=False)
+        seen["https"] = response.status
+    body = response.data.decode(errors="replace")
+    if response.status != 200 or PLACEHOLDER_MARKER not in body or site.fqdn not in body:
+        raise VerificationFailed(f"{site.fqdn}: the page at {site.public_ip} is not the site's "
+                                 f"(status {response.status})")
+    return seen
+
+
+def database_login(inventory: Inventory, site: DesiredSite, password: str) -> dict:
+    """Log in from the web server with the site's credentials; it must see only its database."""
+    db = inventory.host(site.db_host)
+    option_file = f"[client]\nhost={db.address}\nuser={site.names.db_user}\npassword={password}\n"
+    # The password travels on stdin into a private temporary file, never on a command line.
+    command = ('sh -c \'umask 077; f=$(mktemp); cat > "$f"; '
+               'mysql --defaults-extra-file="$f" -N -B -e "SHOW DATABASES"; rc=$?; rm -f "$f"; exit $rc\'')
+    rc, out, err = ssh.run(inventory.host(site.web_host), command, stdin=option_file)
+    if rc != 0:
+        raise VerificationFailed(f"{site.fqdn}: database login as {site.names.db_user} failed: {err.strip()[-200:]}")
+    visible = sorted(set(out.split()) - {"information_schema"})
+    if visible != [site.names.db_name]:
+        raise VerificationFailed(f"{site.fqdn}: database user sees {visible}, expected only {site.names.db_name}")
+    return {"databases": visible}
+
+
+def sftp_login(site: DesiredSite, password: str) -> dict:
+    """Log in over SFTP: the root is the site's home, only `public` is writable, `..` leads nowhere."""
+    ssh.check_route(site.public_ip)
+    transport = paramiko.Transport(socket.create_connection((site.public_ip, 22), timeout=10))
+    try:
+        transport.start_client(timeout=10)
+        # The host key was pinned for the web host's name; the site IP is an alias of it.
+        transport.auth_password(site.names.user, password)
+        sftp = paramiko.SFTPClient.from_transport(transport)
+        root = sorted(sftp.listdir("/"))
+        escaped = sorted(sftp.listdir("/.."))
+        landing = sftp.normalize(".")
+        probe = f"/public/.provisioner-verify-{int(time.time())}"
+        with sftp.open(probe, "w") as out:
+            out.write("ok")
+        sftp.remove(probe)
+        try:
+            sftp.open("/escape-test", "w").close()
+            wrote_root = True
+        except IOError:
+            wrote_root = False
+    except (OSError, paramiko.SSHException) as err:
+        raise VerificationFailed(f"{site.fqdn}: SFTP login as {site.names.user} failed: {err}") from None
+    finally:
+        transport.close()
+    if "public" not in root or root != escaped or wrote_root:
+        raise VerificationFailed(f"{site.fqdn}: SFTP is not confined to the site (root {root}, '..' {escaped}, "
+                                 f"wrote outside public: {wrote_root})")
+    return {"landing": landing, "root": root}
+
+
+def verify_site(inventory: Inventory, site: DesiredSite, passwords: dict, ca_file: str | None) -> Verification:
+    result = Verification(site.fqdn)
+    result.ok("dns", dns_answers(inventory, site))
+    result.ok("http", http_page(site, ca_file))
+    if site.database:
+        result.ok("database", database_login(inventory, site, passwords["db"]))
+    result.ok("sftp", sftp_login(site, passwords["sftp"]))
+    return result
