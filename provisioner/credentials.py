@@ -42,7 +42,7 @@ def ensure(store, box: SecretBox, fqdn: str, request_id: str, users: dict[str, s
             else:
                 row.ciphertext, row.created_at = box.seal(password), utcnow()
             add_event(session, request_id, "credential_rotated" if rotate else "credential_created",
-                      source=source, fqdn=fqdn, kind=kind, username=username)
+                      source=source, fqdn=fqdn, account=kind, username=username)
             current[kind] = password
             made = True
     return current, made

@@ -203,13 +203,15 @@ class Hosting:
                 raise StateError(f"the plan changed since it was reviewed (checksum {plan.checksum}, "
                                  f"expected {checksum}); review it again")
             self._record_start(sites, plan)
-            passwords, fresh = self._passwords(sites)
+            passwords = self._passwords(sites)
             if not plan.empty:
                 self._run_saga(sites, plan, passwords)
             result = ApplyResult(plan=plan, changed=not plan.empty)
             for site in sites:
-                result.sites.append(self._verify_and_record(site, plan, passwords[site.fqdn]))
-                if site.fqdn in fresh:
+                record, first_time = self._verify_and_record(site, plan, passwords[site.fqdn])
+                result.sites.append(record)
+                if first_time:
+                    # The one time the passwords are shown: when the site first goes live.
                     result.sheets[site.fqdn] = str(self._sheet(site, passwords[site.fqdn]))
             return result
 
@@ -232,17 +234,15 @@ class Hosting:
                 add_event(session, site.request_id, "apply_started", source=self.source, fqdn=site.fqdn,
                           checksum=plan.checksum, changes=len(plan.for_site(site.fqdn)))
 
-    def _passwords(self, sites: list[DesiredSite]) -> tuple[dict[str, dict], set[str]]:
-        passwords, fresh = {}, set()
+    def _passwords(self, sites: list[DesiredSite]) -> dict[str, dict]:
+        passwords = {}
         for site in sites:
             users = {"sftp": site.names.user}
             if site.database:
                 users["db"] = site.names.db_user
-            passwords[site.fqdn], made = credentials.ensure(self.store, self.box, site.fqdn, site.request_id,
-                                                            users, source=self.source)
-            if made:
-                fresh.add(site.fqdn)
-        return passwords, fresh
+            passwords[site.fqdn], _ = credentials.ensure(self.store, self.box, site.fqdn, site.request_id,
+                                                         users, source=self.source)
+        return passwords
 
     def _secrets(self, sites: list[DesiredSite], plan: Plan, passwords: dict, step: str) -> dict:
         """Only the secrets a step needs: passwords for accounts it creates, TLS keys it installs."""
@@ -334,7 +334,8 @@ class Hosting:
             if site.dedicated_ip and self._created(plan, site, "ip"):
                 ipam.release(self.store, fqdn, site.request_id, self.source)
 
-    def _verify_and_record(self, site: DesiredSite, plan: Plan, passwords: dict) -> dict:
+    def _verify_and_record(self, site: DesiredSite, plan: Plan, passwords: dict) -> tuple[dict, bool]:
+        """Check from outside; record the site provisioned. Returns (record, first time live)."""
         try:
             checks = verify.verify_site(self.inventory, site, passwords, self._ca_file())
         except ProvisionerError as err:
@@ -351,11 +352,12 @@ class Hosting:
             was = row.state
             row.state, row.reason, row.config, row.updated_at = "provisioned", None, site.record(), now
             row.public_ip, row.web_host, row.db_host = site.public_ip, site.web_host, site.db_host
-            if plan.for_site(site.fqdn) or row.provisioned_at is None:
+            first_time = row.provisioned_at is None
+            if plan.for_site(site.fqdn) or first_time:
                 row.plan_checksum, row.provisioned_at = plan.checksum, now
             add_event(session, site.request_id, "site_provisioned" if was != "provisioned" else "site_verified",
                       source=self.source, fqdn=site.fqdn, record=record, checksum=plan.checksum)
-        return record
+        return record, first_time
 
     def _sheet(self, site: DesiredSite, passwords: dict) -> Path:
         lines = [("Situs", f"https://{site.fqdn}/" if site.tls else f"http://{site.fqdn}/"),

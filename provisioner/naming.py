@@ -83,7 +83,7 @@ def site_names(label, zone):
     return SiteNames(
         fqdn=name,
         slug=slug,
-        user=slug,
+        user=slug.replace("_", "-"),
         home=home,
         docroot=f"{home}/public",
         logdir=f"{LOG_ROOT}/{name}",

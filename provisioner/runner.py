@@ -28,7 +28,23 @@ class RunResult:
     changed: dict[str, int] = field(default_factory=dict)
 
 
-def check_result(status: str, rc: int, stats: dict | None, expected_hosts: set[str]) -> RunResult:
+def failure_details(events) -> list[str]:
+    """Host, task and message of each failed or unreachable task (no_log tasks stay censored)."""
+    details = []
+    for event in events or ():
+        if event.get("event") not in ("runner_on_failed", "runner_on_unreachable"):
+            continue
+        data = event.get("event_data", {})
+        if data.get("ignore_errors"):
+            continue
+        res = data.get("res") or {}
+        message = res.get("msg") or res.get("stderr") or res.get("stdout") or ""
+        details.append(f"{data.get('host')}: {data.get('task')}: {str(message).strip()[:300]}")
+    return details
+
+
+def check_result(status: str, rc: int, stats: dict | None, expected_hosts: set[str],
+                 details: list[str] | None = None) -> RunResult:
     """Turn ansible-runner's outcome into a RunResult, or raise HostError."""
     stats = stats or {}
     problems = []
@@ -45,7 +61,7 @@ def check_result(status: str, rc: int, stats: dict | None, expected_hosts: set[s
         if hosts:
             problems.append(f"{label}: {', '.join(hosts)}")
     if problems:
-        raise HostError("ansible run failed: " + "; ".join(problems))
+        raise HostError("ansible run failed: " + "; ".join(problems + list(details or [])))
     return RunResult(status, rc, stats, changed=dict(stats.get("changed") or {}))
 
 
@@ -107,4 +123,5 @@ def run_playbook(
             suppress_env_files=True,
             quiet=True,
         )
-        return check_result(result.status, result.rc, result.stats, expected_hosts)
+        details = failure_details(result.events) if result.status != "successful" or result.rc else []
+        return check_result(result.status, result.rc, result.stats, expected_hosts, details)
