@@ -9,7 +9,8 @@ PYTHON ?= python3
 # What the controller needs: the lab builder's tools, SSH and Vagrant (the
 # Vagrantfile is validated by a test), DNS tools for people.
 APT_PACKAGES := debootstrap iproute2 util-linux mount openssh-client \
-	python3-venv vagrant bind9-dnsutils curl ca-certificates
+	python3-venv vagrant bind9-dnsutils curl ca-certificates \
+	libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-liberation2 poppler-utils
 
 .PHONY: install apt venv demo test unit lab-up lab-down clean
 

@@ -47,6 +47,53 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Signer(_Strict):
+    """Who signs the office's letters: jabatan, full name with degrees, pangkat/golongan, NIP."""
+
+    position: str
+    name: str
+    rank: str | None = None
+    nip: str | None = None
+
+
+# Placeholders of a letter-number pattern; {urut} (the running number) is required.
+LETTER_NUMBER_FIELDS = ("klasifikasi", "urut", "tahun")
+
+
+class LetterProfile(_Strict):
+    """The office as its letters show it (kop surat, date line, signature, tembusan, numbering)."""
+
+    government: str  # "PEMERINTAH KOTA TARAKAN"
+    office_name: str  # the agency line(s) of the kop, in capitals as printed
+    address: str
+    telephone: str | None = None
+    website: str | None = None
+    email: str | None = None
+    logo: Path | None = None  # PNG, JPEG or SVG shown left of the kop
+    city: str  # the date line: "<city>, 22 November 2026"
+    signer: Signer
+    copies: list[str] = Field(default_factory=list)  # tembusan
+    # Archive classification code and pattern of the letter number, with a
+    # running number per office and year: "{klasifikasi}/{urut}/DKISP/{tahun}".
+    classification: str
+    number_pattern: str = "{klasifikasi}/{urut}/{tahun}"
+
+    @field_validator("number_pattern")
+    @classmethod
+    def _pattern(cls, value):
+        import string
+
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+        except ValueError as err:
+            raise ValueError(f"{value!r}: {err}") from None
+        unknown = [f for f in fields if f not in LETTER_NUMBER_FIELDS]
+        if unknown or "urut" not in fields:
+            raise ValueError(f"{value!r}: use only {{klasifikasi}}, {{urut}}, {{tahun}}, "
+                             f"and {{urut}} at least once")
+        return value
+
+
 class Office(_Strict):
     key: str
     name: str
@@ -57,6 +104,8 @@ class Office(_Strict):
     hours: dict[str, list[str]] = Field(default_factory=lambda: dict(_TYPICAL_HOURS))
     # An editable YAML file of extra holidays/cuti bersama and removals.
     calendar: Path | None = None
+    # Kop, signer, tembusan and numbering of the office's letters.
+    letters: LetterProfile | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -193,6 +242,20 @@ def default_offices():
             short_name="DKISP Kota Tarakan",
             zones=["tarakankota.go.id"],
             calendar=calendars / "tarakan.yaml",
+            letters=LetterProfile(
+                government="PEMERINTAH KOTA TARAKAN",
+                office_name="DINAS KOMUNIKASI, INFORMATIKA, STATISTIK DAN PERSANDIAN",
+                address="Jl. Pulau Kalimantan No. 1 Tarakan 77131",
+                telephone="0851-7999-0551",
+                website="dkisp.tarakankota.go.id",
+                email="dkisp@tarakankota.go.id",
+                city="Tarakan",
+                signer=Signer(position="Kepala Dinas Komunikasi, Informatika, Statistik dan Persandian",
+                              name="dr. WITOYO", rank="Pembina Tk. I (IV/b)", nip="196501112000121002"),
+                copies=["Wali Kota Tarakan (sebagai laporan)", "Sekretaris Daerah Kota Tarakan", "Arsip"],
+                classification="400.14",
+                number_pattern="{klasifikasi}/{urut}/DKISP/{tahun}",
+            ),
         ),
         "buleleng": Office(
             key="buleleng",
@@ -200,6 +263,20 @@ def default_offices():
             short_name="Dinas Kominfosanti Kabupaten Buleleng",
             zones=["bulelengkab.go.id"],
             calendar=calendars / "buleleng.yaml",
+            letters=LetterProfile(
+                government="PEMERINTAH KABUPATEN BULELENG",
+                office_name="DINAS KOMUNIKASI, INFORMATIKA, PERSANDIAN DAN STATISTIK",
+                # Not in the SOP document: the office's published address; confirm before use.
+                address="Jl. Pahlawan No. 1 Singaraja 81113",
+                website="kominfosanti.bulelengkab.go.id",
+                email="kominfosanti@bulelengkab.go.id",
+                city="Singaraja",
+                signer=Signer(position="Kepala Dinas Komunikasi, Informatika, Persandian dan Statistik",
+                              name="Dr. Drs. I Ketut Suweca, M.Si", nip="196206081982031008"),
+                copies=["Bupati Buleleng (sebagai laporan)", "Sekretaris Daerah Kabupaten Buleleng", "Arsip"],
+                classification="400.14",
+                number_pattern="{klasifikasi}/{urut}/Kominfosanti/{tahun}",
+            ),
         ),
     }
 
@@ -224,6 +301,9 @@ def _absolute(data, base):
     for office in offices.values() if isinstance(offices, dict) else ():
         if isinstance(office, dict) and office.get("calendar"):
             office["calendar"] = str(base / Path(office["calendar"]).expanduser())
+        letters = office.get("letters") if isinstance(office, dict) else None
+        if isinstance(letters, dict) and letters.get("logo"):
+            letters["logo"] = str(base / Path(letters["logo"]).expanduser())
     hosting = data.get("hosting")
     for key in ("inventory", "tls_dir", "key_file", "artifacts_dir", "credentials_dir"):
         if isinstance(hosting, dict) and hosting.get(key):

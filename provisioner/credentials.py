@@ -5,7 +5,6 @@ the step that uses it runs, so a crash between the two never loses it. The
 credentials sheet is written once, mode 0600; the letter never holds them.
 """
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -56,15 +55,8 @@ def sftp_hash(password: str) -> str:
     return out.stdout.strip()
 
 
-def write_sheet(directory: Path, fqdn: str, request_id: str, lines: list[tuple[str, str]]) -> Path:
-    """The one place passwords are shown: a private file for the agency's technical team."""
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
-    path = directory / f"{fqdn}-credentials.txt"
-    body = [f"RAHASIA - data akses {fqdn} (permohonan {request_id})", ""]
-    body += [f"{label}: {value}" for label, value in lines]
-    body += ["", "Simpan data ini di tempat aman dan jangan dibagikan."]
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write("\n".join(body) + "\n")
-    return path
+def write_sheet(directory: Path, fqdn: str, request_id: str, lines: list[tuple[str, str]], office=None) -> Path:
+    """The one place passwords are shown: a one-page PDF marked RAHASIA, mode 0600."""
+    from provisioner.letters import sheet  # WeasyPrint is loaded only when a sheet is written
+
+    return sheet.write_sheet(directory, fqdn, request_id, lines, office=office)

@@ -361,13 +361,14 @@ class Hosting:
 
     def _sheet(self, site: DesiredSite, passwords: dict) -> Path:
         lines = [("Situs", f"https://{site.fqdn}/" if site.tls else f"http://{site.fqdn}/"),
-                 ("SFTP host", site.public_ip), ("SFTP port", "22"), ("SFTP user", site.names.user),
-                 ("SFTP password", passwords["sftp"])]
+                 ("Host SFTP", site.public_ip), ("Port SFTP", "22"), ("Pengguna SFTP", site.names.user),
+                 ("Kata sandi SFTP", passwords["sftp"])]
         if site.database:
             db = self.inventory.host(site.db_host)
-            lines += [("Database host", db.address), ("Database", site.names.db_name),
-                      ("Database user", site.names.db_user), ("Database password", passwords["db"])]
-        return credentials.write_sheet(self.config.credentials_dir(), site.fqdn, site.request_id, lines)
+            lines += [("Host basis data", f"{db.address}, port 3306"), ("Nama basis data", site.names.db_name),
+                      ("Pengguna basis data", site.names.db_user), ("Kata sandi basis data", passwords["db"])]
+        return credentials.write_sheet(self.config.credentials_dir(), site.fqdn, site.request_id, lines,
+                                       office=self.config.office(site.office))
 
 
 def next_free_preview(store, inventory, web: Host) -> str:

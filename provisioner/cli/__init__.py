@@ -56,5 +56,9 @@ def _register():
     main.add_command(resume.resume)
     main.add_command(credentials.credentials)
 
+    from provisioner.cli import letter
+
+    main.add_command(letter.letter)
+
 
 _register()

@@ -71,8 +71,20 @@ def _provision_site(ctx):
     return provision_site_action(ctx)
 
 
+def _render_letter(ctx):
+    from provisioner.letters.actions import render_letter_action
+
+    return render_letter_action(ctx)
+
+
+def _render_reply_letter(ctx):
+    from provisioner.letters.actions import render_reply_letter_action
+
+    return render_reply_letter_action(ctx)
+
+
 ACTIONS = ActionRegistry()
 ACTIONS.register("provision_site", _provision_site)
-ACTIONS.register("render_letter", _not_available("render_letter", "the letters issue"))
-ACTIONS.register("render_reply_letter", _not_available("render_reply_letter", "the letters issue"))
+ACTIONS.register("render_letter", _render_letter)
+ACTIONS.register("render_reply_letter", _render_reply_letter)
 ACTIONS.register("install_website", _not_available("install_website", "the website issue"))

@@ -176,3 +176,22 @@ class Credential(Base):
     username: Mapped[str] = mapped_column(String(80))
     ciphertext: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LetterNumber(Base):
+    """A letter number given out: never deleted, never given twice (unique per office and year).
+
+    One request keeps one number per kind of letter: a rerun renders the same
+    number; a failed render keeps it (the next letter takes the next one).
+    """
+
+    __tablename__ = "letter_numbers"
+    __table_args__ = (UniqueConstraint("office", "year", "number"), UniqueConstraint("request_id", "kind"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    office: Mapped[str] = mapped_column(String(40))
+    year: Mapped[int] = mapped_column(Integer)
+    number: Mapped[int] = mapped_column(Integer)
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # configuration | reply
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,40 @@
+"""The credentials sheet: one page marked RAHASIA, the one place passwords are shown.
+
+Rendered in memory and written once with mode 0600 in a 0700 directory; no
+HTML copy is kept beside it.
+"""
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+from provisioner.letters import render
+from provisioner.sop.sla import utcnow
+
+
+def sheet_pdf(fqdn: str, request_id: str, lines: list[tuple[str, str]], office=None,
+              now: datetime | None = None) -> bytes:
+    now = now or utcnow()
+    profile = office.letters if office is not None else None
+    when = now.astimezone(office.tz) if office is not None else now
+    document = render.html("rahasia.html", fqdn=fqdn, request_id=request_id, lines=lines, office=office,
+                           profile=profile, issued=when)
+    return render.pdf(document)
+
+
+def write_sheet(directory: Path, fqdn: str, request_id: str, lines: list[tuple[str, str]], office=None) -> Path:
+    """Write `<fqdn>-credentials.pdf` (mode 0600) and return its path."""
+    data = sheet_pdf(fqdn, request_id, lines, office)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    path = directory / f"{fqdn}-credentials.pdf"
+    temporary = directory / f".{path.name}.{os.getpid()}"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
