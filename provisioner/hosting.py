@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from provisioner import credentials, faults, ipam, locks, tls, verify
 from provisioner.errors import Conflict, NotFound, ProvisionerError, StateError
 from provisioner.inventory import Host, load_inventory
-from provisioner.plan import Plan
+from provisioner.plan import REMOVAL_ORDER, Plan
 from provisioner.request import validate
 from provisioner.secretbox import SecretBox
 from provisioner.site import DesiredSite, from_request
@@ -358,6 +358,55 @@ class Hosting:
             add_event(session, site.request_id, "site_provisioned" if was != "provisioned" else "site_verified",
                       source=self.source, fqdn=site.fqdn, record=record, checksum=plan.checksum)
         return record, first_time
+
+    # -- removal -----------------------------------------------------------------
+
+    def recorded_sites(self, fqdns: list[str]) -> list[DesiredSite]:
+        """The desired state of recorded sites, as they were placed."""
+        rows = []
+        for fqdn in fqdns:
+            row = self._site_row(fqdn)
+            if row is None:
+                raise NotFound(f"no site {fqdn!r} in the records")
+            rows.append(row)
+        requests = self.load_requests([r.request_id for r in rows])
+        return [from_request(req, self.inventory.host(row.web_host),
+                             self.inventory.host(row.db_host) if row.db_host else None,
+                             row.public_ip, row.dedicated_ip) for req, row in zip(requests, rows)]
+
+    def removal_plan(self, sites: list[DesiredSite]) -> Plan:
+        live = self.read_live(sites)
+        from provisioner.targets.dns import removal_changes as dns_removal
+
+        changes = (dns_removal(sites, live.dns) + web_target.removal_changes(sites, live.web)
+                   + db_target.removal_changes(sites, live.db) + ip_target.removal_changes(sites, live.web))
+        return Plan(changes=changes, sites=[s.fqdn for s in sites], order=REMOVAL_ORDER)
+
+    def remove(self, fqdns: list[str]) -> Plan:
+        """Take recorded sites down: DNS first, then web, database and the dedicated IP.
+
+        Only what the toolkit recorded is removed; records and history stay, with state removed.
+        """
+        with locks.held(self.store, [f"site:{f}" for f in fqdns]):
+            sites = self.recorded_sites(fqdns)
+            plan = self.removal_plan(sites)
+            for step in REMOVAL_ORDER:
+                involved = [s for s in sites if step in plan.targets_of(s.fqdn)]
+                if not involved:
+                    continue
+                self._saga_event(involved, "removal_intent", step)
+                self._run_step(step, involved, plan, {}, state="absent")
+                self._saga_event(involved, "removal_done", step)
+            now = utcnow()
+            for site in sites:
+                if site.dedicated_ip:
+                    ipam.release(self.store, site.fqdn, site.request_id, self.source)
+                with self.store.session() as session:
+                    row = session.get(SiteRow, site.fqdn)
+                    row.state, row.updated_at = "removed", now
+                    add_event(session, site.request_id, "site_removed", source=self.source, fqdn=site.fqdn,
+                              checksum=plan.checksum)
+            return plan
 
     def _sheet(self, site: DesiredSite, passwords: dict) -> Path:
         lines = [("Situs", f"https://{site.fqdn}/" if site.tls else f"http://{site.fqdn}/"),

@@ -11,13 +11,18 @@ from dataclasses import dataclass, field
 from provisioner.changes import TARGETS, Change
 
 
+# Taking a site down goes the other way: its name first, its address last.
+REMOVAL_ORDER = tuple(reversed(TARGETS))
+
+
 @dataclass
 class Plan:
     changes: list[Change] = field(default_factory=list)
     sites: list[str] = field(default_factory=list)
+    order: tuple[str, ...] = TARGETS
 
     def __post_init__(self):
-        order = {t: i for i, t in enumerate(TARGETS)}
+        order = {t: i for i, t in enumerate(self.order)}
         self.changes.sort(key=lambda c: (order[c.target], c.site))
 
     @property
@@ -31,7 +36,7 @@ class Plan:
         return [c for c in self.changes if c.site == fqdn]
 
     def targets_of(self, fqdn: str) -> list[str]:
-        return [t for t in TARGETS if any(c.target == t for c in self.for_site(fqdn))]
+        return [t for t in self.order if any(c.target == t for c in self.for_site(fqdn))]
 
     @property
     def checksum(self) -> str:
