@@ -37,8 +37,8 @@ lab-up: install
 lab-down:
 	$(BIN)/provision lab down
 
-demo: lab-up
-	$(BIN)/provision lab status
+demo: install
+	examples/demo.sh
 
 unit: install
 	$(BIN)/pytest -q tests/unit

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The main job on the built-in lab, start to finish:
+#   - two example requests (one per office) go through the hosting SOP's
+#     human steps; the head's approval provisions each site by itself
+#     (plan, apply, verify from outside), then the configuration letter;
+#   - a third request is rejected and gets its reply letter (surat balasan).
+# It starts from a fresh lab and its own state home, so it can run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+provision() { .venv/bin/provision "$@"; }
+export PROVISIONER_HOME="${PROVISIONER_HOME:-$PWD/var/demo}"
+
+echo "== a fresh lab"
+provision lab down >/dev/null
+provision lab up
+rm -rf "$PROVISIONER_HOME"
+
+review() {  # submit a request and record the SOP's human steps up to the decision
+    local file=$1 id
+    id=$(sed -n 's/^id: //p' "$file")
+    provision request submit "$file" >&2
+    provision step "$id" agenda --by bagian_umum --note "Agenda surat masuk" >&2
+    provision step "$id" disposisi --by kadis --note "Diteruskan ke Bidang Aplikasi" >&2
+    provision step "$id" pengkajian --by bidang_aplikasi --note "Server, IP dan bandwidth tersedia" >&2
+    echo "$id"
+}
+
+for file in examples/tarakan-simkes.yaml examples/buleleng-sipandu.yaml; do
+    id=$(review "$file")
+    echo "== $id: the head approves; the hook provisions the site and writes the letter"
+    provision decide "$id" --approve --by kadis
+    provision request show "$id"
+    echo "== $id: a second run changes nothing"
+    provision hosting "$id" --apply
+done
+
+id=$(review examples/tarakan-turnamen.yaml)
+echo "== $id: the head rejects; the reply letter follows"
+provision decide "$id" --reject --by kadis \
+    --reason "Aplikasi pendaftaran sudah tersedia di portal layanan Pemerintah Kota Tarakan"
+
+echo "== results"
+provision request list
+echo "letters:"
+ls -1 "$PROVISIONER_HOME"/letters/*/* 2>/dev/null || ls -1 "$PROVISIONER_HOME"/letters
+echo "credentials sheets (RAHASIA, mode 0600):"
+ls -l "$PROVISIONER_HOME"/credentials
