@@ -192,6 +192,10 @@ class Hosting:
 
     def apply(self, request_ids: list[str], checksum: str | None = None) -> ApplyResult:
         requests = self.load_requests(request_ids)
+        for r in requests:
+            row = self._site_row(r.site.fqdn)
+            if row is not None and row.state == "suspended":
+                raise StateError(f"{r.site.fqdn} is suspended ({row.reason}); `provision site unsuspend` it first")
         names = [f"site:{r.site.fqdn}" for r in requests]
         with locks.held(self.store, names):
             webs = {self._placement(r)[0].name for r in requests if r.site.dedicated_ip}
@@ -382,10 +386,11 @@ class Hosting:
                    + db_target.removal_changes(sites, live.db) + ip_target.removal_changes(sites, live.web))
         return Plan(changes=changes, sites=[s.fqdn for s in sites], order=REMOVAL_ORDER)
 
-    def remove(self, fqdns: list[str]) -> Plan:
+    def remove(self, fqdns: list[str], actor: str = "system", **details) -> Plan:
         """Take recorded sites down: DNS first, then web, database and the dedicated IP.
 
         Only what the toolkit recorded is removed; records and history stay, with state removed.
+        `details` (a reason, an archive) go into the site_removed event.
         """
         with locks.held(self.store, [f"site:{f}" for f in fqdns]):
             sites = self.recorded_sites(fqdns)
@@ -404,8 +409,8 @@ class Hosting:
                 with self.store.session() as session:
                     row = session.get(SiteRow, site.fqdn)
                     row.state, row.updated_at = "removed", now
-                    add_event(session, site.request_id, "site_removed", source=self.source, fqdn=site.fqdn,
-                              checksum=plan.checksum)
+                    add_event(session, site.request_id, "site_removed", actor=actor, source=self.source,
+                              fqdn=site.fqdn, checksum=plan.checksum, **details)
             return plan
 
     def _sheet(self, site: DesiredSite, passwords: dict) -> Path:

@@ -60,5 +60,10 @@ def _register():
 
     main.add_command(letter.letter)
 
+    from provisioner.cli import report, site
+
+    main.add_command(site.site)
+    main.add_command(report.report)
+
 
 _register()

@@ -1,0 +1,134 @@
+"""Usage: the access-log parser, aggregation per site, the over-quota flag, CSV and the Indonesian PDF."""
+
+import csv
+import io
+import shutil
+import subprocess
+from datetime import datetime, timezone
+
+import pytest
+
+from provisioner import usage
+from provisioner.config import Config, default_offices
+from provisioner.errors import UserError
+from provisioner.store import open_store
+from provisioner.store.models import Event
+from provisioner.targets.usage_probe import WEB_USAGE, count_month, db_sizes
+from test_records import add_site  # tests/unit is on the path (no package)
+
+LOG = [
+    '203.0.113.1 - - [21/Nov/2026:10:00:01 +0000] "GET / HTTP/1.1" 200 512 "-" "curl/8.0"',
+    '203.0.113.1 - - [21/Nov/2026:10:00:02 +0000] "GET /big.bin HTTP/1.1" 200 1048576 "-" "python-requests"',
+    '203.0.113.1 - - [21/Nov/2026:10:00:03 +0000] "GET / HTTP/1.1" 301 - "-" "curl/8.0"',
+    '203.0.113.1 - - [21/Nov/2026:10:00:04 +0000] "GET /x HTTP/1.1" 503 299 "-" "a \\"quoted\\" agent"',
+    '203.0.113.1 - - [31/Oct/2026:23:59:59 +0000] "GET / HTTP/1.1" 200 999 "-" "last month"',
+    '203.0.113.1 - - [01/Nov/2025:00:00:00 +0000] "GET / HTTP/1.1" 200 999 "-" "a year ago"',
+    'garbage line',
+    '',
+]
+
+
+def test_count_month_reads_the_combined_format():
+    counted = count_month(LOG, "2026-11")
+    assert counted["requests"] == 4
+    assert counted["bytes"] == 512 + 1048576 + 0 + 299
+    assert counted["status"] == {"2xx": 2, "3xx": 1, "5xx": 1}
+    assert counted["unparsed"] == 1
+    assert count_month(LOG, "2026-10")["requests"] == 1
+
+
+def test_the_probe_program_carries_the_parser_and_compiles():
+    program = WEB_USAGE.replace("__COUNT__", __import__("inspect").getsource(count_month))
+    compile(program.replace("__INPUT__", repr('{"sites": [], "month": "2026-11"}')), "probe", "exec")
+
+
+def test_db_sizes_refuses_names_that_were_not_derived():
+    with pytest.raises(ValueError):
+        db_sizes(None, ["x'; DROP DATABASE y; --"])
+
+
+class FakeReader:
+    def __init__(self, web, db):
+        self.web_data, self.db_data, self.calls = web, db, []
+
+    def web(self, host, sites, month):
+        self.calls.append(("web", host, sorted(s["fqdn"] for s in sites), month))
+        return {s["fqdn"]: self.web_data[s["fqdn"]] for s in sites if s["fqdn"] in self.web_data}
+
+    def db(self, host, databases):
+        self.calls.append(("db", host, sorted(databases)))
+        return {d: self.db_data.get(d, 0) for d in databases}
+
+
+@pytest.fixture
+def office(tmp_path):
+    config = Config(offices=default_offices(), state_dir=tmp_path)
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    sites = {
+        "big": add_site(store, "simkes", quota=1),
+        "small": add_site(store, "arsip", state="suspended", quota=100),
+        "static": add_site(store, "sipandu", zone="bulelengkab.go.id", dedicated="203.0.113.131", db=False,
+                           office="buleleng", quota=50),
+        "gone": add_site(store, "lama", state="removed"),
+    }
+    yield config, store, sites
+    store.close()
+
+
+def _reader(sites):
+    from provisioner.naming import site_names
+
+    return FakeReader(
+        web={sites["big"]: {"disk_bytes": 3 * 1024 * 1024, "requests": 1200, "bytes": 5_000_000,
+                            "status": {"2xx": 1100, "3xx": 100}},
+             sites["small"]: {"disk_bytes": 10_000, "requests": 7, "bytes": 2100, "status": {"5xx": 7}},
+             sites["static"]: {"disk_bytes": None, "requests": 0, "bytes": 0, "status": {}}},
+        db={site_names("simkes", "tarakankota.go.id").db_name: 2_097_152})
+
+
+def test_collect_reads_each_host_once_and_flags_over_quota(office):
+    config, store, sites = office
+    reader = _reader(sites)
+    report = usage.collect(config, store, "2026-11", reader=reader)
+    assert [c[0] for c in reader.calls] == ["web", "db"]  # one read per host
+    by = {s.fqdn: s for s in report.sites}
+    assert sites["gone"] not in by
+    assert by[sites["big"]].over_quota and by[sites["big"]].quota_used_percent == 300.0
+    assert by[sites["big"]].db_bytes == 2_097_152
+    assert not by[sites["small"]].over_quota and by[sites["small"]].state == "suspended"
+    assert by[sites["static"]].db_bytes is None and not by[sites["static"]].over_quota
+    only = usage.collect(config, store, "2026-11", office="buleleng", reader=_reader(sites))
+    assert [s.fqdn for s in only.sites] == [sites["static"]]
+
+
+def test_month_is_checked():
+    assert usage.parse_month("2026-11") == "2026-11"
+    assert usage.parse_month(None, datetime(2026, 2, 3, tzinfo=timezone.utc)) == "2026-02"
+    for bad in ("2026-13", "11-2026", "2026/11"):
+        with pytest.raises(UserError):
+            usage.parse_month(bad)
+    assert usage.period("2026-11") == "Bulan November 2026"
+
+
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler-utils not installed")
+def test_report_files_csv_and_indonesian_pdf(office, tmp_path):
+    config, store, sites = office
+    report = usage.collect(config, store, "2026-11", reader=_reader(sites))
+    written = {w["office"]: w for w in usage.write(config, store, report, tmp_path / "out")}
+    assert set(written) == {"tarakan", "buleleng"}
+    tarakan = written["tarakan"]
+    assert tarakan["over_quota"] == [sites["big"]]
+    rows = list(csv.DictReader(io.StringIO(open(tarakan["csv"], encoding="utf-8-sig").read())))
+    big = next(r for r in rows if r["fqdn"] == sites["big"])
+    assert (big["over_quota"], big["requests"], big["bytes_served"], big["disk_bytes"]) == ("yes", "1200",
+                                                                                           "5000000", "3145728")
+    text = subprocess.run(["pdftotext", "-layout", "-enc", "UTF-8", tarakan["pdf"], "-"], capture_output=True,
+                          text=True, check=True).stdout
+    assert "LAPORAN PENGGUNAAN HOSTING" in text and "Bulan November 2026" in text
+    assert sites["big"] in text and "Melebihi kuota" in text and "Ditangguhkan" in text
+    assert "1.200" in text  # Indonesian thousands separator
+    assert "NIP." in text
+    with store.session() as session:
+        events = session.query(Event).filter(Event.kind == "usage_reported").all()
+    assert {e.payload["office"] for e in events} == {"tarakan", "buleleng"}
+    assert all(e.payload["record"] == "usage" for e in events)
