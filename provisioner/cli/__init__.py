@@ -60,6 +60,10 @@ def _register():
 
     main.add_command(letter.letter)
 
+    from provisioner.cli import audit
+
+    main.add_command(audit.audit)
+
     from provisioner.cli import report, site
 
     main.add_command(site.site)

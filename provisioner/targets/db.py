@@ -35,12 +35,24 @@ def plan(sites: list[DesiredSite], live: dict) -> list:
             changes.append(Delete("db", h, f, "database user", ", ".join(f"{s.names.db_user}@{o}" for o in others),
                                   reason="allowed from a host other than its web server"))
         wanted = expected_grant(s)
-        grants = [g for g in state["grants"] if f"@`{s.web_address}`" in g and not g.startswith("GRANT USAGE")]
-        if not any(g.startswith(wanted) for g in grants):
+        extra = extra_grants(s, state["grants"])
+        if wanted not in state["grants"] and not any(g.startswith(wanted) for g in extra):
             changes.append(Create("db", h, f, "grant", wanted))
-        elif len(grants) > 1:
-            changes.append(Update("db", h, f, "grant", wanted, extra=[g for g in grants if not g.startswith(wanted)]))
+        if extra:
+            # The role (exact_grants) revokes everything and grants the one privilege again.
+            changes.append(Update("db", h, f, "grant", wanted, extra=extra))
     return changes
+
+
+def account(s: DesiredSite) -> str:
+    return f"`{s.names.db_user}`@`{s.web_address}`"
+
+
+def extra_grants(s: DesiredSite, grants: list[str]) -> list[str]:
+    """Grants of the site's account beyond the recorded one (the probe strips password hashes)."""
+    mine = f" TO {account(s)}"
+    usage = f"GRANT USAGE ON *.*{mine}"
+    return [g for g in grants if mine in g and g not in (usage, expected_grant(s))]
 
 
 def removal_changes(sites: list[DesiredSite], live: dict) -> list:
@@ -64,6 +76,7 @@ def apply(inventory_path, sites: list[DesiredSite], secrets: dict, state: str = 
     hosts = {s.db_host for s in sites}
     return runner.run_playbook(
         "db_site.yml", inventory_path, hosts,
-        extravars={"mariadb_site__databases": [s.db_item(state, rotate_password=rotate) for s in sites]},
+        extravars={"mariadb_site__databases": [s.db_item(state, rotate_password=rotate) | {"exact_grants": True}
+                                               for s in sites]},
         secrets=secrets, limit=",".join(sorted(hosts)), artifact_dir=artifact_dir,
     )

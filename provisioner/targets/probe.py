@@ -37,6 +37,19 @@ def stat(path):
         group = st.st_gid
     return {"owner": owner, "group": group, "mode": "%04o" % (st.st_mode & 0o7777)}
 
+def directives(path):
+    """ServerName and DocumentRoot values as the vhost file states them (for the audit)."""
+    found = {"servername": set(), "documentroot": set()}
+    try:
+        with open(path) as f:
+            for line in f:
+                words = line.split(None, 1)
+                if len(words) == 2 and words[0].lower() in found:
+                    found[words[0].lower()].add(words[1].strip().strip('"'))
+    except OSError:
+        pass
+    return sorted(found["servername"]), sorted(found["documentroot"])
+
 try:
     sftp_members = grp.getgrnam("sftp-sites").gr_mem
 except KeyError:
@@ -50,6 +63,7 @@ for s in INPUT["sites"]:
         user = None
     vhost = "/etc/apache2/sites-available/%s.conf" % s["fqdn"]
     pool = "/etc/php/%s/fpm/pool.d/%s.conf" % (s["php_version"], s["pool"])
+    server_names, document_roots = directives(vhost)
     sites[s["fqdn"]] = {
         "user": user,
         "sftp": s["user"] in sftp_members,
@@ -58,6 +72,8 @@ for s in INPUT["sites"]:
         "logdir": stat(s["logdir"]),
         "vhost_sha256": sha(vhost),
         "vhost_enabled": os.path.exists("/etc/apache2/sites-enabled/%s.conf" % s["fqdn"]),
+        "server_names": server_names,
+        "document_roots": document_roots,
         "pool_sha256": sha(pool),
         "tls_cert": os.path.exists("/etc/ssl/provisioner/%s.crt" % s["fqdn"]),
     }
@@ -67,8 +83,10 @@ print(json.dumps({"sites": sites,
 '''
 
 DB_PROBE = r'''
-import json, subprocess
+import json, re, subprocess
 INPUT = json.loads(__INPUT__)
+# SHOW GRANTS puts the password hash on the USAGE (or global) line; it never leaves the host.
+IDENTIFIED = re.compile(r" IDENTIFIED (?:[^']|'(?:[^'\\]|\\.)*')*?(?= REQUIRE | WITH |$)")
 
 def sql(query):
     out = subprocess.run(["mysql", "-N", "-B", "-e", query], capture_output=True, text=True)
@@ -84,7 +102,7 @@ result = {}
 for d in INPUT["databases"]:
     grants = []
     for host in users.get(d["user"], []):
-        grants += [row[0] for row in sql("SHOW GRANTS FOR '%s'@'%s'" % (d["user"], host))]
+        grants += [IDENTIFIED.sub("", row[0]) for row in sql("SHOW GRANTS FOR '%s'@'%s'" % (d["user"], host))]
     result[d["name"]] = {"exists": d["name"] in databases, "user_hosts": sorted(users.get(d["user"], [])),
                          "grants": grants}
 print(json.dumps({"databases": result}))

@@ -1,0 +1,450 @@
+"""`provision audit`: every configuration record against the live hosts, as findings.
+
+The live state is read through the same channels as provisioning and in bulk:
+one PowerDNS API call per zone, one SSH session per web and database host,
+and one DNS query per recorded name at each name server. compare() is pure:
+records and live data in, findings out. Nothing here changes a host; the fix
+is the hosting plan for the drifted sites, applied by Hosting.apply.
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.query
+import dns.rdatatype
+from sqlalchemy import select
+
+from provisioner import ssh
+from provisioner.errors import Conflict, NotFound, StateError
+from provisioner.hosting import Hosting, Live
+from provisioner.plan import Plan
+from provisioner.site import DesiredSite, sha256
+from provisioner.store.events import add_event
+from provisioner.store.models import SiteRow
+from provisioner.targets import db as db_target
+from provisioner.targets import web as web_target
+from provisioner.targets.dns import is_ours
+
+SEVERITIES = ("critical", "high", "medium", "low")
+AUDITED_STATES = ("provisioned", "suspended")
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str  # critical | high | medium | low
+    kind: str  # a stable identifier: "dns-missing", "grant-wider", ...
+    site: str | None  # the fqdn, or None for what belongs to no record
+    target: str  # dns | web | db | ip
+    host: str  # a host of the inventory, or the DNS zone
+    what: str  # the thing, in a few words
+    expected: str
+    found: str
+    fix: str  # one line: what restores it, or what a human should check
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(Finding))
+
+
+@dataclass
+class Report:
+    findings: list[Finding]
+    sites: list[str]
+    zones: list[str]
+    fix: dict | None = None  # with --fix: the plan, whether it was applied, what stays
+    after: list[Finding] | None = None  # with --fix --apply: the findings of the audit after it
+
+    @property
+    def remaining(self) -> list[Finding]:
+        return self.findings if self.after is None else self.after
+
+    @property
+    def clean(self) -> bool:
+        return not self.remaining
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.clean else 1
+
+    def counts(self, findings: list[Finding] | None = None) -> dict[str, int]:
+        findings = self.findings if findings is None else findings
+        return {s: sum(1 for f in findings if f.severity == s) for s in SEVERITIES}
+
+    def as_dict(self) -> dict:
+        data = {"clean": not self.findings, "sites": self.sites, "zones": self.zones,
+                "counts": self.counts(), "findings": [f.as_dict() for f in self.findings]}
+        if self.fix is not None:
+            data["fix"] = self.fix
+        if self.after is not None:
+            data["after"] = {"clean": not self.after, "counts": self.counts(self.after),
+                             "findings": [f.as_dict() for f in self.after]}
+        return data
+
+
+@dataclass
+class Observed:
+    """Everything read from outside the toolkit, for compare()."""
+
+    live: Live
+    ns: dict = field(default_factory=dict)  # fqdn -> ns name -> {"addresses", "authoritative", "error"}
+    nameservers: list[str] = field(default_factory=list)
+
+
+def _restore(site: str, action: str) -> str:
+    return f"{action}: provision audit --fix --apply --site {site}"
+
+
+def sort_key(f: Finding):
+    return (SEVERITIES.index(f.severity), f.site or "~", f.target, f.kind, f.what)
+
+
+# -- the comparison --------------------------------------------------------------
+
+
+def compare(sites: list[DesiredSite], records: dict[str, dict], observed: Observed, zones: list[str],
+            explained: dict[str, set] | None = None, extras: bool = True) -> list[Finding]:
+    """Findings for recorded sites against the live state.
+
+    records: fqdn -> the configuration record's body (SiteRow.config).
+    explained: zone -> names whose A record a configuration record explains
+    (any site not removed); defaults to the audited sites.
+    """
+    findings = []
+    for site in sites:
+        record = records.get(site.fqdn, {})
+        findings += _dns(site, observed)
+        findings += _ip(site, observed.live.web)
+        findings += _web(site, record, observed.live.web)
+        findings += _db(site, observed.live.db)
+    findings += _shared_addresses(sites, observed.live.web)
+    if extras:
+        if explained is None:
+            explained = {}
+            for site in sites:
+                explained.setdefault(site.zone, set()).add(site.fqdn)
+        findings += extra_records(observed.live.dns, zones, explained)
+    return sorted(findings, key=sort_key)
+
+
+def _dns(site: DesiredSite, observed: Observed) -> list[Finding]:
+    name = site.fqdn + "."
+    zone = observed.live.dns.get(site.zone, {})
+    rrset = zone.get((name, "A"))
+    what = f"A record {site.fqdn}"
+
+    def finding(severity, kind, found, fix, host=site.zone):
+        return Finding(severity, kind, site.fqdn, "dns", host, what, site.public_ip, found, fix)
+
+    if rrset is None:
+        return [finding("critical", "dns-missing", "no A record in the zone",
+                        _restore(site.fqdn, "recreate it through the PowerDNS API"))]
+    addresses = sorted(r["content"] for r in rrset["records"] if not r.get("disabled"))
+    if not is_ours(rrset):
+        return [finding("high", "dns-foreign", f"{', '.join(addresses) or 'no address'} "
+                        "(not marked as the toolkit's)",
+                        f"someone replaced the record in {site.zone}: find out who and why, then restore "
+                        "it by hand; the toolkit does not overwrite records it did not create")]
+    if addresses != [site.public_ip]:
+        return [finding("critical", "dns-address", ", ".join(addresses) or "no enabled address",
+                        _restore(site.fqdn, "set the recorded address through the PowerDNS API"))]
+    findings = []
+    for ns in observed.nameservers:
+        seen = observed.ns.get(site.fqdn, {}).get(ns)
+        if seen is None:
+            continue
+        if seen.get("authoritative") and seen.get("addresses") == [site.public_ip]:
+            continue
+        answer = seen.get("error") or (f"{', '.join(seen.get('addresses') or []) or 'no address'}"
+                                       f"{'' if seen.get('authoritative') else ' (not authoritative)'}")
+        findings.append(finding("high", "dns-answer", answer,
+                                f"{ns} serves an old copy of {site.zone}: check NOTIFY and zone transfer "
+                                f"from the primary (the primary's record is right)", host=ns))
+    return findings
+
+
+def extra_records(dns_live: dict, zones: list[str], explained: dict[str, set]) -> list[Finding]:
+    """Rrsets in managed zones that neither the zone's own setup nor a record explains."""
+    findings = []
+    for zone in zones:
+        rrsets = dns_live.get(zone)
+        if rrsets is None:
+            continue
+        apex = zone.rstrip(".") + "."
+        ns_names = {r["content"] for (n, t), rr in rrsets.items() if n == apex and t == "NS" for r in rr["records"]}
+        sites = {f.rstrip(".") + "." for f in explained.get(zone, set())}
+        for (name, rtype), rrset in sorted(rrsets.items()):
+            if name == apex and rtype in ("SOA", "NS"):
+                continue
+            if name in ns_names and rtype in ("A", "AAAA"):
+                continue
+            if name in sites and rtype == "A":
+                continue
+            content = ", ".join(r["content"] for r in rrset["records"]) or "no records"
+            if rtype == "A" and is_ours(rrset):
+                fix = ("marked as the toolkit's but no configuration record explains it (a removed or failed "
+                       "site?): check, then delete it through the PowerDNS API")
+            else:
+                fix = "check who added it and why; the toolkit never deletes a record it did not create"
+            findings.append(Finding("medium", "dns-extra", None, "dns", zone, f"{rtype} record {name.rstrip('.')}",
+                                    "no such record", content, fix))
+    return findings
+
+
+def _ip(site: DesiredSite, web_live: dict) -> list[Finding]:
+    if not site.dedicated_ip:
+        return []
+    addresses = web_live[site.web_host].get("addresses", [])
+    if site.public_ip in addresses:
+        return []
+    return [Finding("critical", "ip-missing", site.fqdn, "ip", site.web_host, f"dedicated IP {site.public_ip}",
+                    f"{site.public_ip} up on {site.web_host}", "not on any interface",
+                    _restore(site.fqdn, "bring the address up again"))]
+
+
+def _shared_addresses(sites: list[DesiredSite], web_live: dict) -> list[Finding]:
+    findings = []
+    shared = sorted({(s.web_host, s.public_ip) for s in sites if not s.dedicated_ip})
+    for host, address in shared:
+        if address not in web_live[host].get("addresses", []):
+            users = sorted(s.fqdn for s in sites if s.web_host == host and s.public_ip == address)
+            findings.append(Finding(
+                "critical", "ip-shared-missing", None, "ip", host, f"shared IP {address}",
+                f"{address} up on {host} (sites: {', '.join(users)})", "not on any interface",
+                f"the web server's own address is host configuration, not a site's: restore the network "
+                f"configuration of {host}"))
+    return findings
+
+
+def _web(site: DesiredSite, record: dict, web_live: dict) -> list[Finding]:
+    state = web_live[site.web_host]["sites"][site.fqdn]
+    h, f, n = site.web_host, site.fqdn, site.names
+    findings = []
+
+    def add(severity, kind, what, expected, found, fix):
+        findings.append(Finding(severity, kind, f, "web", h, what, expected, found, fix))
+
+    if state["user"] is None:
+        add("critical", "user-missing", f"system user {n.user}", f"user {n.user}, home {n.home}", "no such user",
+            _restore(f, "create the user again (SFTP password from the stored credentials)"))
+    elif not state["sftp"]:
+        add("high", "sftp-missing", f"SFTP account {n.user}", "member of sftp-sites", "not a member",
+            _restore(f, "add the user to sftp-sites again"))
+    docroot = state["docroot"]
+    if docroot is None:
+        add("critical", "docroot-missing", f"docroot {n.docroot}", f"owner {n.user}, mode 0755", "missing",
+            _restore(f, "create the docroot again (its content is the agency's: restore that from a backup)"))
+    elif (docroot["owner"], docroot["mode"]) != (n.user, "0755"):
+        world_writable = int(str(docroot["mode"]), 8) & 0o002
+        add("high" if world_writable else "medium", "docroot-owner-mode", f"docroot {n.docroot}",
+            f"owner {n.user}, mode 0755", f"owner {docroot['owner']}, mode {docroot['mode']}",
+            _restore(f, "set the recorded owner and mode"))
+    if state["logdir"] is None:
+        add("high", "logdir-missing", f"log directory {n.logdir}", "present (root:adm)",
+            "missing: the next Apache reload fails", _restore(f, "create the log directory again"))
+    if site.php:
+        expected_pool = record.get("pool_sha256") or sha256(site.pool())
+        if state["pool_sha256"] is None:
+            add("high", "pool-missing", f"PHP-FPM pool {n.pool}", f"sha256 {expected_pool[:12]}", "missing",
+                _restore(f, "install the recorded pool again"))
+        elif state["pool_sha256"] != expected_pool:
+            add("medium", "pool-changed", f"PHP-FPM pool {n.pool}", f"sha256 {expected_pool[:12]}",
+                f"sha256 {state['pool_sha256'][:12]}", _restore(f, "install the recorded pool again"))
+    if site.tls and not state["tls_cert"]:
+        add("high", "tls-missing", f"TLS certificate of {f}", f"/etc/ssl/provisioner/{f}.crt", "missing",
+            _restore(f, "issue and install the certificate again"))
+    findings += _vhost(site, record, state)
+    return findings
+
+
+def _vhost(site: DesiredSite, record: dict, state: dict) -> list[Finding]:
+    h, f = site.web_host, site.fqdn
+    what = f"vhost {f}"
+    if state["vhost_sha256"] is None:
+        return [Finding("critical", "vhost-missing", f, "web", h, what, "present and enabled", "missing",
+                        _restore(f, "install the recorded vhost again"))]
+    findings = []
+    if not state["vhost_enabled"]:
+        findings.append(Finding("critical", "vhost-disabled", f, "web", h, what, "enabled", "disabled",
+                                _restore(f, "enable the vhost again")))
+    names, roots = state.get("server_names"), state.get("document_roots")
+    if names is not None and names != [f]:
+        findings.append(Finding("high", "vhost-servername", f, "web", h, what, f"ServerName {f}",
+                                f"ServerName {', '.join(names) or 'none'}",
+                                _restore(f, "install the recorded vhost again")))
+    if roots is not None and roots != [site.names.docroot]:
+        findings.append(Finding("high", "vhost-docroot", f, "web", h, what, f"DocumentRoot {site.names.docroot}",
+                                f"DocumentRoot {', '.join(roots) or 'none'}",
+                                _restore(f, "install the recorded vhost again")))
+    expected = record.get("vhost_sha256") or sha256(site.vhost())
+    if state["vhost_sha256"] != expected:
+        findings.append(Finding("medium", "vhost-changed", f, "web", h, what, f"sha256 {expected[:12]} (as applied)",
+                                f"sha256 {state['vhost_sha256'][:12]}",
+                                _restore(f, "install the recorded vhost again (local edits are lost: "
+                                            "check them first)")))
+    return findings
+
+
+def _db(site: DesiredSite, db_live: dict) -> list[Finding]:
+    if not site.database:
+        return []
+    state = db_live[site.db_host]["databases"][site.names.db_name]
+    h, f, n = site.db_host, site.fqdn, site.names
+    account = f"{n.db_user}@{site.web_address}"
+    findings = []
+
+    def add(severity, kind, what, expected, found, fix):
+        findings.append(Finding(severity, kind, f, "db", h, what, expected, found, fix))
+
+    if not state["exists"]:
+        add("critical", "db-missing", f"database {n.db_name}", "present", "missing",
+            _restore(f, "create the database again (its data is the agency's: restore that from a backup)"))
+    if site.web_address not in state["user_hosts"]:
+        add("critical", "db-user-missing", f"database user {account}", "present", "missing",
+            _restore(f, "create the user again with the stored password"))
+    others = [host for host in state["user_hosts"] if host != site.web_address]
+    if others:
+        add("high", "db-user-host", f"database user {n.db_user}", f"allowed from {site.web_address} only",
+            "also allowed from " + ", ".join(others), _restore(f, "drop the accounts from other hosts"))
+    if site.web_address in state["user_hosts"]:
+        wanted = db_target.expected_grant(site)
+        extra = db_target.extra_grants(site, state["grants"])
+        if wanted not in state["grants"] and not any(g.startswith(wanted) for g in extra):
+            add("critical", "grant-missing", f"grant of {account}", wanted, "no grant on its database",
+                _restore(f, "grant ALL on its own database again"))
+        for grant in extra:
+            add("critical" if " ON *.* " in grant else "high", "grant-wider", f"grant of {account}", wanted, grant,
+                _restore(f, "revoke every privilege beyond ALL on its own database"))
+    return findings
+
+
+# -- reading the live state ------------------------------------------------------
+
+
+def ns_answers(inventory, sites: list[DesiredSite], timeout: float = 2.0) -> dict:
+    """One A query per recorded name at each name server (one retry on a lost packet)."""
+    answers: dict[str, dict] = {}
+    for ns in inventory.group("nameservers"):
+        ssh.check_route(ns.address)
+        for site in sites:
+            seen = {"addresses": [], "authoritative": False, "error": None}
+            for _attempt in range(2):
+                try:
+                    reply = dns.query.udp(dns.message.make_query(site.fqdn, dns.rdatatype.A), ns.address,
+                                          timeout=timeout)
+                except (OSError, dns.exception.DNSException) as err:
+                    seen["error"] = f"no answer ({type(err).__name__})"
+                    continue
+                seen = {"addresses": sorted(r.address for rrset in reply.answer for r in rrset
+                                            if rrset.rdtype == dns.rdatatype.A),
+                        "authoritative": bool(reply.flags & dns.flags.AA), "error": None}
+                break
+            answers.setdefault(site.fqdn, {})[ns.name] = seen
+    return answers
+
+
+def recorded(work: Hosting, site: str | None = None) -> tuple[list[DesiredSite], dict[str, SiteRow]]:
+    """The audited sites (provisioned or suspended), as they were placed, with their rows."""
+    with work.store.session() as session:
+        query = select(SiteRow).where(SiteRow.state.in_(AUDITED_STATES))
+        if site is not None:
+            query = query.where(SiteRow.fqdn == site)
+        rows = {r.fqdn: r for r in session.scalars(query.order_by(SiteRow.fqdn))}
+    if site is not None and not rows:
+        raise NotFound(f"no provisioned or suspended site {site!r} in the records")
+    sites = work.recorded_sites(list(rows)) if rows else []
+    sites = [dataclasses.replace(s, suspended=True) if rows[s.fqdn].state == "suspended" else s for s in sites]
+    return sites, rows
+
+
+def _explained(work: Hosting) -> dict[str, set]:
+    with work.store.session() as session:
+        pairs = session.execute(select(SiteRow.zone, SiteRow.fqdn).where(SiteRow.state != "removed")).all()
+    explained: dict[str, set] = {}
+    for zone, fqdn in pairs:
+        explained.setdefault(zone, set()).add(fqdn)
+    return explained
+
+
+def audit(config, store, site: str | None = None, work: Hosting | None = None) -> Report:
+    """Every recorded site (or one) against the live hosts. Records an audit_run event."""
+    work = work or Hosting(config, store)
+    return _audit(work, site)[0]
+
+
+def _audit(work: Hosting, site: str | None):
+    sites, rows = recorded(work, site)
+    zones = sorted({s.zone for s in sites} if site else set(work.config.zones) | {s.zone for s in sites})
+    live = Live(web=web_target.read(work.inventory, sites), db=db_target.read(work.inventory, sites),
+                dns=work.dns.read(zones) if zones else {})
+    observed = Observed(live=live, ns=ns_answers(work.inventory, sites) if sites else {},
+                        nameservers=[h.name for h in work.inventory.group("nameservers")])
+    findings = compare(sites, {f: r.config for f, r in rows.items()}, observed, zones,
+                       explained=_explained(work), extras=site is None)
+    report = Report(findings=findings, sites=[s.fqdn for s in sites], zones=zones)
+    _record_run(work.store, report, site)
+    return report, sites, rows, live
+
+
+def _record_run(store, report: Report, site: str | None) -> None:
+    with store.session() as session:
+        add_event(session, None, "audit_run", sites=len(report.sites), zones=len(report.zones),
+                  findings=len(report.findings), counts=report.counts(), only=site)
+
+
+# -- the fix ---------------------------------------------------------------------
+
+
+def fix_plan(work: Hosting, sites: list[DesiredSite], live: Live, rows: dict[str, SiteRow],
+             findings: list[Finding]) -> tuple[Plan, dict[str, str]]:
+    """The hosting plan that restores the drifted sites; sites it may not touch, with the reason."""
+    drifted = {f.site for f in findings if f.site is not None}
+    changes, fixed, refused = [], [], {}
+    for site in sites:
+        if site.fqdn not in drifted:
+            continue
+        if rows[site.fqdn].state != "provisioned":
+            refused[site.fqdn] = f"the site is {rows[site.fqdn].state}: fix it after it is back in service"
+            continue
+        try:
+            plan = work.compute_plan([site], live)
+        except Conflict as err:
+            refused[site.fqdn] = str(err)
+            continue
+        changes += plan.changes
+        fixed.append(site.fqdn)
+    return Plan(changes=changes, sites=fixed), refused
+
+
+def audit_fix(config, store, site: str | None = None, apply: bool = False, checksum: str | None = None,
+              work: Hosting | None = None) -> Report:
+    """The audit, the plan that restores what drifted, and with apply: that plan applied and a second audit."""
+    work = work or Hosting(config, store)
+    report, sites, rows, live = _audit(work, site)
+    sites_by_name = {s.fqdn: s for s in sites}
+    plan, refused = fix_plan(work, sites, live, rows, report.findings)
+    manual = [f.as_dict() for f in report.findings
+              if f.site is None or f.site in refused or not plan.for_site(f.site)]
+    report.fix = {"plan": plan.as_dict(), "rendered": plan.render(), "refused": refused,
+                  "by_hand": manual, "applied": False}
+    if not apply or plan.empty:
+        return report
+    if checksum and checksum != plan.checksum:
+        raise StateError(f"the fix plan changed since it was reviewed (checksum {plan.checksum}, "
+                         f"expected {checksum}); review it again")
+    request_ids = [sites_by_name[f].request_id for f in plan.sites]
+    with store.session() as session:
+        for fqdn in plan.sites:
+            add_event(session, sites_by_name[fqdn].request_id, "audit_fix", fqdn=fqdn, checksum=plan.checksum,
+                      changes=len(plan.for_site(fqdn)),
+                      findings=sorted({f.kind for f in report.findings if f.site == fqdn}))
+    result = work.apply(request_ids, checksum=plan.checksum)
+    report.fix["applied"] = True
+    report.fix["verified"] = {s["fqdn"]: sorted(s.get("verified", {})) for s in result.sites}
+    after = _audit(work, site)[0]
+    report.after = after.findings
+    return report

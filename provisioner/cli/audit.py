@@ -1,0 +1,85 @@
+"""`provision audit`: configuration records against the live hosts; exit 1 on drift."""
+
+import sys
+
+import click
+
+from provisioner import audit_report
+from provisioner.audit import audit as run_audit
+from provisioner.audit import audit_fix
+from provisioner.cli._common import config_option, table
+from provisioner.config import load_config
+from provisioner.errors import UserError
+from provisioner.store import open_store
+
+COLUMNS = ("severity", "kind", "site", "host", "what", "expected", "found", "fix")
+
+
+@click.command()
+@click.option("--site", "fqdn", help="Audit only this site (and skip the zone-wide search for extra records).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "html"]), default="table",
+              show_default=True)
+@click.option("--fix", is_flag=True, help="Show the plan that restores the recorded state.")
+@click.option("--apply", "do_apply", is_flag=True, help="With --fix: apply that plan, then audit again.")
+@click.option("--checksum", help="With --fix --apply: apply only if the plan still has this checksum.")
+@config_option
+def audit(fqdn, fmt, fix, do_apply, checksum, config_path):
+    """Compare every configuration record with the live DNS, web and database hosts."""
+    if (do_apply or checksum) and not fix:
+        raise UserError("--apply and --checksum go with --fix")
+    if fix and fmt in ("csv", "html"):
+        raise UserError("--fix prints a plan: use --format table or json")
+    config = load_config(config_path)
+    store = open_store(config.resolved_state_url())
+    try:
+        if fix:
+            report = audit_fix(config, store, site=fqdn, apply=do_apply, checksum=checksum)
+        else:
+            report = run_audit(config, store, site=fqdn)
+    finally:
+        store.close()
+    if fmt == "json":
+        click.echo(audit_report.to_json(report), nl=False)
+    elif fmt == "csv":
+        click.echo(audit_report.to_csv(report), nl=False)
+    elif fmt == "html":
+        click.echo(audit_report.to_html(report), nl=False)
+    else:
+        _print(report)
+    sys.exit(report.exit_code)
+
+
+def _summary(report, findings) -> str:
+    if not findings:
+        return f"clean: {len(report.sites)} site(s) and zone(s) {', '.join(report.zones) or 'none'} match the records"
+    counts = ", ".join(f"{n} {s}" for s, n in report.counts(findings).items() if n)
+    return f"drift: {len(findings)} finding(s) ({counts})"
+
+
+def _table(title, findings) -> None:
+    rows = [[getattr(f, c) for c in COLUMNS] for f in findings]
+    table(title, COLUMNS, rows, long=("what", "expected", "found", "fix"))
+
+
+def _print(report) -> None:
+    if report.findings:
+        _table("Audit findings", report.findings)
+    click.echo(_summary(report, report.findings))
+    if report.fix is None:
+        return
+    fix = report.fix
+    click.echo("\nThe plan that restores the recorded state:")
+    click.echo(fix["rendered"], nl=False)
+    for fqdn, reason in fix["refused"].items():
+        click.echo(f"not fixed: {fqdn}: {reason}")
+    if fix["by_hand"]:
+        click.echo(f"{len(fix['by_hand'])} finding(s) need a person: see their fix lines")
+    if not fix["applied"]:
+        if fix["plan"]["changes"]:
+            click.echo(f"dry run: nothing was changed; apply with --fix --apply --checksum {fix['plan']['checksum']}")
+        return
+    for fqdn, checks in fix.get("verified", {}).items():
+        click.echo(f"{fqdn}: restored and verified: {', '.join(checks)}")
+    if report.after:
+        _table("Findings after the fix", report.after)
+    click.echo("after the fix: " + _summary(report, report.after))

@@ -1,0 +1,417 @@
+"""The audit's comparison without hosts: every finding kind, its severity and fix line, formats, exit codes."""
+
+import csv
+import io
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from provisioner import audit, audit_report, naming
+from provisioner.audit import Observed, Report, compare
+from provisioner.cli import main
+from provisioner.hosting import Live
+from provisioner.site import DesiredSite, sha256
+from provisioner.store import open_store
+from provisioner.store.models import Event
+from provisioner.targets import db as db_target
+from provisioner.targets import probe
+from provisioner.targets import web as web_target
+from provisioner.targets.dns import DnsTarget
+
+ZONE = "tarakankota.go.id"
+WEB_ADDR = "10.77.0.21"
+SHARED = "203.0.113.10"
+
+
+def make_site(label="simkes", dedicated=False, ip=SHARED, php=True, database=True, tls=True) -> DesiredSite:
+    return DesiredSite(
+        request_id="HST-2024-0007", office="tarakan", label=label, zone=ZONE, names=naming.site_names(label, ZONE),
+        web_host="web1", web_address=WEB_ADDR, db_host="db1" if database else None, public_ip=ip,
+        dedicated_ip=dedicated, php=php, php_version="8.2", database=database, tls=tls, quota_mb=1024,
+        bandwidth_kbps=0)
+
+
+def rrset(name, rtype, contents, ours=False):
+    comments = [{"content": "provisioner: request X", "account": "provisioner"}] if ours else []
+    return {"name": name, "type": rtype, "ttl": 300, "records": [{"content": c, "disabled": False} for c in contents],
+            "comments": comments}
+
+
+def clean_world(sites):
+    """Live data exactly as the records say, and the records themselves."""
+    apex = ZONE + "."
+    zone = {(apex, "SOA"): rrset(apex, "SOA", ["ns1.x. hostmaster.x. 1 10800 3600 604800 3600"]),
+            (apex, "NS"): rrset(apex, "NS", [f"ns1.{apex}", f"ns2.{apex}"]),
+            (f"ns1.{apex}", "A"): rrset(f"ns1.{apex}", "A", ["10.77.0.11"]),
+            (f"ns2.{apex}", "A"): rrset(f"ns2.{apex}", "A", ["10.77.0.12"])}
+    web = {"web1": {"sites": {}, "addresses": ["10.77.0.21", SHARED, "127.0.0.1"]}}
+    db = {"db1": {"databases": {}}}
+    ns, records = {}, {}
+    for s in sites:
+        n = s.names
+        zone[(s.fqdn + ".", "A")] = rrset(s.fqdn + ".", "A", [s.public_ip], ours=True)
+        if s.dedicated_ip:
+            web["web1"]["addresses"].append(s.public_ip)
+        web["web1"]["sites"][s.fqdn] = {
+            "user": {"home": n.home, "shell": "/usr/sbin/nologin"}, "sftp": True,
+            "home": {"owner": "root", "group": "root", "mode": "0755"},
+            "docroot": {"owner": n.user, "group": n.user, "mode": "0755"},
+            "logdir": {"owner": "root", "group": "adm", "mode": "0750"},
+            "vhost_sha256": sha256(s.vhost()), "vhost_enabled": True, "server_names": [s.fqdn],
+            "document_roots": [n.docroot], "pool_sha256": sha256(s.pool()) if s.php else None, "tls_cert": s.tls}
+        if s.database:
+            account = f"`{n.db_user}`@`{WEB_ADDR}`"
+            db["db1"]["databases"][n.db_name] = {
+                "exists": True, "user_hosts": [WEB_ADDR],
+                "grants": [f"GRANT USAGE ON *.* TO {account}", db_target.expected_grant(s)]}
+        ns[s.fqdn] = {name: {"addresses": [s.public_ip], "authoritative": True, "error": None}
+                      for name in ("ns1", "ns2")}
+        records[s.fqdn] = s.record()
+    observed = Observed(live=Live(web=web, db=db, dns={ZONE: zone}), ns=ns, nameservers=["ns1", "ns2"])
+    return observed, records
+
+
+@pytest.fixture
+def world():
+    sites = [make_site(), make_site("sipandu", dedicated=True, ip="203.0.113.130", database=False, php=False,
+                                    tls=False)]
+    observed, records = clean_world(sites)
+    return sites, observed, records
+
+
+def run(world):
+    sites, observed, records = world
+    return compare(sites, records, observed, [ZONE])
+
+
+def test_a_clean_world_has_no_finding(world):
+    assert run(world) == []
+
+
+SIMKES = f"simkes.{ZONE}"
+SIPANDU = f"sipandu.{ZONE}"
+
+
+def _web(o, fqdn=SIMKES):
+    return o.live.web["web1"]["sites"][fqdn]
+
+
+def _db(o):
+    return o.live.db["db1"]["databases"][naming.site_names("simkes", ZONE).db_name]
+
+
+def _grant_global(o):
+    _db(o)["grants"][0] = f"GRANT SELECT ON *.* TO `{naming.site_names('simkes', ZONE).db_user}`@`{WEB_ADDR}`"
+
+
+def _grant_option(o):
+    _db(o)["grants"][1] += " WITH GRANT OPTION"
+
+
+def _grant_other_db(o):
+    user = naming.site_names("simkes", ZONE).db_user
+    _db(o)["grants"].append(f"GRANT SELECT ON `mysql`.* TO `{user}`@`{WEB_ADDR}`")
+
+
+def _ours_but_unrecorded(o):
+    o.live.dns[ZONE][(f"old.{ZONE}.", "A")] = rrset(f"old.{ZONE}.", "A", ["203.0.113.10"], ours=True)
+
+
+CASES = {
+    "dns-missing": ("critical", SIMKES, lambda o: o.live.dns[ZONE].pop((SIMKES + ".", "A"))),
+    "dns-address": ("critical", SIMKES, lambda o: o.live.dns[ZONE][(SIMKES + ".", "A")]["records"][0].update(
+        content="203.0.113.99")),
+    "dns-foreign": ("high", SIMKES, lambda o: o.live.dns[ZONE][(SIMKES + ".", "A")].update(comments=[])),
+    "dns-answer": ("high", SIMKES, lambda o: o.ns[SIMKES]["ns2"].update(addresses=[], authoritative=True)),
+    "dns-extra": ("medium", None, lambda o: o.live.dns[ZONE].__setitem__(
+        (f"x.{ZONE}.", "TXT"), rrset(f"x.{ZONE}.", "TXT", ['"hello"']))),
+    "ip-missing": ("critical", SIPANDU, lambda o: o.live.web["web1"]["addresses"].remove("203.0.113.130")),
+    "ip-shared-missing": ("critical", None, lambda o: o.live.web["web1"]["addresses"].remove(SHARED)),
+    "user-missing": ("critical", SIMKES, lambda o: _web(o).update(user=None)),
+    "sftp-missing": ("high", SIMKES, lambda o: _web(o).update(sftp=False)),
+    "docroot-missing": ("critical", SIMKES, lambda o: _web(o).update(docroot=None)),
+    "docroot-owner-mode": ("medium", SIMKES, lambda o: _web(o)["docroot"].update(owner="root")),
+    "logdir-missing": ("high", SIMKES, lambda o: _web(o).update(logdir=None)),
+    "pool-missing": ("high", SIMKES, lambda o: _web(o).update(pool_sha256=None)),
+    "pool-changed": ("medium", SIMKES, lambda o: _web(o).update(pool_sha256="f" * 64)),
+    "tls-missing": ("high", SIMKES, lambda o: _web(o).update(tls_cert=False)),
+    "vhost-missing": ("critical", SIMKES, lambda o: _web(o).update(vhost_sha256=None)),
+    "vhost-disabled": ("critical", SIMKES, lambda o: _web(o).update(vhost_enabled=False)),
+    "vhost-changed": ("medium", SIMKES, lambda o: _web(o).update(vhost_sha256="e" * 64)),
+    "db-missing": ("critical", SIMKES, lambda o: _db(o).update(exists=False)),
+    "db-user-host": ("high", SIMKES, lambda o: _db(o)["user_hosts"].append("%")),
+    "grant-missing": ("critical", SIMKES, lambda o: _db(o)["grants"].pop(1)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_each_drift_is_one_finding_with_severity_and_fix(world, kind):
+    severity, site, change = CASES[kind]
+    change(world[1])
+    findings = run(world)
+    assert [(f.kind, f.severity, f.site) for f in findings] == [(kind, severity, site)]
+    (finding,) = findings
+    assert finding.fix and "\n" not in finding.fix
+    assert finding.expected != finding.found
+    if site is not None and kind not in ("dns-foreign", "dns-answer"):
+        assert finding.fix.endswith(f"provision audit --fix --apply --site {site}")
+
+
+def test_an_edited_vhost_names_servername_docroot_and_content(world):
+    _web(world[1]).update(vhost_sha256="e" * 64, server_names=["evil.example"], document_roots=["/tmp"])
+    kinds = {(f.kind, f.severity) for f in run(world)}
+    assert kinds == {("vhost-servername", "high"), ("vhost-docroot", "high"), ("vhost-changed", "medium")}
+
+
+def test_a_world_writable_docroot_is_high(world):
+    _web(world[1])["docroot"]["mode"] = "0777"
+    (finding,) = run(world)
+    assert (finding.kind, finding.severity, finding.found) == ("docroot-owner-mode", "high",
+                                                               f"owner {naming.site_names('simkes', ZONE).user}, "
+                                                               "mode 0777")
+
+
+@pytest.mark.parametrize("widen, severity", [(_grant_global, "critical"), (_grant_option, "high"),
+                                             (_grant_other_db, "high")])
+def test_a_grant_wider_than_recorded_is_a_finding(world, widen, severity):
+    widen(world[1])
+    (finding,) = run(world)
+    assert (finding.kind, finding.severity) == ("grant-wider", severity)
+    assert finding.expected == db_target.expected_grant(world[0][0])
+    assert "PASSWORD" not in finding.found
+
+
+def test_a_missing_db_user_is_one_finding_not_a_grant_finding_too(world):
+    _db(world[1]).update(user_hosts=[], grants=[])
+    assert [f.kind for f in run(world)] == ["db-user-missing"]
+
+
+def test_a_missing_a_record_hides_the_name_server_answers_it_explains(world):
+    world[1].live.dns[ZONE].pop((SIMKES + ".", "A"))
+    world[1].ns[SIMKES]["ns1"].update(addresses=[], authoritative=True)
+    assert [f.kind for f in run(world)] == ["dns-missing"]
+
+
+def test_an_unanswered_query_names_the_name_server(world):
+    world[1].ns[SIPANDU]["ns1"] = {"addresses": [], "authoritative": False, "error": "no answer (Timeout)"}
+    (finding,) = run(world)
+    assert (finding.kind, finding.host, finding.found) == ("dns-answer", "ns1", "no answer (Timeout)")
+
+
+def test_extra_records_a_record_of_the_toolkit_that_no_record_explains(world):
+    _ours_but_unrecorded(world[1])
+    (finding,) = run(world)
+    assert (finding.kind, finding.what, finding.site) == ("dns-extra", f"A record old.{ZONE}", None)
+    assert "delete it through the PowerDNS API" in finding.fix
+
+
+def test_extra_records_are_explained_by_any_site_not_removed(world):
+    sites, observed, records = world
+    _ours_but_unrecorded(observed)
+    explained = {ZONE: {SIMKES, SIPANDU, f"old.{ZONE}"}}
+    assert compare(sites, records, observed, [ZONE], explained=explained) == []
+    # With --site the zone-wide search is skipped.
+    observed.live.dns[ZONE][(f"x.{ZONE}.", "TXT")] = rrset(f"x.{ZONE}.", "TXT", ['"x"'])
+    assert compare(sites[:1], records, observed, [ZONE], extras=False) == []
+
+
+def test_the_record_not_the_template_is_what_a_vhost_is_compared_with(world):
+    sites, observed, records = world
+    records[SIMKES] = dict(records[SIMKES], vhost_sha256="a" * 64)
+    _web(observed)["vhost_sha256"] = "a" * 64
+    assert compare(sites, records, observed, [ZONE]) == []
+
+
+def test_findings_sort_by_severity_first(world):
+    _web(world[1]).update(vhost_sha256="e" * 64, vhost_enabled=False)
+    world[1].live.web["web1"]["addresses"].remove("203.0.113.130")
+    assert [f.severity for f in run(world)] == ["critical", "critical", "medium"]
+
+
+# -- the fix plan -------------------------------------------------------------------
+
+
+class FakeWork:
+    """Hosting's plan machinery without hosts: the targets' real plan functions."""
+
+    def __init__(self):
+        self.dns = DnsTarget.__new__(DnsTarget)
+        self.dns.ttl = 300
+
+    def compute_plan(self, sites, live):
+        from provisioner.plan import Plan
+        from provisioner.targets import ip as ip_target
+
+        changes = (ip_target.plan(sites, live.web) + db_target.plan(sites, live.db)
+                   + web_target.plan(sites, live.web) + self.dns.plan(sites, live.dns))
+        return Plan(changes=changes, sites=[s.fqdn for s in sites])
+
+
+class Row:
+    def __init__(self, state="provisioned"):
+        self.state = state
+
+
+def test_the_fix_plan_restores_each_drift_the_lab_test_makes(world):
+    sites, observed, records = world
+    o = observed
+    o.live.dns[ZONE].pop((SIMKES + ".", "A"))
+    _web(o)["vhost_sha256"] = "e" * 64
+    _grant_global(o)
+    _web(o)["sftp"] = False
+    o.live.web["web1"]["addresses"].remove("203.0.113.130")
+    findings = compare(sites, records, o, [ZONE])
+    plan, refused = audit.fix_plan(FakeWork(), sites, o.live, {s.fqdn: Row() for s in sites}, findings)
+    assert refused == {}
+    got = {(c.action, c.target, c.kind, c.site) for c in plan.changes}
+    assert got == {("Create", "dns", "A record", SIMKES), ("Update", "web", "vhost", SIMKES),
+                   ("Update", "db", "grant", SIMKES), ("Create", "web", "SFTP account", SIMKES),
+                   ("Create", "ip", "public IP", SIPANDU)}
+    grant = next(c for c in plan.changes if c.kind == "grant")
+    assert grant.detail["extra"] == [_db(o)["grants"][0]]
+
+
+def test_the_fix_leaves_suspended_and_foreign_sites_alone(world):
+    sites, observed, records = world
+    observed.live.dns[ZONE][(SIMKES + ".", "A")]["comments"] = []
+    _web(observed, SIPANDU)["vhost_enabled"] = False
+    findings = compare(sites, records, observed, [ZONE])
+    rows = {SIMKES: Row(), SIPANDU: Row("suspended")}
+    plan, refused = audit.fix_plan(FakeWork(), sites, observed.live, rows, findings)
+    assert plan.empty and set(refused) == {SIMKES, SIPANDU}
+    assert "did not create" in refused[SIMKES] and "suspended" in refused[SIPANDU]
+
+
+def test_db_plan_revokes_a_grant_option_too():
+    site = make_site()
+    account = f"`{site.names.db_user}`@`{WEB_ADDR}`"
+    live = {"db1": {"databases": {site.names.db_name: {
+        "exists": True, "user_hosts": [WEB_ADDR],
+        "grants": [f"GRANT USAGE ON *.* TO {account}", db_target.expected_grant(site) + " WITH GRANT OPTION"]}}}}
+    (change,) = db_target.plan([site], live)
+    assert (change.action, change.kind) == ("Update", "grant")
+
+
+def test_the_db_probe_strips_password_hashes_before_they_leave_the_host():
+    import re
+
+    line = next(x for x in probe.DB_PROBE.splitlines() if x.startswith("IDENTIFIED"))
+    scope = {"re": re}
+    exec(line, scope)
+
+    def strip(grant):
+        return scope["IDENTIFIED"].sub("", grant)
+    assert strip("GRANT USAGE ON *.* TO `u`@`h` IDENTIFIED BY PASSWORD '*0123ABCD'") == "GRANT USAGE ON *.* TO `u`@`h`"
+    assert strip("GRANT SELECT ON *.* TO `u`@`h` IDENTIFIED BY PASSWORD '*AB' WITH GRANT OPTION") == \
+        "GRANT SELECT ON *.* TO `u`@`h` WITH GRANT OPTION"
+    assert strip("GRANT USAGE ON *.* TO `u`@`h` IDENTIFIED VIA ed25519 USING 'a WITH b' OR unix_socket") == \
+        "GRANT USAGE ON *.* TO `u`@`h`"
+
+
+def test_the_web_probe_reads_servername_and_documentroot(tmp_path):
+    start = probe.WEB_PROBE.index("def directives")
+    end = probe.WEB_PROBE.index("try:\n    sftp_members")
+    scope = {}
+    exec(probe.WEB_PROBE[start:end], scope)
+    vhost = tmp_path / "a.conf"
+    vhost.write_text(make_site().vhost())
+    assert scope["directives"](str(vhost)) == ([SIMKES], [make_site().names.docroot])
+    assert scope["directives"](str(tmp_path / "none.conf")) == ([], [])
+
+
+# -- reports and the command --------------------------------------------------------
+
+
+def _report(world, drift=True):
+    if drift:
+        _web(world[1])["vhost_sha256"] = "e" * 64
+        world[1].live.dns[ZONE][(f"x.{ZONE}.", "TXT")] = rrset(f"x.{ZONE}.", "TXT", ['"<b>&"'])
+    return Report(findings=run(world), sites=[SIMKES, SIPANDU], zones=[ZONE])
+
+
+def test_json_csv_and_html_carry_every_finding(world):
+    report = _report(world)
+    data = json.loads(audit_report.to_json(report))
+    assert data["clean"] is False and data["counts"]["medium"] == 2
+    assert {f["kind"] for f in data["findings"]} == {"vhost-changed", "dns-extra"}
+    rows = list(csv.DictReader(io.StringIO(audit_report.to_csv(report))))
+    assert [r["kind"] for r in rows] == [f.kind for f in report.findings]
+    assert list(rows[0]) == list(audit.FIELDS)
+    html = audit_report.to_html(report)
+    assert "<b>&" not in html and "&lt;b&gt;&amp;" in html
+    assert html.count('<tr class="medium">') == 2
+
+
+def test_a_clean_report(world):
+    report = _report(world, drift=False)
+    assert report.clean and report.exit_code == 0
+    assert "No finding" in audit_report.to_html(report)
+    assert audit_report.to_csv(report).strip() == ",".join(audit.FIELDS)
+
+
+def test_exit_code_after_a_fix_is_that_of_the_second_audit(world):
+    report = _report(world)
+    assert report.exit_code == 1
+    report.after = []
+    assert report.exit_code == 0 and report.as_dict()["after"]["clean"] is True
+
+
+def test_audit_run_event_holds_counts_only(tmp_path, world):
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        audit._record_run(store, _report(world), None)
+        with store.session() as session:
+            (event,) = session.query(Event).filter(Event.kind == "audit_run")
+        assert event.payload == {"sites": 2, "zones": 1, "findings": 2,
+                                 "counts": {"critical": 0, "high": 0, "medium": 2, "low": 0}, "only": None}
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def cli_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROVISIONER_HOME", str(tmp_path))
+    monkeypatch.delenv("PROVISIONER_STATE_URL", raising=False)
+    monkeypatch.delenv("PROVISIONER_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "csv", "html"])
+@pytest.mark.parametrize("drift, code", [(True, 1), (False, 0)])
+def test_the_command_exits_1_on_drift_and_0_when_clean(cli_env, monkeypatch, world, fmt, drift, code):
+    report = _report(world, drift)
+    monkeypatch.setattr("provisioner.cli.audit.run_audit", lambda config, store, site=None: report)
+    result = CliRunner().invoke(main, ["audit", "--format", fmt])
+    assert result.exit_code == code, result.output
+    if fmt == "table":
+        assert ("drift: 2 finding(s)" if drift else "clean:") in result.output
+    if fmt == "json":
+        assert json.loads(result.output)["clean"] is (not drift)
+
+
+def test_the_command_prints_the_fix_plan_and_its_checksum(cli_env, monkeypatch, world):
+    sites, observed, records = world
+    _web(observed)["sftp"] = False
+    report = Report(findings=compare(sites, records, observed, [ZONE]), sites=[SIMKES, SIPANDU], zones=[ZONE])
+    plan, refused = audit.fix_plan(FakeWork(), sites, observed.live, {s.fqdn: Row() for s in sites},
+                                   report.findings)
+    report.fix = {"plan": plan.as_dict(), "rendered": plan.render(), "refused": refused, "by_hand": [],
+                  "applied": False}
+    seen = {}
+
+    def fake_fix(config, store, site=None, apply=False, checksum=None):
+        seen.update(site=site, apply=apply, checksum=checksum)
+        return report
+
+    monkeypatch.setattr("provisioner.cli.audit.audit_fix", fake_fix)
+    result = CliRunner().invoke(main, ["audit", "--fix"])
+    assert result.exit_code == 1
+    assert "Create web" in result.output and f"--fix --apply --checksum {plan.checksum}" in result.output
+    assert seen == {"site": None, "apply": False, "checksum": None}
+
+
+@pytest.mark.parametrize("args", [["--apply"], ["--checksum", "abc"], ["--fix", "--format", "csv"]])
+def test_the_command_refuses_options_that_do_not_go_together(cli_env, args):
+    result = CliRunner().invoke(main, ["audit", *args])
+    assert result.exit_code == 2 and "Traceback" not in result.output
