@@ -203,11 +203,11 @@ def report_html(config, report: UsageReport, office_key: str, day: date) -> str:
 
 
 def write(config, store, report: UsageReport, out: Path | None = None, source: str = "cli",
-          actor: str = "system") -> list[dict]:
-    """Per office with sites: <out>/laporan-penggunaan-<office>-<month>.{csv,pdf,html}."""
+          actor: str = "system", offices: list[str] | None = None) -> list[dict]:
+    """Per office with sites (or each of `offices`): <out>/laporan-penggunaan-<office>-<month>.{csv,pdf,html}."""
     directory = Path(out) if out else config.home() / "reports"
     written = []
-    for office_key in sorted({s.office for s in report.sites}):
+    for office_key in sorted(offices or {s.office for s in report.sites}):
         office = config.office(office_key)
         if office.letters is None:
             raise UserError(f"office {office_key!r} has no letter profile for the report's kop")

@@ -26,7 +26,8 @@ def usage_(month, office, out, config_path, as_json):
     config = load_config(config_path)
     store = open_store(config.resolved_state_url())
     collected = usage.collect(config, store, usage.parse_month(month), office=office)
-    written = usage.write(config, store, collected, out, source="cli", actor=getpass.getuser())
+    written = usage.write(config, store, collected, out, source="cli", actor=getpass.getuser(),
+                          offices=[office] if office else None)
     if as_json:
         print_json(collected.as_dict() | {"files": written})
         return
@@ -35,5 +36,7 @@ def usage_(month, office, out, config_path, as_json):
           [[r["fqdn"], r["state"], r["quota_mb"], r["disk_mb"], r["quota_used_percent"], r["db_mb"], r["requests"],
             r["mb_served"], "OVER" if r["over_quota"] == "yes" else ""]
            for r in usage.csv_rows(collected, collected.sites)])
+    if not written:
+        click.echo("no site to report on: nothing written (give --office for an empty report)")
     for entry in written:
         click.echo(f"{entry['office']}: {entry['sites']} sites; {entry['pdf']} and {entry['csv']}")
