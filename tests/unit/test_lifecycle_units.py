@@ -1,6 +1,8 @@
 """Lifecycle pieces without hosts: states refused, reruns that are no-ops, the suspended vhost, archive checks."""
 
 import gzip
+import subprocess
+from pathlib import Path
 import io
 import tarfile
 from dataclasses import replace
@@ -118,3 +120,52 @@ def test_a_files_archive_must_hold_the_home(tmp_path):
     broken.write_bytes(gzip.compress(b"not a tar")[:10])
     with pytest.raises(HostError, match="cannot be read"):
         _check_tar(broken, "srv/www/a.z")
+
+
+def test_backup_writes_private_files_with_sums_and_a_manifest(tmp_path, monkeypatch):
+    import hashlib
+    import json
+    import os
+
+    from provisioner import lifecycle
+
+    site = _site()
+    commands = []
+
+    def fake_stream(host, command, path, ok_codes=(0,)):
+        commands.append((host, command, ok_codes))
+        if command.startswith("mysqldump"):
+            data = b"CREATE TABLE `t` (a int);\n-- Dump completed on 2026-11-22\n"
+        else:
+            buffer = io.BytesIO()
+            with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+                info = tarfile.TarInfo(site.names.home.lstrip("/"))
+                info.type = tarfile.DIRTYPE
+                archive.addfile(info)
+            data = buffer.getvalue()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        return hashlib.sha256(data).hexdigest(), len(data)
+
+    class Inventory:
+        def host(self, name):
+            return name
+
+    monkeypatch.setattr(lifecycle, "stream_to_file", fake_stream)
+    backups = [{"kind": "database", "host": "db1", "source": site.names.db_name,
+                "file": f"database-{site.names.db_name}.sql"},
+               {"kind": "files", "host": "web1", "source": site.names.home, "file": f"files-{site.fqdn}.tar.gz"}]
+    archive = lifecycle.backup(Inventory(), tmp_path / "archive", site, backups, actor="kabid", reason="tutup")
+    directory = Path(archive["path"])
+    assert directory.parent == tmp_path / "archive" and directory.name.startswith(site.fqdn + "-")
+    assert (tmp_path / "archive").stat().st_mode & 0o777 == 0o700 and directory.stat().st_mode & 0o777 == 0o700
+    for path in directory.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=directory, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["by"] == "kabid" and manifest["reason"] == "tutup" and len(manifest["files"]) == 2
+    assert [c[0] for c in commands] == ["db1", "web1"]
+    assert commands[0][1].endswith(f"--databases {site.names.db_name}")
+    assert "srv/www/simkes.tarakankota.go.id var/log/apache2/sites/simkes.tarakankota.go.id" in commands[1][1]

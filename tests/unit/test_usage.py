@@ -132,3 +132,32 @@ def test_report_files_csv_and_indonesian_pdf(office, tmp_path):
         events = session.query(Event).filter(Event.kind == "usage_reported").all()
     assert {e.payload["office"] for e in events} == {"tarakan", "buleleng"}
     assert all(e.payload["record"] == "usage" for e in events)
+
+
+def test_the_web_probe_runs_on_a_host_layout(tmp_path):
+    """The program sent to web hosts, run here on a site's home and rotated logs."""
+    import gzip
+    import inspect
+    import json
+    import sys
+
+    home, logdir = tmp_path / "srv" / "a.z", tmp_path / "logs" / "a.z"
+    (home / "public").mkdir(parents=True)
+    (home / "public" / "big.bin").write_bytes(b"x" * 50_000)
+    logdir.mkdir(parents=True)
+    (logdir / "access.log").write_text("\n".join(LOG[:2]) + "\n")
+    (logdir / "access.log.1").write_text(LOG[2] + "\n")
+    with gzip.open(logdir / "access.log.2.gz", "wt") as out:
+        out.write(LOG[3] + "\n" + LOG[4] + "\n")
+    (logdir / "error.log").write_text(LOG[0] + "\n")  # not an access log: not counted
+    data = {"sites": [{"fqdn": "a.z", "home": str(home), "logdir": str(logdir)},
+                      {"fqdn": "gone.z", "home": str(tmp_path / "none"), "logdir": str(tmp_path / "none")}],
+            "month": "2026-11"}
+    program = WEB_USAGE.replace("__COUNT__", inspect.getsource(count_month)).replace(
+        "__INPUT__", repr(json.dumps(data)))
+    out = subprocess.run([sys.executable, "-"], input=program, capture_output=True, text=True, check=True)
+    sites = json.loads(out.stdout)["sites"]
+    assert sites["a.z"]["requests"] == 4 and sites["a.z"]["bytes"] == 512 + 1048576 + 299
+    assert sites["a.z"]["disk_bytes"] >= 50_000
+    assert sites["a.z"]["logs"] == ["access.log", "access.log.1", "access.log.2.gz"]
+    assert sites["gone.z"]["disk_bytes"] is None and sites["gone.z"]["requests"] == 0
