@@ -165,7 +165,7 @@ class Lifecycle:
 
     def _event(self, request_id: str, kind: str, **payload) -> None:
         with self.store.session() as session:
-            add_event(session, request_id, kind, actor=self.actor, source=self.source, record="maintenance",
+            add_event(session, request_id, kind, actor=self.actor, source=self.source, sop_record="maintenance",
                       **payload)
 
     def suspend(self, fqdn: str, reason: str, checksum: str | None = None) -> LifecycleResult:
@@ -199,7 +199,7 @@ class Lifecycle:
                 row = session.get(SiteRow, fqdn)
                 row.state, row.reason, row.updated_at = state, (reason if suspend else None), utcnow()
                 add_event(session, site.request_id, f"site_{action}ed", actor=self.actor, source=self.source,
-                          record="maintenance", fqdn=fqdn, reason=reason, checksum=planned.checksum,
+                          sop_record="maintenance", fqdn=fqdn, reason=reason, checksum=planned.checksum,
                           verified={"http": status})
             return LifecycleResult(action, fqdn, True, state, planned, checks={"http": status})
 
@@ -218,7 +218,7 @@ class Lifecycle:
                                  actor=self.actor, reason=reason) if planned.backups else None
                 if archive:
                     self._event(site.request_id, "site_archived", fqdn=fqdn, **archive)
-                self.hosting.remove([fqdn], actor=self.actor, record="maintenance", reason=reason,
+                self.hosting.remove([fqdn], actor=self.actor, sop_record="maintenance", reason=reason,
                                     archive=archive["path"] if archive else None)
                 left = self.hosting.removal_plan([site])
                 if not left.empty:

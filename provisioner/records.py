@@ -93,7 +93,8 @@ def history(store, row: SiteRow) -> list[dict]:
     """Every event of the site: its request's, and any that name the site (e.g. after a re-provision)."""
     # The payload is JSON text with sorted keys and ", "/": " separators (JSONText).
     names_site = f'%"fqdn": "{row.fqdn}"%'
-    query = (select(Event).where(or_(Event.request_id == row.request_id, type_coerce(Event.payload, Text).like(names_site)))
+    payload = type_coerce(Event.payload, Text)  # compare the stored text, not a JSON-encoded pattern
+    query = (select(Event).where(or_(Event.request_id == row.request_id, payload.like(names_site)))
              .order_by(Event.at, Event.id))
     with store.session() as session:
         events = list(session.scalars(query))

@@ -223,6 +223,6 @@ def write(config, store, report: UsageReport, out: Path | None = None, source: s
                  "over_quota": [s.fqdn for s in sites if s.over_quota],
                  **{k: str(v) for k, v in files.items()}, "pdf_sha256": hashlib.sha256(data).hexdigest()}
         with store.session() as session:
-            add_event(session, None, "usage_reported", actor=actor, source=source, record="usage", **entry)
+            add_event(session, None, "usage_reported", actor=actor, source=source, sop_record="usage", **entry)
         written.append(entry)
     return written

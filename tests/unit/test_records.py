@@ -76,7 +76,7 @@ def test_show_has_the_record_and_every_event_of_the_site(store, sites):
     fqdn = sites["live"]
     with store.session() as session:
         row = session.get(SiteRow, fqdn)
-        add_event(session, row.request_id, "site_suspended", actor="budi", record="maintenance", fqdn=fqdn,
+        add_event(session, row.request_id, "site_suspended", actor="budi", sop_record="maintenance", fqdn=fqdn,
                   reason="x")
         # An event without the request id that still names the site (a later re-provision).
         add_event(session, None, "usage_reported", fqdn=fqdn)

@@ -131,7 +131,7 @@ def test_report_files_csv_and_indonesian_pdf(office, tmp_path):
     with store.session() as session:
         events = session.query(Event).filter(Event.kind == "usage_reported").all()
     assert {e.payload["office"] for e in events} == {"tarakan", "buleleng"}
-    assert all(e.payload["record"] == "usage" for e in events)
+    assert all(e.payload["sop_record"] == "usage" for e in events)
 
 
 def test_the_web_probe_runs_on_a_host_layout(tmp_path):
