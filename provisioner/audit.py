@@ -280,7 +280,8 @@ def _vhost(site: DesiredSite, record: dict, state: dict) -> list[Finding]:
         findings.append(Finding("high", "vhost-docroot", f, "web", h, what, f"DocumentRoot {site.names.docroot}",
                                 f"DocumentRoot {', '.join(roots) or 'none'}",
                                 _restore(f, "install the recorded vhost again")))
-    expected = record.get("vhost_sha256") or sha256(site.vhost())
+    # Suspension re-renders the vhost without touching the record, so a suspended site is held to that render.
+    expected = sha256(site.vhost()) if site.suspended else (record.get("vhost_sha256") or sha256(site.vhost()))
     if state["vhost_sha256"] != expected:
         findings.append(Finding("medium", "vhost-changed", f, "web", h, what, f"sha256 {expected[:12]} (as applied)",
                                 f"sha256 {state['vhost_sha256'][:12]}",

@@ -223,6 +223,16 @@ def test_the_record_not_the_template_is_what_a_vhost_is_compared_with(world):
     assert compare(sites, records, observed, [ZONE]) == []
 
 
+def test_a_suspended_site_is_held_to_its_suspended_vhost(world):
+    import dataclasses
+
+    sites, observed, records = world
+    suspended = dataclasses.replace(sites[0], suspended=True)
+    _web(observed)["vhost_sha256"] = sha256(suspended.vhost())
+    assert compare([suspended, sites[1]], records, observed, [ZONE]) == []
+    assert [f.kind for f in compare(sites, records, observed, [ZONE])] == ["vhost-changed"]
+
+
 def test_findings_sort_by_severity_first(world):
     _web(world[1]).update(vhost_sha256="e" * 64, vhost_enabled=False)
     world[1].live.web["web1"]["addresses"].remove("203.0.113.130")
@@ -415,3 +425,101 @@ def test_the_command_prints_the_fix_plan_and_its_checksum(cli_env, monkeypatch, 
 def test_the_command_refuses_options_that_do_not_go_together(cli_env, args):
     result = CliRunner().invoke(main, ["audit", *args])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+# -- the run itself, with the hosts replaced by the world above ------------------------
+
+
+class Inv:
+    def group(self, name):
+        return [type("H", (), {"name": n})() for n in ("ns1", "ns2")]
+
+
+class WorldHosting(FakeWork):
+    """Hosting with its reads and apply served from a fake world; apply puts the world right."""
+
+    def __init__(self, store, sites, observed, clean):
+        super().__init__()
+        self.store, self.sites, self.observed, self.clean = store, sites, observed, clean
+        self.config = type("C", (), {"zones": {ZONE: "tarakan"}})()
+        self.inventory = Inv()
+        self.dns.read = lambda zones: self.observed.live.dns
+        self.applied = []
+
+    def recorded_sites(self, fqdns):
+        return [s for s in self.sites if s.fqdn in fqdns]
+
+    def apply(self, request_ids, checksum=None):
+        self.applied.append((request_ids, checksum))
+        self.observed.live = self.clean.live
+        return type("R", (), {"sites": [{"fqdn": s.fqdn, "verified": {"dns": 1, "http": 1}} for s in self.sites]})()
+
+
+@pytest.fixture
+def hosted(tmp_path, monkeypatch, world):
+    from datetime import datetime, timezone
+
+    from provisioner.store.models import RequestRow, SiteRow
+
+    sites, observed, records = world
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    now = datetime(2024, 8, 13, tzinfo=timezone.utc)
+    with store.session() as session:
+        session.add(RequestRow(id="HST-2024-0007", service="hosting", office="tarakan", fqdn=SIMKES, sha256="0" * 64,
+                               content=b"", source="t", submitted_at=now, state="done", decision="approve"))
+        session.flush()
+        for s in sites:
+            session.add(SiteRow(fqdn=s.fqdn, request_id=s.request_id, office="tarakan", zone=ZONE, label=s.label,
+                                state="provisioned", web_host="web1", db_host=s.db_host, public_ip=s.public_ip,
+                                dedicated_ip=s.dedicated_ip, config=records[s.fqdn], created_at=now, updated_at=now))
+    clean, _ = clean_world(sites)
+    work = WorldHosting(store, sites, observed, clean)
+    monkeypatch.setattr(audit.web_target, "read", lambda inventory, sites: work.observed.live.web)
+    monkeypatch.setattr(audit.db_target, "read", lambda inventory, sites: work.observed.live.db)
+    monkeypatch.setattr(audit, "ns_answers", lambda inventory, sites: work.observed.ns)
+    yield work
+    store.close()
+
+
+def _events(store, kind):
+    with store.session() as session:
+        return [e.payload for e in session.query(Event).filter(Event.kind == kind)]
+
+
+def test_audit_reads_the_records_and_logs_the_run(hosted):
+    _web(hosted.observed)["sftp"] = False
+    report = audit.audit(None, hosted.store, work=hosted)
+    assert report.sites == [SIMKES, SIPANDU] and report.zones == [ZONE]
+    assert [f.kind for f in report.findings] == ["sftp-missing"]
+    assert _events(hosted.store, "audit_run")[-1]["counts"]["high"] == 1
+    only = audit.audit(None, hosted.store, site=SIPANDU, work=hosted)
+    assert only.sites == [SIPANDU] and only.clean
+
+
+def test_audit_of_an_unknown_site_is_not_found(hosted):
+    from provisioner.errors import NotFound
+
+    with pytest.raises(NotFound):
+        audit.audit(None, hosted.store, site=f"nope.{ZONE}", work=hosted)
+
+
+def test_fix_without_apply_changes_nothing_and_with_apply_audits_again(hosted):
+    _web(hosted.observed)["sftp"] = False
+    hosted.observed.live.dns[ZONE][(f"x.{ZONE}.", "TXT")] = rrset(f"x.{ZONE}.", "TXT", ['"x"'])
+    dry = audit.audit_fix(None, hosted.store, work=hosted)
+    assert hosted.applied == [] and not dry.fix["applied"] and dry.exit_code == 1
+    assert [c["kind"] for c in dry.fix["plan"]["changes"]] == ["SFTP account"]
+    assert [f["kind"] for f in dry.fix["by_hand"]] == ["dns-extra"]
+    checksum = dry.fix["plan"]["checksum"]
+
+    from provisioner.errors import StateError
+
+    with pytest.raises(StateError, match="changed since it was reviewed"):
+        audit.audit_fix(None, hosted.store, apply=True, checksum="0" * 64, work=hosted)
+    assert hosted.applied == []
+
+    done = audit.audit_fix(None, hosted.store, apply=True, checksum=checksum, work=hosted)
+    assert hosted.applied == [(["HST-2024-0007"], checksum)]
+    assert done.fix["applied"] and done.after == [] and done.exit_code == 0
+    assert [e["fqdn"] for e in _events(hosted.store, "audit_fix")] == [SIMKES]
+    assert _events(hosted.store, "audit_fix")[0]["findings"] == ["sftp-missing"]
