@@ -7,7 +7,10 @@ import click
 from provisioner import audit_report
 from provisioner.audit import audit as run_audit
 from provisioner.audit import audit_fix
-from provisioner.cli._common import config_option, table
+from rich.console import Console
+from rich.table import Table
+
+from provisioner.cli._common import config_option
 from provisioner.config import load_config
 from provisioner.errors import UserError
 from provisioner.store import open_store
@@ -57,8 +60,16 @@ def _summary(report, findings) -> str:
 
 
 def _table(title, findings) -> None:
-    rows = [[getattr(f, c) for c in COLUMNS] for f in findings]
-    table(title, COLUMNS, rows, long=("what", "expected", "found", "fix"))
+    # Unlike other listings, nothing is cut: the grant found and the fix line are the point.
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)
+    grid = Table(title=title, show_lines=True)
+    for column in COLUMNS:
+        grid.add_column(column, overflow="fold", no_wrap=column in ("severity", "kind"))
+    for finding in findings:
+        grid.add_row(*[str(getattr(finding, c) or "") for c in COLUMNS])
+    console.print(grid)
 
 
 def _print(report) -> None:
