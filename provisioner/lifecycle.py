@@ -65,7 +65,7 @@ class LifecyclePlan:
                 "why_noop": self.why_noop, "backups": self.backups, "checksum": self.checksum,
                 "plan": self.plan.as_dict()}
 
-    def render(self) -> str:
+    def render(self, full: bool = True) -> str:
         if self.noop:
             return f"{self.fqdn}: {self.why_noop}: nothing to do\n"
         out = [f"{self.action} {self.fqdn} (recorded state: {self.state})"]
@@ -75,7 +75,7 @@ class LifecyclePlan:
             out.append(f"  no host changes; the record becomes {TARGET_STATE[self.action]}")
             out.append(f"checksum {self.checksum}")
             return "\n".join(out) + "\n"
-        return "\n".join(out) + "\n" + self.plan.render()
+        return "\n".join(out) + "\n" + self.plan.render(full=full)
 
 
 TARGET_STATE = {"suspend": "suspended", "unsuspend": "provisioned", "remove": "removed"}

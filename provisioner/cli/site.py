@@ -93,10 +93,9 @@ def _maintenance(action, fqdn, do_apply, checksum, config_path, as_json, by, **k
     if as_json:
         print_json(result.as_dict())
         return
+    click.echo(result.plan.render(full=False), nl=False)
     if not result.changed:
-        click.echo(result.plan.render(), nl=False)
         return
-    click.echo(result.plan.render(), nl=False)
     if result.archive:
         click.echo(f"archive: {result.archive['path']}")
         for f in result.archive["files"]:
