@@ -66,7 +66,8 @@ class DesiredSite:
                 "state": state, "rotate_password": rotate_password}
 
     def ip_item(self, state: str = "present") -> dict:
-        return {"address": self.public_ip, "prefix": 24, "state": state}
+        # A dedicated address is routed to its web host, so it needs no subnet of its own.
+        return {"address": self.public_ip, "prefix": 32, "state": state}
 
     def vhost(self) -> str:
         return _render("vhost.conf.j2", self.web_item_base())

@@ -1,7 +1,7 @@
 """The lab guard: no packet for a lab address leaves the machine.
 
-Lab addresses (the lab network and the public pool 203.0.113.0/24) are only
-reachable through the lab bridge. When the lab is down, the controller's
+Lab addresses (the lab network and the parts of 203.0.113.0/24 the lab uses)
+are only reachable through the lab bridge. When the lab is down, the controller's
 default route would carry them out of the machine, so every client that talks
 to a lab address calls `require_lab_route` first.
 """
@@ -14,7 +14,7 @@ from provisioner.lab import network, topology
 
 def is_lab_address(address) -> bool:
     addr = ip_address(str(address))
-    return addr in topology.LAB_NETWORK or addr in topology.PUBLIC_NETWORK
+    return addr in topology.LAB_NETWORK or any(addr in net for net in topology.LAB_PUBLIC_NETWORKS)
 
 
 def require_lab_route(address) -> IPv4Address:
@@ -22,8 +22,8 @@ def require_lab_route(address) -> IPv4Address:
     addr = ip_address(str(address))
     if not is_lab_address(addr):
         raise LabDown(f"{addr} is not a lab address; the toolkit talks only to the lab here")
-    for iface in network.bridge_addresses():
-        if addr in iface.network:
+    for carried in network.bridge_networks():
+        if addr in carried:
             return addr
     raise LabDown(
         f"the lab is down: bridge {topology.BRIDGE} does not carry {addr} "

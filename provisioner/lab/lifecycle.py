@@ -11,6 +11,7 @@ import secrets
 import shutil
 import socket
 import time
+from urllib.parse import urlparse
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -89,6 +90,26 @@ def _check_tools() -> None:
         raise LabError(f"missing tools on this machine: {', '.join(missing)} (run `make install`)")
 
 
+def _check_mirror_outside_lab() -> None:
+    """Refuse to route the machine's own package mirror into the lab.
+
+    The lab takes parts of 203.0.113.0/24; a mirror or proxy that resolves into
+    them would be cut off while the lab is up (and installs would fail).
+    """
+    source = rootfs.mirror()
+    host = urlparse(source).hostname if source else None
+    if not host:
+        return
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None, socket.AF_INET)}
+    except OSError:
+        return  # unresolvable now: nothing of ours can shadow it
+    clashing = sorted(a for a in addresses if guard.is_lab_address(a))
+    if clashing:
+        raise LabError(f"the package mirror {host} resolves to {', '.join(clashing)}, inside the lab's "
+                       "networks; the lab would cut this machine off from it")
+
+
 def _hosts_line() -> str:
     return " ".join(f"{h.name}={h.address}" for h in topology.HOSTS)
 
@@ -161,6 +182,7 @@ def up(log=print) -> LabStatus:
             log("found a partial lab from an earlier run; removing it first")
             _down(log=lambda *_: None)
 
+        _check_mirror_outside_lab()
         phases = _Phases(log)
         log("bringing the lab up:")
         with phases.phase("cache"):

@@ -6,7 +6,7 @@ before anything talks to a lab address.
 """
 
 import json
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
 
 from provisioner.lab import topology
@@ -39,6 +39,19 @@ def bridge_addresses() -> list[IPv4Interface]:
     ]
 
 
+def bridge_networks() -> list[IPv4Network]:
+    """Every network the lab bridge carries: its own addresses' and those routed into it."""
+    networks = [a.network for a in bridge_addresses()]
+    if not networks:
+        return []
+    proc = run("ip", "-j", "-4", "route", "show", "dev", topology.BRIDGE, check=False)
+    for route in json.loads(proc.stdout or "[]") if proc.returncode == 0 else []:
+        dst = route.get("dst", "")
+        if dst and dst != "default":
+            networks.append(IPv4Network(dst if "/" in dst else f"{dst}/32"))
+    return sorted(set(networks))
+
+
 def ensure_bridge() -> None:
     if not link_exists(topology.BRIDGE):
         run("ip", "link", "add", topology.BRIDGE, "type", "bridge")
@@ -47,6 +60,7 @@ def ensure_bridge() -> None:
         if address not in have:
             run("ip", "addr", "replace", str(address), "dev", topology.BRIDGE)
     run("ip", "link", "set", topology.BRIDGE, "up")
+    run("ip", "route", "replace", str(topology.DEDICATED_POOL), "dev", topology.BRIDGE)
 
 
 def ensure_host_network(host: topology.LabHost) -> None:

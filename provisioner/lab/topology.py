@@ -13,10 +13,17 @@ from pathlib import Path
 LAB_NETWORK = IPv4Network("10.77.0.0/24")
 CONTROLLER_ADDRESS = IPv4Interface("10.77.0.1/24")
 
-# Documentation range used as the lab's "public" IP pool. It is put on the
-# bridge too, so the controller reaches it only through the lab.
+# The documentation range 203.0.113.0/24 holds the lab's "public" addresses.
+# The bridge carries only the parts the lab uses, so the rest of the range
+# keeps reaching whatever this machine's network puts there (here, the package
+# proxy answers at an address in it):
+#   203.0.113.0/28    on the bridge: the controller (.1) and the web servers'
+#                     shared addresses (web1: .10);
+#   203.0.113.128/25  routed into the bridge: the pool of dedicated addresses.
 PUBLIC_NETWORK = IPv4Network("203.0.113.0/24")
-CONTROLLER_PUBLIC_ADDRESS = IPv4Interface("203.0.113.1/24")
+CONTROLLER_PUBLIC_ADDRESS = IPv4Interface("203.0.113.1/28")
+DEDICATED_POOL = IPv4Network("203.0.113.128/25")
+LAB_PUBLIC_NETWORKS = (CONTROLLER_PUBLIC_ADDRESS.network, DEDICATED_POOL)
 
 BRIDGE = "provlab0"
 NETNS_PREFIX = "provlab-"
@@ -72,7 +79,7 @@ HOSTS = (
         IPv4Address("10.77.0.21"),
         "web",
         "web",
-        public_addresses=(IPv4Interface("203.0.113.10/24"),),
+        public_addresses=(IPv4Interface("203.0.113.10/28"),),
     ),
     LabHost("db1", IPv4Address("10.77.0.31"), "db", "db"),
 )

@@ -153,9 +153,16 @@ def test_mariadb_accepts_a_local_root_connection(lab_host):
     assert host.socket("tcp://0.0.0.0:3306").is_listening
 
 
-def test_public_pool_is_carried_only_by_the_lab_bridge():
-    route = subprocess.run(["ip", "route", "get", "203.0.113.10"], capture_output=True, text=True, check=True)
-    assert f"dev {topology.BRIDGE}" in route.stdout
+def _route(address: str) -> str:
+    return subprocess.run(["ip", "route", "get", address], capture_output=True, text=True, check=True).stdout
+
+
+def test_public_addresses_are_carried_by_the_lab_bridge_and_nothing_else():
+    for address in ("203.0.113.10", "203.0.113.128", "203.0.113.254"):
+        assert f"dev {topology.BRIDGE}" in _route(address)
+    # The rest of the documentation range is not the lab's.
+    for address in ("203.0.113.80", "203.0.113.16", "203.0.113.127"):
+        assert f"dev {topology.BRIDGE}" not in _route(address)
 
 
 def test_ansible_runner_reaches_every_host_with_the_lab_inventory():

@@ -89,7 +89,7 @@ def test_inventory_gives_groups_pool_and_api():
     url, key_file = inventory.pdns_api()
     assert url.startswith("http://10.77.0.11:8081") and key_file.name == "pdns-api-key"
     pool = inventory.public_pool(inventory.host("web1"))
-    assert pool[0] == ip_address("203.0.113.100") and len(pool) == 100
+    assert pool[0] == ip_address("203.0.113.128") and len(pool) == 127
     assert inventory.host("web1").known_hosts == "/var/lib/provisioner-lab/known_hosts"
 
 
@@ -98,7 +98,7 @@ def test_dedicated_addresses_are_unique_stable_and_released(store):
     web = inventory.host("web1")
     first = ipam.allocate(store, inventory, web, "a.tarakankota.go.id", "HST-2024-0001")
     second = ipam.allocate(store, inventory, web, "b.tarakankota.go.id", "HST-2024-0002")
-    assert first == "203.0.113.100" and second == "203.0.113.101"
+    assert first == "203.0.113.128" and second == "203.0.113.129"
     assert ipam.allocate(store, inventory, web, "a.tarakankota.go.id", "HST-2024-0001") == first
     assert ipam.release(store, "a.tarakankota.go.id", "HST-2024-0001") == first
     assert ipam.allocate(store, inventory, web, "c.tarakankota.go.id", "HST-2024-0003") == first
@@ -129,7 +129,7 @@ def test_concurrent_allocations_never_share_an_address(store, tmp_path):
 
 def test_the_pool_runs_out_with_a_clear_error(store, tmp_path):
     hosts = (ROOT / "inventory/lab/hosts.yml").read_text().replace(
-        "203.0.113.100-203.0.113.199", "203.0.113.100-203.0.113.101")
+        "203.0.113.128-203.0.113.254", "203.0.113.128-203.0.113.129")
     (tmp_path / "inv").mkdir()
     (tmp_path / "inv/hosts.yml").write_text(hosts)
     inventory = load_inventory(tmp_path / "inv")

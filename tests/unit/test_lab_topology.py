@@ -90,3 +90,17 @@ def test_mirror_is_taken_from_one_line_sources(tmp_path):
 def test_no_mirror_when_apt_names_none(tmp_path):
     (tmp_path / "sources.list.d").mkdir()
     assert rootfs.mirror(tmp_path) is None
+
+
+def test_lab_up_refuses_to_shadow_the_package_mirror(monkeypatch):
+    import socket
+
+    from provisioner.errors import LabError
+    from provisioner.lab import lifecycle
+
+    monkeypatch.setattr(rootfs, "mirror", lambda: "http://mirror.invalid/debian")
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [(0, 0, 0, "", ("203.0.113.140", 0))])
+    with pytest.raises(LabError, match="inside the lab's networks"):
+        lifecycle._check_mirror_outside_lab()
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [(0, 0, 0, "", ("203.0.113.80", 0))])
+    lifecycle._check_mirror_outside_lab()

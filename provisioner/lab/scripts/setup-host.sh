@@ -83,6 +83,18 @@ setgid=pdns
 CONF
 }
 
+# The lab's PowerDNS settings: the common ones, then the role's (on stdin).
+write_pdns_conf() {
+    rm -f /etc/powerdns/pdns.d/bind.conf
+    {
+        pdns_common_conf
+        cat
+    } > /etc/powerdns/pdns.d/lab.conf
+    chown root:pdns /etc/powerdns/pdns.d/lab.conf
+    chmod 0640 /etc/powerdns/pdns.d/lab.conf
+    pdns_database
+}
+
 pdns_database() {
     db=/var/lib/powerdns/pdns.sqlite3
     if [ ! -s "$db" ]; then
@@ -95,10 +107,7 @@ pdns_database() {
 role_ns_primary() {
     ns1=$(address_of ns1)
     ns2=$(address_of ns2)
-    rm -f /etc/powerdns/pdns.d/bind.conf
-    {
-        pdns_common_conf
-        cat <<CONF
+    write_pdns_conf <<CONF
 primary=yes
 allow-axfr-ips=$ns2/32,127.0.0.0/8
 also-notify=$ns2
@@ -110,10 +119,6 @@ webserver-port=$PDNS_API_PORT
 webserver-allow-from=$LAB_NETWORK,127.0.0.0/8
 default-soa-content=ns1.@ hostmaster.@ 0 10800 3600 604800 3600
 CONF
-    } > /etc/powerdns/pdns.d/lab.conf
-    chown root:pdns /etc/powerdns/pdns.d/lab.conf
-    chmod 0640 /etc/powerdns/pdns.d/lab.conf
-    pdns_database
     for zone in $LAB_ZONES; do
         if ! pdnsutil list-all-zones 2>/dev/null | grep -qx "$zone"; then
             pdnsutil create-zone "$zone" "ns1.$zone" >/dev/null
@@ -132,18 +137,11 @@ CONF
 
 role_ns_secondary() {
     ns1=$(address_of ns1)
-    rm -f /etc/powerdns/pdns.d/bind.conf
-    {
-        pdns_common_conf
-        cat <<CONF
+    write_pdns_conf <<CONF
 secondary=yes
 allow-notify-from=$ns1/32
 xfr-cycle-interval=10
 CONF
-    } > /etc/powerdns/pdns.d/lab.conf
-    chown root:pdns /etc/powerdns/pdns.d/lab.conf
-    chmod 0640 /etc/powerdns/pdns.d/lab.conf
-    pdns_database
     for zone in $LAB_ZONES; do
         if ! pdnsutil list-all-zones 2>/dev/null | grep -qx "$zone"; then
             pdnsutil create-slave-zone "$zone" "$ns1" >/dev/null
