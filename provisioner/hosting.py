@@ -31,9 +31,10 @@ from provisioner.secretbox import SecretBox
 from provisioner.site import DesiredSite, from_request
 from provisioner.sop.sla import utcnow
 from provisioner.store.events import add_event
-from provisioner.store.models import RequestRow, SiteRow
+from provisioner.store.models import IPAllocation, RequestRow, SiteRow
 from provisioner.targets import db as db_target
 from provisioner.targets import ip as ip_target
+from provisioner.targets import probe
 from provisioner.targets import web as web_target
 from provisioner.targets.dns import DnsTarget
 
@@ -132,12 +133,15 @@ class Hosting:
     def _address(self, request, web: Host, allocate: bool) -> str:
         if not request.site.dedicated_ip:
             return ipam.shared_address(web)
-        if allocate:
-            return ipam.allocate(self.store, self.inventory, web, request.site.fqdn, request.id, self.source)
         existing = ipam.allocated(self.store, request.site.fqdn)
-        if existing:
+        if existing and not allocate:
             return existing.address
-        return next_free_preview(self.store, self.inventory, web)
+        # Addresses already up on the host but not in the store are someone else's.
+        in_use = set(probe.probe_web(web, [])["addresses"]) if not existing else set()
+        if allocate:
+            return ipam.allocate(self.store, self.inventory, web, request.site.fqdn, request.id, self.source,
+                                 in_use=in_use)
+        return next_free_preview(self.store, self.inventory, web, in_use)
 
     def desired(self, requests, allocate: bool = False) -> list[DesiredSite]:
         sites = []
@@ -425,13 +429,12 @@ class Hosting:
                                        office=self.config.office(site.office))
 
 
-def next_free_preview(store, inventory, web: Host) -> str:
+def next_free_preview(store, inventory, web: Host, in_use: set[str]) -> str:
     """The address a dedicated site would get now (for a plan; nothing is reserved)."""
     with store.session() as session:
-        from provisioner.store.models import IPAllocation
-
         taken = set(session.scalars(select(IPAllocation.address)))
     taken.add(ipam.shared_address(web))
+    taken |= in_use
     for candidate in inventory.public_pool(web):
         if str(candidate) not in taken:
             return str(candidate)

@@ -32,8 +32,13 @@ def allocated(store, fqdn: str) -> IPAllocation | None:
         return session.scalars(select(IPAllocation).where(IPAllocation.fqdn == fqdn)).first()
 
 
-def allocate(store, inventory: Inventory, web: Host, fqdn: str, request_id: str, source: str = "cli") -> str:
-    """The site's dedicated address: its existing one, or the first free in the pool."""
+def allocate(store, inventory: Inventory, web: Host, fqdn: str, request_id: str, source: str = "cli",
+             in_use: set[str] = frozenset()) -> str:
+    """The site's dedicated address: its existing one, or the first free in the pool.
+
+    `in_use` are addresses already up on the web host: one the store does not
+    know was put there by someone else, and is never handed out.
+    """
     existing = allocated(store, fqdn)
     if existing:
         if existing.web_host != web.name:
@@ -45,6 +50,7 @@ def allocate(store, inventory: Inventory, web: Host, fqdn: str, request_id: str,
     with store.session() as session:
         taken = set(session.scalars(select(IPAllocation.address)))
     taken.add(shared_address(web))
+    taken |= set(in_use)
     for candidate in pool:
         if str(candidate) in taken:
             continue

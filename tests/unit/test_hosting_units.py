@@ -195,3 +195,10 @@ def test_lab_ca_issues_a_certificate_for_the_name(tmp_path):
 def test_certificates_from_files_must_exist(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         tls.issue("files", tmp_path, "x.tarakankota.go.id")
+
+
+def test_an_address_already_up_on_the_host_is_never_handed_out(store):
+    inventory = load_inventory(ROOT / "inventory/lab")
+    web = inventory.host("web1")
+    got = ipam.allocate(store, inventory, web, "a.z", "HST-2024-0001", in_use={"203.0.113.128", "203.0.113.129"})
+    assert got == "203.0.113.130"
