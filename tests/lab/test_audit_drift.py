@@ -12,7 +12,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from provisioner import audit, ipam
+from provisioner import audit, ipam, runner
 from provisioner.cli import main
 from provisioner.sop.sla import utcnow
 from provisioner.store.models import Event, IPAllocation, SiteRow
@@ -40,6 +40,12 @@ def _start_at_a_random_place_in_the_pool(office) -> None:
         for n, address in enumerate(pool[:secrets.randbelow(len(pool) - 20)]):
             session.add(IPAllocation(address=str(address), pool=ipam.pool_lock(host),
                                      fqdn=f"held-elsewhere-{n}.invalid", web_host=host.name, allocated_at=utcnow()))
+
+
+def _exact_grants_run(office, site, check=False):
+    return runner.run_playbook("db_site.yml", office.hosting.inventory_path, {"db1"},
+                               extravars={"mariadb_site__databases": [site.db_item() | {"exact_grants": True}]},
+                               limit="db1", check=check)
 
 
 def _mine(findings, fqdns):
@@ -85,6 +91,11 @@ def test_audit_finds_each_drift_and_the_fix_restores_it(office, lab_host):
     web.check_output("ip addr del %s dev eth0", cidr)
     db.check_output("mysql -e %s", f"DROP USER '{b.names.db_user}'@'{b.web_address}'")
 
+    # The role's exact_grants is safe in check mode: the wider grant is still there afterwards.
+    _exact_grants_run(office, a, check=True)
+    show_grants = f"SHOW GRANTS FOR '{a.names.db_user}'@'{a.web_address}'"
+    assert "SELECT ON *.*" in db.check_output("mysql -N -e %s", show_grants)
+
     report = audit.audit(office.config, office.store)
     kinds = {(f.site, f.kind) for f in _mine(report.findings, fqdns)}
     assert kinds == {(a.fqdn, "dns-missing"), (a.fqdn, "vhost-changed"), (a.fqdn, "grant-wider"),
@@ -112,9 +123,10 @@ def test_audit_finds_each_drift_and_the_fix_restores_it(office, lab_host):
 
     report = audit.audit(office.config, office.store)
     assert _mine(report.findings, fqdns) == [], report.findings
-    grants = db.check_output("mysql -N -e %s", f"SHOW GRANTS FOR '{a.names.db_user}'@'{a.web_address}'")
+    grants = db.check_output("mysql -N -e %s", show_grants)
     assert "ON *.*" in grants and "GRANT USAGE ON *.*" in grants and "SELECT ON *.*" not in grants
     assert a.public_ip in web.check_output("ip -o -4 addr show")
+    assert _exact_grants_run(office, a).changed.get("db1", 0) == 0  # exact already: nothing to revoke
     assert "# edited by hand" not in web.file(f"/etc/apache2/sites-available/{a.fqdn}.conf").content_string
     assert a.names.user in web.check_output("getent group sftp-sites")
     with office.store.session() as session:
