@@ -344,8 +344,12 @@ class Hosting:
 
     def _verify_and_record(self, site: DesiredSite, plan: Plan, passwords: dict) -> tuple[dict, bool]:
         """Check from outside; record the site provisioned. Returns (record, first time live)."""
+        row = self._site_row(site.fqdn)
+        # Until the site first went live the page must be our placeholder; after
+        # that the agency's own content is there.
+        fresh = row is None or row.provisioned_at is None
         try:
-            checks = verify.verify_site(self.inventory, site, passwords, self._ca_file())
+            checks = verify.verify_site(self.inventory, site, passwords, self._ca_file(), placeholder=fresh)
         except ProvisionerError as err:
             with self.store.session() as session:
                 row = session.get(SiteRow, site.fqdn)
@@ -479,6 +483,6 @@ def rotate_credentials(config, store, fqdn: str, kinds=("db", "sftp"), source: s
             web_target.apply(work.inventory_path, [site],
                              {"sftp_password_hashes": {fqdn: credentials.sftp_hash(new["sftp"])}, "tls": {}},
                              artifact_dir=artifacts, rotate=True)
-        checks = verify.verify_site(work.inventory, site, passwords, work._ca_file())
+        checks = verify.verify_site(work.inventory, site, passwords, work._ca_file(), placeholder=False)
         sheet = work._sheet(site, passwords)
     return {"fqdn": fqdn, "rotated": sorted(new), "verified": sorted(checks.checks), "sheet": str(sheet)}

@@ -65,8 +65,12 @@ def dns_answers(inventory: Inventory, site: DesiredSite, timeout: float = 30.0) 
     return seen
 
 
-def http_page(site: DesiredSite, ca_file: str | None) -> dict:
-    """Fetch / at the site's IP with its name: http (and https when TLS, verified by name)."""
+def http_page(site: DesiredSite, ca_file: str | None, placeholder: bool = True) -> dict:
+    """Fetch / at the site's IP with its name: http (and https when TLS, verified by name).
+
+    A new site must show the placeholder page; once the agency has put its own
+    content there, it is enough that the vhost answers for the name (not 5xx).
+    """
     ssh.check_route(site.public_ip)
     seen = {}
     plain = urllib3.HTTPConnectionPool(site.public_ip, 80, timeout=5.0, retries=False)
@@ -81,9 +85,11 @@ def http_page(site: DesiredSite, ca_file: str | None) -> dict:
         response = secure.request("GET", "/", headers={"Host": site.fqdn}, redirect=False)
         seen["https"] = response.status
     body = response.data.decode(errors="replace")
-    if response.status != 200 or PLACEHOLDER_MARKER not in body or site.fqdn not in body:
+    if placeholder and (response.status != 200 or PLACEHOLDER_MARKER not in body or site.fqdn not in body):
         raise VerificationFailed(f"{site.fqdn}: the page at {site.public_ip} is not the site's "
                                  f"(status {response.status})")
+    if not placeholder and response.status >= 500:
+        raise VerificationFailed(f"{site.fqdn}: the site at {site.public_ip} answers {response.status}")
     return seen
 
 
@@ -134,10 +140,11 @@ def sftp_login(site: DesiredSite, password: str) -> dict:
     return {"landing": landing, "root": root}
 
 
-def verify_site(inventory: Inventory, site: DesiredSite, passwords: dict, ca_file: str | None) -> Verification:
+def verify_site(inventory: Inventory, site: DesiredSite, passwords: dict, ca_file: str | None,
+                placeholder: bool = True) -> Verification:
     result = Verification(site.fqdn)
     result.ok("dns", dns_answers(inventory, site))
-    result.ok("http", http_page(site, ca_file))
+    result.ok("http", http_page(site, ca_file, placeholder))
     if site.database:
         result.ok("database", database_login(inventory, site, passwords["db"]))
     result.ok("sftp", sftp_login(site, passwords["sftp"]))
