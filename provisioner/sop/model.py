@@ -222,7 +222,7 @@ def _semantic_problems(sop, doc, known_actions):
     if problems:
         return problems
     # Every step must be reachable from the first, and the flow must not loop.
-    seen, order = set(), []
+    seen = set()
 
     def visit(step, trail):
         if step.key in trail:

@@ -14,6 +14,8 @@ import testinfra
 
 from provisioner.lab import lifecycle, topology
 
+from labkit import Office
+
 
 def pytest_collection_modifyitems(config, items):
     here = Path(__file__).parent
@@ -44,3 +46,14 @@ def lab_host():
         return cache[name]
 
     return get
+
+
+@pytest.fixture
+def office(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROVISIONER_HOME", str(tmp_path))
+    monkeypatch.delenv("PROVISIONER_STATE_URL", raising=False)
+    monkeypatch.delenv("PROVISIONER_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    o = Office(tmp_path)
+    yield o
+    o.cleanup()

@@ -8,7 +8,6 @@ Two sites of its own (random labels, its own state home), removed afterwards.
 import json
 import secrets
 
-import pytest
 import requests
 from click.testing import CliRunner
 
@@ -17,18 +16,9 @@ from provisioner.cli import main
 from provisioner.sop.sla import utcnow
 from provisioner.store.models import Event, IPAllocation, SiteRow
 
-from test_hosting import PDNS, Office, _api  # the lab tests' office helper
+from labkit import PDNS, api_headers
 
 
-@pytest.fixture
-def office(tmp_path, monkeypatch):
-    monkeypatch.setenv("PROVISIONER_HOME", str(tmp_path))
-    monkeypatch.delenv("PROVISIONER_STATE_URL", raising=False)
-    monkeypatch.delenv("PROVISIONER_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
-    o = Office(tmp_path)
-    yield o
-    o.cleanup()
 
 
 def _start_at_a_random_place_in_the_pool(office) -> None:
@@ -81,7 +71,7 @@ def test_audit_finds_each_drift_and_the_fix_restores_it(office, lab_host):
 
     # Drift behind the toolkit's back.
     rrset = {"name": f"{a.fqdn}.", "type": "A", "changetype": "DELETE", "records": []}
-    assert requests.patch(f"{PDNS}/zones/{a.zone}.", json={"rrsets": [rrset]}, headers=_api(),
+    assert requests.patch(f"{PDNS}/zones/{a.zone}.", json={"rrsets": [rrset]}, headers=api_headers(),
                           timeout=5).status_code == 204
     web.check_output("sh -c %s", f"echo '# edited by hand' >> /etc/apache2/sites-available/{a.fqdn}.conf")
     db.check_output("mysql -e %s", f"GRANT SELECT ON *.* TO '{a.names.db_user}'@'{a.web_address}'")

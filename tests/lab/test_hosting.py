@@ -10,9 +10,8 @@ import re
 import secrets
 import subprocess
 import sys
-from pathlib import Path
-
 from ipaddress import ip_address
+from pathlib import Path
 
 import pytest
 import requests
@@ -20,101 +19,18 @@ from click.testing import CliRunner
 
 from provisioner import credentials
 from provisioner.cli import main
-from provisioner.config import load_config
 from provisioner.errors import Conflict, HostError, StateError
-from provisioner.hosting import Hosting
-from provisioner.inventory import load_inventory
-from provisioner.lab import guard, lifecycle, topology
-from provisioner.sop.engine import Engine
-from provisioner.store import open_store
-from provisioner.store.models import Event, IPAllocation, SiteRow
+from provisioner.lab import guard, topology
+from provisioner.store.models import IPAllocation, SiteRow
+
+from labkit import PDNS, Office, api_headers
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
-PDNS = f"http://{topology.primary_ns().address}:{topology.PDNS_API_PORT}/api/v1/servers/localhost"
-HUMAN_STEPS = [("agenda", "bagian_umum"), ("disposisi", "kadis"), ("pengkajian", "bidang_aplikasi")]
-
-
-class Office:
-    """A state home with its engine and hosting, that cleans its sites up."""
-
-    def __init__(self, home: Path):
-        self.home = home
-        self.config = load_config()
-        self.store = open_store(self.config.resolved_state_url())
-        self.engine = Engine(self.config, self.store)
-        self.hosting = Hosting(self.config, self.store)
-
-    def request(self, example: str, **site) -> tuple[str, Path]:
-        """A new request file from an example, with a fresh id and subdomain."""
-        text = (EXAMPLES / example).read_text()
-        request_id = f"TST-2024-{secrets.randbelow(10000):04d}"
-        label = site.pop("subdomain", f"t{secrets.token_hex(4)}")
-        text = re.sub(r"(?m)^id: .*$", f"id: {request_id}", text)
-        text = re.sub(r"(?m)^  subdomain: .*$", f"  subdomain: {label}", text)
-        for key, value in site.items():
-            text = re.sub(rf"(?m)^  {key}: .*$", f"  {key}: {value}", text)
-        path = self.home / f"{request_id}.yaml"
-        path.write_text(text)
-        return request_id, path
-
-    def through_review(self, example: str, **site) -> str:
-        request_id, path = self.request(example, **site)
-        self.engine.submit(path.read_bytes(), str(path))
-        for step, role in HUMAN_STEPS:
-            self.engine.record_step(request_id, step, role)
-        return request_id
-
-    def approve_without_hook(self, request_id: str) -> None:
-        """Record the decision like the SOP does, but leave provisioning to the test."""
-        from provisioner.sop import hooks
-
-        def later(ctx):
-            raise HostError("provisioning left to the test")
-
-        saved = hooks.ACTIONS._actions["provision_site"]
-        self.engine.actions._actions["provision_site"] = later
-        try:
-            self.engine.decide(request_id, True, "kadis")
-        except Exception:
-            pass
-        finally:
-            self.engine.actions._actions["provision_site"] = saved
-
-    def site(self, fqdn: str) -> SiteRow | None:
-        with self.store.session() as session:
-            return session.get(SiteRow, fqdn)
-
-    def events(self, kind: str) -> list[Event]:
-        with self.store.session() as session:
-            return list(session.query(Event).filter(Event.kind == kind))
-
-    def cleanup(self) -> None:
-        with self.store.session() as session:
-            live = [r.fqdn for r in session.query(SiteRow).filter(SiteRow.state != "removed")]
-        for fqdn in live:
-            self.hosting.remove([fqdn])
-
-
-@pytest.fixture
-def office(tmp_path, monkeypatch):
-    monkeypatch.setenv("PROVISIONER_HOME", str(tmp_path))
-    monkeypatch.delenv("PROVISIONER_STATE_URL", raising=False)
-    monkeypatch.delenv("PROVISIONER_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
-    o = Office(tmp_path)
-    yield o
-    o.cleanup()
 
 
 def _get(url: str, host: str):
     guard.require_lab_route("203.0.113.10")
     return requests.get(url, headers={"Host": host}, timeout=5, allow_redirects=False)
-
-
-def _api():
-    guard.require_lab_route(topology.primary_ns().address)
-    return {"X-API-Key": lifecycle.pdns_api_key()}
 
 
 def test_both_examples_through_the_sop_and_the_approval_hook(office, lab_host):
@@ -206,7 +122,7 @@ def test_a_dns_record_that_is_not_ours_is_a_conflict(office, lab_host):
     fqdn = f"{label}.tarakankota.go.id."
     rrset = {"name": fqdn, "type": "A", "ttl": 300, "changetype": "REPLACE",
              "records": [{"content": "203.0.113.250", "disabled": False}]}
-    assert requests.patch(f"{PDNS}/zones/tarakankota.go.id.", json={"rrsets": [rrset]}, headers=_api(),
+    assert requests.patch(f"{PDNS}/zones/tarakankota.go.id.", json={"rrsets": [rrset]}, headers=api_headers(),
                           timeout=5).status_code == 204
     try:
         request_id = office.through_review("tarakan-simkes.yaml", subdomain=label)
@@ -216,12 +132,12 @@ def test_a_dns_record_that_is_not_ours_is_a_conflict(office, lab_host):
         names = office.hosting.desired(office.hosting.load_requests([request_id]))[0].names
         assert not lab_host("web1").user(names.user).exists
         assert office.site(fqdn.rstrip(".")) is None
-        zone = requests.get(f"{PDNS}/zones/tarakankota.go.id.", headers=_api(), timeout=5).json()
+        zone = requests.get(f"{PDNS}/zones/tarakankota.go.id.", headers=api_headers(), timeout=5).json()
         kept = [r for r in zone["rrsets"] if r["name"] == fqdn and r["type"] == "A"]
         assert [r["content"] for r in kept[0]["records"]] == ["203.0.113.250"]
     finally:
         rrset.update(changetype="DELETE", records=[])
-        requests.patch(f"{PDNS}/zones/tarakankota.go.id.", json={"rrsets": [rrset]}, headers=_api(), timeout=5)
+        requests.patch(f"{PDNS}/zones/tarakankota.go.id.", json={"rrsets": [rrset]}, headers=api_headers(), timeout=5)
 
 
 def test_host_objects_the_toolkit_never_recorded_are_a_conflict(office, lab_host):
@@ -280,7 +196,7 @@ def test_a_crash_between_steps_resumes_cleanly(office, lab_host):
     assert [e.payload["step"] for e in office.events("saga_intent")] == ["ip", "web"]
     assert [e.payload["step"] for e in office.events("saga_done")] == ["ip", "web"]
     # DNS comes last: the name does not point at the half-made site.
-    zone = requests.get(f"{PDNS}/zones/bulelengkab.go.id.", headers=_api(), timeout=5).json()
+    zone = requests.get(f"{PDNS}/zones/bulelengkab.go.id.", headers=api_headers(), timeout=5).json()
     assert not [r for r in zone["rrsets"] if r["name"] == f"{site.fqdn}."]
 
     resumed = subprocess.run([sys.executable, "-m", "provisioner.cli", "resume", request_id, "--json"],
@@ -293,7 +209,7 @@ def test_a_crash_between_steps_resumes_cleanly(office, lab_host):
         assert session.query(IPAllocation).filter(IPAllocation.fqdn == site.fqdn).count() == 1
     assert lab_host("web1").check_output(f"getent passwd {site.names.user}").count(site.names.user) == 1
     assert lab_host("web1").check_output("ip -o -4 addr show dev eth0").count(f"{site.public_ip}/") == 1
-    zone = requests.get(f"{PDNS}/zones/bulelengkab.go.id.", headers=_api(), timeout=5).json()
+    zone = requests.get(f"{PDNS}/zones/bulelengkab.go.id.", headers=api_headers(), timeout=5).json()
     a = [r for r in zone["rrsets"] if r["name"] == f"{site.fqdn}." and r["type"] == "A"]
     assert len(a) == 1 and [r["content"] for r in a[0]["records"]] == [site.public_ip]
 

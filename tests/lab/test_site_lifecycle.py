@@ -23,20 +23,10 @@ from provisioner.cli import main
 from provisioner.errors import StateError
 from provisioner.lab import guard
 from provisioner.store.models import IPAllocation
-from test_hosting import Office  # tests/lab is on the path (no package)
 
 BIG = 3 * 1024 * 1024  # one upload, larger than the 2 MB quota below
 
 
-@pytest.fixture
-def office(tmp_path, monkeypatch):
-    monkeypatch.setenv("PROVISIONER_HOME", str(tmp_path))
-    monkeypatch.delenv("PROVISIONER_STATE_URL", raising=False)
-    monkeypatch.delenv("PROVISIONER_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
-    o = Office(tmp_path)
-    yield o
-    o.cleanup()
 
 
 def _provision(office, example: str, **site) -> dict:

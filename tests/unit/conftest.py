@@ -1,6 +1,5 @@
 import shutil
 from datetime import datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
