@@ -3,7 +3,8 @@
 #   - two example requests (one per office) go through the hosting SOP's
 #     human steps; the head's approval provisions each site by itself
 #     (plan, apply, verify from outside), then the configuration letter;
-#   - a third request is rejected and gets its reply letter (surat balasan).
+#   - a third request is rejected and gets its reply letter (surat balasan);
+#   - the audit finds no drift, and the usage report is written.
 # It starts from a fresh lab and its own state home, so it can run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +39,11 @@ id=$(review examples/tarakan-turnamen.yaml)
 echo "== $id: the head rejects; the reply letter follows"
 provision decide "$id" --reject --by kadis \
     --reason "Aplikasi pendaftaran sudah tersedia di portal layanan Pemerintah Kota Tarakan"
+
+echo "== the records against the live hosts (exit 0: no drift)"
+provision audit
+echo "== this month's usage report"
+provision report usage
 
 echo "== results"
 provision request list
