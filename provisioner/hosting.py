@@ -130,24 +130,30 @@ class Hosting:
             db = self._least_loaded("db") if request.site.database else None
         return web, db
 
-    def _address(self, request, web: Host, allocate: bool) -> str:
+    def _address(self, request, web: Host, allocate: bool, live_addresses: dict[str, set[str]]) -> str:
         if not request.site.dedicated_ip:
             return ipam.shared_address(web)
         existing = ipam.allocated(self.store, request.site.fqdn)
         if existing and not allocate:
             return existing.address
         # Addresses already up on the host but not in the store are someone else's.
-        in_use = set(probe.probe_web(web, [])["addresses"]) if not existing else set()
+        if existing:
+            in_use = set()
+        else:
+            # Read once per web host for a whole batch of requests.
+            if web.name not in live_addresses:
+                live_addresses[web.name] = set(probe.probe_web(web, [])["addresses"])
+            in_use = live_addresses[web.name]
         if allocate:
             return ipam.allocate(self.store, self.inventory, web, request.site.fqdn, request.id, self.source,
                                  in_use=in_use)
         return next_free_preview(self.store, self.inventory, web, in_use)
 
     def desired(self, requests, allocate: bool = False) -> list[DesiredSite]:
-        sites = []
+        sites, live_addresses = [], {}
         for request in requests:
             web, db = self._placement(request)
-            sites.append(from_request(request, web, db, self._address(request, web, allocate),
+            sites.append(from_request(request, web, db, self._address(request, web, allocate, live_addresses),
                                       request.site.dedicated_ip))
         return sites
 

@@ -8,14 +8,13 @@ or XLSX (openpyxl) for the office's archive.
 
 import csv
 import io
-import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import Text, or_, select, type_coerce
 
 from provisioner.errors import NotFound, UserError
+from provisioner.files import write_atomic
 from provisioner.store.models import Event, IPAllocation, SiteRow
 
 # Column -> how to read it from a site row (and its config record).
@@ -160,14 +159,5 @@ def export(store, records: str, fmt: str, out: Path) -> dict:
     columns, rows = table(store, records)
     data = to_csv(columns, rows) if fmt == "csv" else to_xlsx(columns, rows, f"{records} records")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(temporary, 0o640)
-        os.replace(temporary, out)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomic(out, data, mode=0o640)
     return {"records": records, "format": fmt, "path": str(out), "rows": len(rows)}

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from provisioner.errors import UserError
 from provisioner.inventory import load_inventory
 from provisioner.letters import render
-from provisioner.letters.issue import _write
+from provisioner.files import write_atomic
 from provisioner.sop.sla import utcnow
 from provisioner.store.events import add_event
 from provisioner.store.models import SiteRow
@@ -216,9 +216,9 @@ def write(config, store, report: UsageReport, out: Path | None = None, source: s
         document = report_html(config, report, office_key, report.generated_at.astimezone(office.tz).date())
         data = render.pdf(document)
         files = {"csv": stem.with_suffix(".csv"), "pdf": stem.with_suffix(".pdf"), "html": stem.with_suffix(".html")}
-        _write(files["csv"], to_csv(report, sites))
-        _write(files["html"], document.encode())
-        _write(files["pdf"], data)
+        write_atomic(files["csv"], to_csv(report, sites))
+        write_atomic(files["html"], document.encode())
+        write_atomic(files["pdf"], data)
         entry = {"office": office_key, "month": report.month, "sites": len(sites),
                  "over_quota": [s.fqdn for s in sites if s.over_quota],
                  **{k: str(v) for k, v in files.items()}, "pdf_sha256": hashlib.sha256(data).hexdigest()}

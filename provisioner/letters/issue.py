@@ -9,8 +9,6 @@ with its number, files and the sha256 of the PDF.
 """
 
 import hashlib
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from provisioner.errors import ConfigError, NotFound, StateError
+from provisioner.files import write_atomic
 from provisioner.inventory import load_inventory
 from provisioner.letters import numbering, render
 from provisioner.request import validate
@@ -118,28 +117,14 @@ def issue(config, store, request_id: str, kind: str | None = None, out: Path | N
     directory = Path(out) if out else letters_dir(config)
     stem = f"{request_id}-{FILE_NAMES[kind]}"
     pdf_path, html_path = directory / f"{stem}.pdf", directory / f"{stem}.html"
-    _write(html_path, document.encode())
-    _write(pdf_path, data)
+    write_atomic(html_path, document.encode())
+    write_atomic(pdf_path, data)
     digest = hashlib.sha256(data).hexdigest()
     with store.session() as session:
         add_event(session, request_id, "letter_issued", source=source, letter=kind, number=issued.text(profile),
                   date=letter_date.isoformat(), pdf=str(pdf_path), html=str(html_path), sha256=digest)
     return IssuedLetter(request=request_id, kind=kind, number=issued.text(profile), date=letter_date.isoformat(),
                         pdf=str(pdf_path), html=str(html_path), sha256=digest, new_number=issued.new)
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Write whole or not at all: a reader never sees half a letter."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _reply(request, reason: str | None) -> dict:
