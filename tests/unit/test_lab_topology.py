@@ -1,5 +1,6 @@
 """The lab's topology, its Ansible inventory and the Vagrantfile agree."""
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -47,13 +48,15 @@ def test_every_lab_address_is_in_the_lab_network():
 
 @pytest.mark.skipif(shutil.which("vagrant") is None, reason="vagrant is installed by `make install`")
 def test_vagrantfile_validates_and_defines_the_same_hosts(tmp_path):
+    # A machine without VirtualBox or libvirt has no usable provider; validating
+    # the Vagrantfile itself must not need one (`vagrant status` would).
     env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": str(tmp_path), "VAGRANT_DOTFILE_PATH": str(tmp_path / "dot")}
-    validate = subprocess.run(["vagrant", "validate"], cwd=ROOT, capture_output=True, text=True, env=env)
+    validate = subprocess.run(["vagrant", "validate", "--ignore-provider"], cwd=ROOT, capture_output=True,
+                              text=True, env=env)
     assert validate.returncode == 0, validate.stdout + validate.stderr
-    listed = subprocess.run(
-        ["vagrant", "status", "--machine-readable"], cwd=ROOT, capture_output=True, text=True, env=env
-    )
-    machines = {line.split(",")[1] for line in listed.stdout.splitlines() if ",metadata,provider," in line}
+    assert "Vagrantfile validated successfully" in validate.stdout
+    # Each machine says it is validated: "==> web1: Ignoring provider config for validation..."
+    machines = set(re.findall(r"^==> ([a-z0-9]+): Ignoring provider config", validate.stdout, re.M))
     assert machines == {h.name for h in topology.HOSTS}
 
 
