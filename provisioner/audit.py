@@ -122,6 +122,7 @@ def compare(sites: list[DesiredSite], records: dict[str, dict], observed: Observ
         findings += _web(site, record, observed.live.web)
         findings += _db(site, observed.live.db)
     findings += _shared_addresses(sites, observed.live.web)
+    findings += _default_vhosts(sites, observed.live.web)
     if extras:
         if explained is None:
             explained = {}
@@ -220,6 +221,31 @@ def _shared_addresses(sites: list[DesiredSite], web_live: dict) -> list[Finding]
     return findings
 
 
+def _default_vhosts(sites: list[DesiredSite], web_live: dict) -> list[Finding]:
+    """Every address the recorded sites use needs its default vhosts, or a name nobody serves gets a site."""
+    findings = []
+    for host, address in sorted({(s.web_host, s.public_ip) for s in sites}):
+        if not web_target.default_vhost_missing(web_live[host], address):
+            continue
+        ports = web_live[host]["default_vhosts"].get(address, [])
+        users = sorted(s.fqdn for s in sites if s.web_host == host and s.public_ip == address)
+        findings.append(Finding(
+            "high", "default-vhost-missing", None, "web", host, f"default vhost of {address}",
+            "default vhosts on ports 80 and 443 (404, a neutral page)",
+            f"only port {ports[0]}" if ports else "none: an unknown name gets the first site's vhost",
+            f"rerun the web role for a site on it ({users[0]}): provision audit --fix --apply"))
+    return findings
+
+
+def _default_fix_sites(sites: list[DesiredSite], web_live: dict) -> set[str]:
+    """One site per address that lacks its default vhosts: its web run restores them."""
+    chosen = {}
+    for s in sorted(sites, key=lambda s: s.fqdn):
+        if web_target.default_vhost_missing(web_live[s.web_host], s.public_ip):
+            chosen.setdefault((s.web_host, s.public_ip), s.fqdn)
+    return set(chosen.values())
+
+
 def _web(site: DesiredSite, record: dict, web_live: dict) -> list[Finding]:
     state = web_live[site.web_host]["sites"][site.fqdn]
     h, f, n = site.web_host, site.fqdn, site.names
@@ -234,15 +260,21 @@ def _web(site: DesiredSite, record: dict, web_live: dict) -> list[Finding]:
     elif not state["sftp"]:
         add("high", "sftp-missing", f"SFTP account {n.user}", "member of sftp-sites", "not a member",
             _restore(f, "add the user to sftp-sites again"))
-    docroot = state["docroot"]
+    docroot, mode = state["docroot"], web_target.DOCROOT_MODE
     if docroot is None:
-        add("critical", "docroot-missing", f"docroot {n.docroot}", f"owner {n.user}, mode 0755", "missing",
+        add("critical", "docroot-missing", f"docroot {n.docroot}", f"owner {n.user}, mode {mode}", "missing",
             _restore(f, "create the docroot again (its content is the agency's: restore that from a backup)"))
-    elif (docroot["owner"], docroot["mode"]) != (n.user, "0755"):
+    elif (docroot["owner"], docroot["mode"]) != (n.user, mode):
         world_writable = int(str(docroot["mode"]), 8) & 0o002
         add("high" if world_writable else "medium", "docroot-owner-mode", f"docroot {n.docroot}",
-            f"owner {n.user}, mode 0755", f"owner {docroot['owner']}, mode {docroot['mode']}",
+            f"owner {n.user}, mode {mode}", f"owner {docroot['owner']}, mode {docroot['mode']}",
             _restore(f, "set the recorded owner and mode"))
+    home, mode = state.get("home"), web_target.HOME_MODE
+    if home is not None and (home["owner"], home["group"], home["mode"]) != ("root", n.user, mode):
+        # Readable or enterable by others, other site users can read the site's files and configuration.
+        add("high", "home-owner-mode", f"home {n.home}", f"root:{n.user}, mode {mode}",
+            f"{home['owner']}:{home['group']}, mode {home['mode']}",
+            _restore(f, "set the home's owner, group and mode again"))
     if state["logdir"] is None:
         add("high", "logdir-missing", f"log directory {n.logdir}", "present (root:adm)",
             "missing: the next Apache reload fails", _restore(f, "create the log directory again"))
@@ -403,7 +435,7 @@ def _record_run(store, report: Report, site: str | None) -> None:
 def fix_plan(work: Hosting, sites: list[DesiredSite], live: Live, rows: dict[str, SiteRow],
              findings: list[Finding]) -> tuple[Plan, dict[str, str]]:
     """The hosting plan that restores the drifted sites; sites it may not touch, with the reason."""
-    drifted = {f.site for f in findings if f.site is not None}
+    drifted = {f.site for f in findings if f.site is not None} | _default_fix_sites(sites, live.web)
     changes, fixed, refused = [], [], {}
     for site in sites:
         if site.fqdn not in drifted:
@@ -428,8 +460,11 @@ def audit_fix(config, store, site: str | None = None, apply: bool = False, check
     report, sites, rows, live = _audit(work, site)
     sites_by_name = {s.fqdn: s for s in sites}
     plan, refused = fix_plan(work, sites, live, rows, report.findings)
+    restoring = {(c.host, c.name) for c in plan.changes if c.kind == "default vhost"}
     manual = [f.as_dict() for f in report.findings
-              if f.site is None or f.site in refused or not plan.for_site(f.site)]
+              if (f.site is None and not (f.kind == "default-vhost-missing"
+                                          and (f.host, f.what.rsplit(" ", 1)[-1]) in restoring))
+              or (f.site is not None and (f.site in refused or not plan.for_site(f.site)))]
     report.fix = {"plan": plan.as_dict(), "rendered": plan.render(), "refused": refused,
                   "by_hand": manual, "applied": False}
     if not apply or plan.empty:

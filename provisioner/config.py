@@ -106,6 +106,21 @@ class Office(_Strict):
     calendar: Path | None = None
     # Kop, signer, tembusan and numbering of the office's letters.
     letters: LetterProfile | None = None
+    # The SOPs the office runs: service -> SOP name in sop_dir (whose `office:`
+    # must be this office). A request for a service not listed is refused.
+    sops: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("sops")
+    @classmethod
+    def _sops(cls, value):
+        from provisioner.request import SERVICES
+
+        for service, name in value.items():
+            if service not in SERVICES:
+                raise ValueError(f"{service!r} is not a service ({', '.join(SERVICES)})")
+            if not re.fullmatch(r"[a-z][a-z0-9-]{0,39}", name):
+                raise ValueError(f"{service}: {name!r} is not an SOP name")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -146,6 +161,12 @@ class Webhook(_Strict):
     port: int = Field(default=8787, ge=0, le=65535)
     secret_file: Path | None = None
     max_skew_seconds: int = Field(default=300, ge=1, le=3600)
+    # A client must have sent its whole post within this many seconds.
+    client_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # Threads that check and apply decisions; further posts wait their turn.
+    workers: int = Field(default=8, ge=1, le=64)
+    # Open connections at once; beyond this a client gets 503.
+    max_connections: int = Field(default=1000, ge=1, le=100000)
 
 
 class Limits(_Strict):
@@ -159,6 +180,10 @@ class Hosting(_Strict):
     # Ansible inventory (groups nameservers, web, db); the lab's by default.
     inventory: Path = REPO_ROOT / "inventory" / "lab"
     dns_ttl: int = Field(default=300, ge=60, le=86400)
+    # Seconds one PowerDNS API request may take (each is tried up to 3 times).
+    dns_api_timeout: float = Field(default=10.0, gt=0, le=300)
+    # Seconds one Ansible step (ip, db, web) may run before it is stopped and undone.
+    step_timeout: int = Field(default=1800, ge=10, le=86400)
     # lab-ca: certificates signed by the lab CA made at `lab up`;
     # files: <tls_dir>/<fqdn>.crt, .key and optional .chain issued elsewhere.
     tls_source: Literal["lab-ca", "files"] = "lab-ca"
@@ -187,8 +212,16 @@ class Config(_Strict):
         home = os.environ.get(ENV_HOME)
         return (Path(home) if home else self.state_dir).absolute()
 
+    def private_home(self):
+        """The home, made (or tightened to) 0700: it holds personal data and the key."""
+        home = self.home()
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if home.stat().st_mode & 0o077 and home.stat().st_uid == os.geteuid():
+            home.chmod(0o700)
+        return home
+
     def key_file(self):
-        return self.hosting.key_file or self.home() / "secret.key"
+        return self.hosting.key_file or self.private_home() / "secret.key"
 
     def artifacts_dir(self):
         return self.hosting.artifacts_dir or self.home() / "artifacts"
@@ -214,7 +247,7 @@ class Config(_Strict):
         url = os.environ.get(ENV_STATE_URL) or self.state_url
         if url:
             return url
-        return f"sqlite:///{self.home() / 'state.db'}"
+        return f"sqlite:///{self.private_home() / 'state.db'}"
 
     def webhook_secret(self):
         """The shared webhook secret as bytes; at least 32 bytes or a ConfigError."""
@@ -256,6 +289,7 @@ def default_offices():
                 classification="400.14",
                 number_pattern="{klasifikasi}/{urut}/DKISP/{tahun}",
             ),
+            sops={"hosting": "hosting", "website": "website", "konsultasi-aplikasi": "konsultasi-aplikasi"},
         ),
         "buleleng": Office(
             key="buleleng",
@@ -277,6 +311,7 @@ def default_offices():
                 classification="400.14",
                 number_pattern="{klasifikasi}/{urut}/Kominfosanti/{tahun}",
             ),
+            sops={"hosting": "hosting-buleleng", "aplikasi-api": "aplikasi-api"},
         ),
     }
 

@@ -47,6 +47,20 @@ def ensure(store, box: SecretBox, fqdn: str, request_id: str, users: dict[str, s
     return current, made
 
 
+def replace(store, box: SecretBox, fqdn: str, request_id: str, kind: str, username: str, password: str,
+            source: str = "cli") -> None:
+    """Store a password the host already took (a rotation stores only after the host proved it)."""
+    with store.session() as session:
+        row = session.get(Credential, (fqdn, kind))
+        if row is None:
+            session.add(Credential(fqdn=fqdn, kind=kind, username=username, ciphertext=box.seal(password),
+                                   created_at=utcnow()))
+        else:
+            row.ciphertext, row.created_at = box.seal(password), utcnow()
+        add_event(session, request_id, "credential_rotated", source=source, fqdn=fqdn, account=kind,
+                  username=username)
+
+
 def sftp_hash(password: str) -> str:
     """SHA-512 crypt hash for the system account (what /etc/shadow stores)."""
     # openssl reads the password on stdin: it never shows in a process list.

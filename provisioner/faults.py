@@ -2,8 +2,9 @@
 
 PROVISIONER_FAULT="crash-after:db" ends the process right after the db step
 is recorded done (as a power cut would); "fail-before:web" raises before the
-web step runs. Unset in normal use; tests set it to prove compensation and
-resume.
+web step runs. Removal steps are named remove-<step> ("fail-before:remove-db"),
+a rotation's application of a new password rotate-<account> ("fail-after:rotate-sftp").
+Unset in normal use; tests set it to prove compensation and resume.
 """
 
 import os

@@ -23,12 +23,13 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from provisioner import credentials, faults, ipam, locks, tls, verify
-from provisioner.errors import Conflict, NotFound, ProvisionerError, StateError
+from provisioner.errors import Conflict, HostError, NotFound, ProvisionerError, StateError
 from provisioner.inventory import Host, load_inventory
 from provisioner.plan import REMOVAL_ORDER, Plan
 from provisioner.request import validate
-from provisioner.secretbox import SecretBox
+from provisioner.secretbox import SecretBox, new_password
 from provisioner.site import DesiredSite, from_request
+from provisioner.sop.binding import check_hosting_approval
 from provisioner.sop.sla import utcnow
 from provisioner.store.events import add_event
 from provisioner.store.models import IPAllocation, RequestRow, SiteRow
@@ -75,7 +76,8 @@ class Hosting:
     @property
     def dns(self) -> DnsTarget:
         if self._dns is None:
-            self._dns = DnsTarget(self.inventory, ttl=self.config.hosting.dns_ttl)
+            self._dns = DnsTarget(self.inventory, ttl=self.config.hosting.dns_ttl,
+                                  timeout=self.config.hosting.dns_api_timeout)
         return self._dns
 
     @property
@@ -91,14 +93,20 @@ class Hosting:
 
     # -- which requests, where ---------------------------------------------------
 
-    def load_requests(self, request_ids: list[str]):
+    def load_requests(self, request_ids: list[str], provisioning: bool = True):
+        """The validated requests; for provisioning, only those their own hosting SOP approved.
+
+        `provisioning=False` reads recorded sites' requests (removal, audit), whose site exists.
+        """
         requests = []
         with self.store.session() as session:
             for request_id in request_ids:
                 row = session.get(RequestRow, request_id)
                 if row is None:
                     raise NotFound(f"no request {request_id!r}; submit it first")
-                if row.decision != "approve":
+                if provisioning:
+                    check_hosting_approval(session, self.config, row)
+                elif row.decision != "approve":
                     raise StateError(f"{request_id}: the SOP records no approval "
                                      f"(state {row.state}); nothing will be touched")
                 requests.append(validate(row.content, self.config, source=f"stored {request_id}"))
@@ -209,31 +217,78 @@ class Hosting:
         names = [f"site:{r.site.fqdn}" for r in requests]
         with locks.held(self.store, names):
             webs = {self._placement(r)[0].name for r in requests if r.site.dedicated_ip}
-            with locks.held(self.store, [f"ippool:{w}" for w in webs]):
+            # A pool is held only while addresses are picked: wait for it, then see what is left.
+            with locks.held(self.store, [f"ippool:{w}" for w in webs], wait=60):
                 sites = self.desired(requests, allocate=True)
             live = self.read_live(sites)
             plan = self.compute_plan(sites, live)
             if checksum and plan.checksum != checksum:
                 raise StateError(f"the plan changed since it was reviewed (checksum {plan.checksum}, "
                                  f"expected {checksum}); review it again")
-            self._record_start(sites, plan)
-            passwords = self._passwords(sites)
-            if not plan.empty:
-                self._run_saga(sites, plan, passwords)
+            previous = self._record_start(sites, plan)
             result = ApplyResult(plan=plan, changed=not plan.empty)
-            for site in sites:
-                record, first_time = self._verify_and_record(site, plan, passwords[site.fqdn])
-                result.sites.append(record)
-                if first_time:
-                    # The one time the passwords are shown: when the site first goes live.
-                    result.sheets[site.fqdn] = str(self._sheet(site, passwords[site.fqdn]))
+            failures: dict[str, ProvisionerError] = {}
+            try:
+                passwords = self._passwords(sites)
+                if not plan.empty:
+                    failures = self._run_saga(sites, plan, passwords, previous)
+                for site in sites:
+                    if site.fqdn in failures:
+                        continue
+                    try:
+                        record, first_time = self._verify_and_record(site, plan, passwords[site.fqdn])
+                    except Exception as err:  # noqa: BLE001 - one site's check must not hide the others'
+                        failures[site.fqdn] = self._as_error("verify", err)
+                        continue
+                    result.sites.append(record)
+                    if first_time:
+                        # The one time the passwords are shown: when the site first goes live.
+                        result.sheets[site.fqdn] = str(self._sheet(site, passwords[site.fqdn]))
+            finally:
+                # Whatever stopped the apply, no site stays in `provisioning`.
+                self._settle(sites, previous)
+            if failures:
+                raise self._failure(sites, failures, result)
             return result
 
-    def _record_start(self, sites: list[DesiredSite], plan: Plan) -> None:
+    @staticmethod
+    def _failure(sites, failures: dict, result: ApplyResult) -> ProvisionerError:
+        """The error of an apply where some sites failed, naming each and what did go live."""
+        if len(failures) == 1 and not result.sites:
+            return next(iter(failures.values()))
+        failed = "; ".join(f"{fqdn}: {err}" for fqdn, err in failures.items())
+        live = ", ".join(f"{r['fqdn']}" + (f" (credentials sheet {result.sheets[r['fqdn']]})"
+                                           if r["fqdn"] in result.sheets else "") for r in result.sites)
+        return HostError(f"{len(failures)} of {len(sites)} sites failed: {failed}"
+                         + (f"; provisioned: {live}" if live else ""))
+
+    def _settle(self, sites: list[DesiredSite], previous: dict) -> None:
+        """A site still `provisioning` after an apply stopped goes back to its state, or to attention."""
+        for site in sites:
+            row = self._site_row(site.fqdn)
+            if row is None or row.state != "provisioning":
+                continue
+            was = previous.get(site.fqdn)
+            state = was["state"] if was and was["live"] else "attention"
+            self._set_state(site, state, "the apply stopped before this site was finished; run it again",
+                            "site_apply_interrupted")
+
+    def _set_state(self, site: DesiredSite, state: str, reason: str | None, event: str, **payload) -> None:
+        with self.store.session() as session:
+            row = session.get(SiteRow, site.fqdn)
+            row.state, row.reason, row.updated_at = state, reason, utcnow()
+            add_event(session, site.request_id, event, source=self.source, fqdn=site.fqdn, state=state,
+                      reason=reason, **payload)
+
+    def _record_start(self, sites: list[DesiredSite], plan: Plan) -> dict[str, dict]:
+        """Mark the sites with changes `provisioning`; returns each one's state before and if it went live."""
         now = utcnow()
+        previous = {}
         with self.store.session() as session:
             for site in sites:
                 row = session.get(SiteRow, site.fqdn)
+                previous[site.fqdn] = {"state": row.state if row else None,
+                                       "live": bool(row and row.state != "removed" and row.provisioned_at)}
                 if row is None or row.state == "removed":
                     if row is not None:
                         session.delete(row)
@@ -246,7 +301,9 @@ class Hosting:
                 elif plan.for_site(site.fqdn):
                     row.state, row.updated_at, row.reason = "provisioning", now, None
                 add_event(session, site.request_id, "apply_started", source=self.source, fqdn=site.fqdn,
-                          checksum=plan.checksum, changes=len(plan.for_site(site.fqdn)))
+                          checksum=plan.checksum, changes=len(plan.for_site(site.fqdn)),
+                          was=previous[site.fqdn]["state"])
+        return previous
 
     def _passwords(self, sites: list[DesiredSite]) -> dict[str, dict]:
         passwords = {}
@@ -276,77 +333,126 @@ class Hosting:
                     secrets["tls"][s.fqdn] = {"cert": bundle.cert, "key": bundle.key, "chain": bundle.chain}
         return secrets
 
-    def _run_step(self, step: str, sites: list[DesiredSite], plan: Plan, passwords: dict, state: str = "present"):
-        artifacts = self.config.artifacts_dir()
+    def _run_step(self, step: str, sites: list[DesiredSite], plan: Plan, passwords: dict,
+                  state: str = "present") -> dict[str, str]:
+        """Run one step for these sites; returns warnings by zone (a NOTIFY that failed)."""
+        artifacts, timeout = self.config.artifacts_dir(), self.config.hosting.step_timeout
         if step == "ip":
-            return ip_target.apply(self.inventory_path, sites, state=state, artifact_dir=artifacts)
-        if step == "db":
+            ip_target.apply(self.inventory_path, sites, state=state, artifact_dir=artifacts, timeout=timeout)
+        elif step == "db":
             secrets = self._secrets(sites, plan, passwords, "db") if state == "present" else {}
-            return db_target.apply(self.inventory_path, sites, secrets, state=state, artifact_dir=artifacts)
-        if step == "web":
+            db_target.apply(self.inventory_path, sites, secrets, state=state, artifact_dir=artifacts, timeout=timeout)
+        elif step == "web":
             secrets = self._secrets(sites, plan, passwords, "web") if state == "present" else {}
-            return web_target.apply(self.inventory_path, sites, secrets, state=state, artifact_dir=artifacts)
-        if state == "present":
+            web_target.apply(self.inventory_path, sites, secrets, state=state, artifact_dir=artifacts,
+                             timeout=timeout)
+        elif state == "present":
             return self.dns.apply(sites, {s.fqdn: s.request_id for s in sites})
-        return self.dns.remove(sites)
+        else:
+            return self.dns.remove(sites)
+        return {}
 
     def _saga_event(self, sites, kind: str, step: str, **payload) -> None:
         with self.store.session() as session:
             for site in sites:
                 add_event(session, site.request_id, kind, source=self.source, fqdn=site.fqdn, step=step, **payload)
 
-    def _run_saga(self, sites: list[DesiredSite], plan: Plan, passwords: dict) -> None:
-        done: list[tuple[str, list[DesiredSite]]] = []
+    @staticmethod
+    def _as_error(step: str, err: BaseException) -> ProvisionerError:
+        """The toolkit's own error for anything a step raised; a bug keeps its cause attached."""
+        if isinstance(err, ProvisionerError):
+            return err
+        wrapped = HostError(f"step {step} failed: {type(err).__name__}: {err}")
+        wrapped.__cause__ = err
+        return wrapped
+
+    def _run_saga(self, sites: list[DesiredSite], plan: Plan, passwords: dict,
+                  previous: dict) -> dict[str, ProvisionerError]:
+        """Run the steps in order. A site whose step fails is undone and left out of the later
+        steps; the others go on. Returns the error of each failed site."""
+        done: dict[str, list[str]] = {s.fqdn: [] for s in sites}
+        failures: dict[str, ProvisionerError] = {}
         for step in STEPS:
-            involved = [s for s in sites if step in plan.targets_of(s.fqdn)]
+            involved = [s for s in sites if s.fqdn not in failures and step in plan.targets_of(s.fqdn)]
             if not involved:
                 continue
             self._saga_event(involved, "saga_intent", step, checksum=plan.checksum)
+            errors, warnings = self._attempt(step, involved, plan, passwords)
+            for site in involved:
+                err = errors.get(site.fqdn)
+                if err is None:
+                    self._saga_event([site], "saga_done", step)
+                    if site.zone in warnings:
+                        self._saga_event([site], "dns_notify_failed", step, warning=warnings[site.zone])
+                    done[site.fqdn].append(step)
+                    continue
+                failures[site.fqdn] = err
+                self._saga_event([site], "saga_failed", step, error=str(err))
+                self._undo(site, done[site.fqdn], step, err, plan, passwords, previous[site.fqdn])
+            faults.point("after", step)
+        return failures
+
+    def _attempt(self, step: str, sites: list[DesiredSite], plan: Plan, passwords: dict):
+        """Run a step for its sites: (errors by site, warnings by zone).
+
+        When the step fails for several sites at once it is run again for each
+        site alone (every role is idempotent), so only the sites whose own run
+        fails are undone.
+        """
+        try:
+            faults.point("before", step)
+            return {}, self._run_step(step, sites, plan, passwords)
+        except Exception as err:  # noqa: BLE001 - any failure of a step is compensated the same way
+            if len(sites) == 1 or getattr(err, "timed_out", False):
+                # A run that hung would hang again for each site: all of them failed.
+                return {s.fqdn: self._as_error(step, err) for s in sites}, {}
+        errors, warnings = {}, {}
+        for site in sites:
             try:
                 faults.point("before", step)
-                self._run_step(step, involved, plan, passwords)
-            except ProvisionerError as err:
-                self._saga_event(involved, "saga_failed", step, error=str(err))
-                # The failed step may have made part of a new site (a user, a directory): undo it too.
-                fresh = [s for s in involved if self._created(plan, s, step)]
-                self._compensate(done + ([(step, fresh)] if fresh else []), plan, passwords, reason=str(err))
-                raise
-            self._saga_event(involved, "saga_done", step)
-            done.append((step, involved))
-            faults.point("after", step)
+                warnings |= self._run_step(step, [site], plan, passwords)
+            except Exception as err:  # noqa: BLE001
+                errors[site.fqdn] = self._as_error(step, err)
+        return errors, warnings
 
-    @staticmethod
-    def _created(plan: Plan, site: DesiredSite, step: str) -> bool:
-        """Did this run create the site's main thing on this target (so undoing it is ours to do)?"""
-        main = {"ip": "public IP", "db": "database", "web": "system user", "dns": "A record"}[step]
-        return any(c.kind == main and c.action == "Create" for c in plan.for_site(site.fqdn) if c.target == step)
+    def _undo(self, site: DesiredSite, done: list[str], failed_step: str, error: ProvisionerError, plan: Plan,
+              passwords: dict, was: dict) -> None:
+        """Compensate a site whose step failed, and record where it stands.
 
-    def _compensate(self, done, plan: Plan, passwords: dict, reason: str) -> None:
-        leftovers = []
-        for step, sites in reversed(done):
-            undo = [s for s in sites if self._created(plan, s, step)]
-            if not undo:
-                continue
+        A site that already went live is never taken apart for a failed update:
+        it keeps its state, with the failure recorded. A site that never went
+        live is removed from every target where the live state shows something
+        of it (the records prove it is the toolkit's); when the live state
+        cannot be read, from the targets this apply touched. Nothing here raises.
+        """
+        reason = str(error)
+        if was["live"]:
+            self._set_state(site, was["state"], f"last update failed at step {failed_step}: {reason}",
+                            "site_update_failed", step=failed_step)
+            return
+        try:
+            left = self.removal_plan([site])
+            steps, known = [t for t in REMOVAL_ORDER if t in left.targets_of(site.fqdn)], True
+        except Exception as err:  # noqa: BLE001 - undo what may exist rather than nothing
+            touched = done + ([failed_step] if not getattr(error, "unchanged", False) else [])
+            steps, known = [t for t in REMOVAL_ORDER if t in touched], False
+            self._saga_event([site], "saga_live_state_unreadable", failed_step, error=str(self._as_error("read", err)))
+        leftovers, undone = [], []
+        for step in steps:
             try:
-                self._run_step(step, undo, plan, passwords, state="absent")
-                self._saga_event(undo, "saga_compensated", step)
-            except ProvisionerError as err:
-                leftovers += [f"{s.fqdn}: {step} ({err})" for s in undo]
-                self._saga_event(undo, "saga_compensation_failed", step, error=str(err))
-        failed = {s.fqdn: s for _, sites in done for s in sites}
-        now = utcnow()
-        with self.store.session() as session:
-            for fqdn, site in failed.items():
-                row = session.get(SiteRow, fqdn)
-                stuck = [x for x in leftovers if x.startswith(fqdn + ":")]
-                row.state = "attention" if stuck else "failed"
-                row.reason = reason + (f"; not undone: {'; '.join(stuck)}" if stuck else "")
-                row.updated_at = now
-                add_event(session, site.request_id, "site_failed", source=self.source, fqdn=fqdn,
-                          reason=row.reason, state=row.state)
-        for fqdn, site in failed.items():
-            if site.dedicated_ip and self._created(plan, site, "ip"):
-                ipam.release(self.store, fqdn, site.request_id, self.source)
+                self._run_step(step, [site], plan, passwords, state="absent")
+            except Exception as err:  # noqa: BLE001 - compensation never crashes; what stays is recorded
+                leftovers.append(f"{step} ({self._as_error(step, err)})")
+                self._saga_event([site], "saga_compensation_failed", step, error=str(self._as_error(step, err)))
+            else:
+                undone.append(step)
+                self._saga_event([site], "saga_compensated", step)
+        state = "attention" if leftovers else "failed"
+        self._set_state(site, state, reason + (f"; not undone: {'; '.join(leftovers)}" if leftovers else ""),
+                        "site_failed", step=failed_step, remaining=[x.split(" ", 1)[0] for x in leftovers])
+        # The address goes back to the pool only once it is known to be down on the host.
+        if site.dedicated_ip and ("ip" in undone or (known and "ip" not in steps)):
+            ipam.release(self.store, site.fqdn, site.request_id, self.source)
 
     def _verify_and_record(self, site: DesiredSite, plan: Plan, passwords: dict) -> tuple[dict, bool]:
         """Check from outside; record the site provisioned. Returns (record, first time live)."""
@@ -365,10 +471,17 @@ class Hosting:
             raise
         now = utcnow()
         record = site.record() | {"verified": checks.checks}
+        if checks.warnings:
+            # Provisioned: the primary serves the record; a lagging secondary is reported, not undone.
+            record["warnings"] = checks.warnings
         with self.store.session() as session:
             row = session.get(SiteRow, site.fqdn)
             was = row.state
-            row.state, row.reason, row.config, row.updated_at = "provisioned", None, site.record(), now
+            for warning in checks.warnings:
+                add_event(session, site.request_id, warning.split(":", 1)[0].replace("-", "_"), source=self.source,
+                          fqdn=site.fqdn, warning=warning)
+            row.state, row.reason, row.config, row.updated_at = ("provisioned", "; ".join(checks.warnings) or None,
+                                                                 site.record(), now)
             row.public_ip, row.web_host, row.db_host = site.public_ip, site.web_host, site.db_host
             first_time = row.provisioned_at is None
             if plan.for_site(site.fqdn) or first_time:
@@ -387,7 +500,7 @@ class Hosting:
             if row is None:
                 raise NotFound(f"no site {fqdn!r} in the records")
             rows.append(row)
-        requests = self.load_requests([r.request_id for r in rows])
+        requests = self.load_requests([r.request_id for r in rows], provisioning=False)
         return [from_request(req, self.inventory.host(row.web_host),
                              self.inventory.host(row.db_host) if row.db_host else None,
                              row.public_ip, row.dedicated_ip) for req, row in zip(requests, rows)]
@@ -414,7 +527,15 @@ class Hosting:
                 if not involved:
                     continue
                 self._saga_event(involved, "removal_intent", step)
-                self._run_step(step, involved, plan, {}, state="absent")
+                try:
+                    faults.point("before", f"remove-{step}")
+                    self._run_step(step, involved, plan, {}, state="absent")
+                except Exception as err:  # noqa: BLE001 - any failure leaves an explicit record
+                    error = self._as_error(step, err)
+                    self._removal_stopped(sites, plan, step, error)
+                    if error is err:
+                        raise
+                    raise error from err
                 self._saga_event(involved, "removal_done", step)
             now = utcnow()
             for site in sites:
@@ -426,6 +547,23 @@ class Hosting:
                     add_event(session, site.request_id, "site_removed", actor=actor, source=self.source,
                               fqdn=site.fqdn, checksum=plan.checksum, **details)
             return plan
+
+    def _removal_stopped(self, sites: list[DesiredSite], plan: Plan, step: str, error: ProvisionerError) -> None:
+        """A removal that failed midway: each site in attention, with what is still on the hosts.
+
+        The dedicated address stays allocated; a rerun plans from the live state and finishes.
+        """
+        try:
+            left = self.removal_plan(sites)
+        except Exception:  # noqa: BLE001 - the hosts cannot be read: what was planned from this step on
+            left = Plan(changes=[c for c in plan.changes
+                                 if REMOVAL_ORDER.index(c.target) >= REMOVAL_ORDER.index(step)],
+                        sites=plan.sites, order=REMOVAL_ORDER)
+        for site in sites:
+            remaining = [c.line().strip() for c in left.for_site(site.fqdn)]
+            self._set_state(site, "attention",
+                            f"removal stopped at step {step}: {error}; run the removal again to finish",
+                            "removal_incomplete", step=step, error=str(error), remaining=remaining)
 
     def _sheet(self, site: DesiredSite, passwords: dict) -> Path:
         lines = [("Situs", f"https://{site.fqdn}/" if site.tls else f"http://{site.fqdn}/"),
@@ -469,7 +607,13 @@ def provision_site_action(ctx) -> dict:
 
 
 def rotate_credentials(config, store, fqdn: str, kinds=("db", "sftp"), source: str = "cli") -> dict:
-    """New passwords for a provisioned site: applied, verified by logging in, then shown once."""
+    """New passwords for a provisioned site: applied, verified by logging in, then shown once.
+
+    One account at a time, the store changes only once the host took the new
+    password: it is applied, a login with it is proven, then it is stored. If
+    anything fails before that, the old password is applied again (it is still
+    the stored one) and the error says whether it works.
+    """
     work = Hosting(config, store, source=source)
     row = work._site_row(fqdn)
     if row is None or row.state != "provisioned":
@@ -479,16 +623,59 @@ def rotate_credentials(config, store, fqdn: str, kinds=("db", "sftp"), source: s
         (site,) = work.desired([request])
         users = {"sftp": site.names.user} | ({"db": site.names.db_user} if site.database else {})
         users = {k: v for k, v in users.items() if k in kinds}
-        new, _ = credentials.ensure(store, work.box, fqdn, site.request_id, users, source=source, rotate=True)
+        old = credentials.get(store, work.box, fqdn)
+        rotated = []
+        for kind in sorted(users):
+            password = new_password()
+            try:
+                _set_password(work, site, kind, password)
+                faults.point("after", f"rotate-{kind}")
+                _login(work, site, kind, password)
+            except Exception as err:  # noqa: BLE001 - the old password must keep working whatever failed
+                error = work._as_error(f"rotate-{kind}", err)
+                restored = _restore_password(work, site, kind, old.get(kind))
+                with store.session() as session:
+                    add_event(session, site.request_id, "credential_rotation_failed", source=source, fqdn=fqdn,
+                              account=kind, error=str(error), old_password_works=restored)
+                if not restored:
+                    work._set_state(site, "attention", f"the {kind} password rotation failed and the stored "
+                                    f"password could not be put back: {error}", "site_attention", account=kind)
+                raise HostError(f"{fqdn}: rotating the {kind} password failed: {error}; "
+                                + ("the stored password was put back and works" if restored else
+                                   "the stored password could not be put back; the site needs attention")) from err
+            credentials.replace(store, work.box, fqdn, site.request_id, kind, users[kind], password, source=source)
+            rotated.append(kind)
         passwords = credentials.get(store, work.box, fqdn)
-        artifacts = config.artifacts_dir()
-        if "db" in new:
-            db_target.apply(work.inventory_path, [site], {"db_passwords": {site.names.db_name: new["db"]}},
-                            artifact_dir=artifacts, rotate=True)
-        if "sftp" in new:
-            web_target.apply(work.inventory_path, [site],
-                             {"sftp_password_hashes": {fqdn: credentials.sftp_hash(new["sftp"])}, "tls": {}},
-                             artifact_dir=artifacts, rotate=True)
         checks = verify.verify_site(work.inventory, site, passwords, work._ca_file(), placeholder=False)
         sheet = work._sheet(site, passwords)
-    return {"fqdn": fqdn, "rotated": sorted(new), "verified": sorted(checks.checks), "sheet": str(sheet)}
+    return {"fqdn": fqdn, "rotated": rotated, "verified": sorted(checks.checks), "sheet": str(sheet)}
+
+
+def _set_password(work: Hosting, site: DesiredSite, kind: str, password: str) -> None:
+    artifacts, timeout = work.config.artifacts_dir(), work.config.hosting.step_timeout
+    if kind == "db":
+        db_target.apply(work.inventory_path, [site], {"db_passwords": {site.names.db_name: password}},
+                        artifact_dir=artifacts, rotate=True, timeout=timeout)
+    else:
+        web_target.apply(work.inventory_path, [site],
+                         {"sftp_password_hashes": {site.fqdn: credentials.sftp_hash(password)}, "tls": {}},
+                         artifact_dir=artifacts, rotate=True, timeout=timeout)
+
+
+def _login(work: Hosting, site: DesiredSite, kind: str, password: str) -> None:
+    if kind == "db":
+        verify.database_login(work.inventory, site, password)
+    else:
+        verify.sftp_login(site, password, work.inventory.host(site.web_host))
+
+
+def _restore_password(work: Hosting, site: DesiredSite, kind: str, password: str | None) -> bool:
+    """Apply the stored password again and prove it; False when that fails too."""
+    if password is None:
+        return False
+    try:
+        _set_password(work, site, kind, password)
+        _login(work, site, kind, password)
+    except Exception:  # noqa: BLE001 - the caller reports it
+        return False
+    return True

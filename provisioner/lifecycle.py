@@ -189,7 +189,8 @@ class Lifecycle:
             try:
                 if not planned.plan.empty:
                     web_target.apply(self.hosting.inventory_path, [site], {"sftp_password_hashes": {}, "tls": {}},
-                                     artifact_dir=self.config.artifacts_dir())
+                                     artifact_dir=self.config.artifacts_dir(),
+                                     timeout=self.config.hosting.step_timeout)
                 status = http_status(site, self.hosting._ca_file(), expect=503 if suspend else 200)
             except ProvisionerError as err:
                 self._event(site.request_id, "maintenance_failed", fqdn=fqdn, action=action, error=str(err))
@@ -222,12 +223,17 @@ class Lifecycle:
                                     archive=archive["path"] if archive else None)
                 left = self.hosting.removal_plan([site])
                 if not left.empty:
-                    raise StateError(f"{fqdn}: still on the hosts after removal: "
-                                     + "; ".join(c.line().strip() for c in left.changes))
+                    remaining = [c.line().strip() for c in left.changes]
+                    self.hosting._set_state(site, "attention", "still on the hosts after removal; run it again",
+                                            "removal_incomplete", remaining=remaining)
+                    raise StateError(f"{fqdn}: still on the hosts after removal: " + "; ".join(remaining))
                 checks = {"dns": dns_gone(self.hosting.inventory, site), "hosts": "nothing left"}
-            except ProvisionerError as err:
-                self._event(site.request_id, "maintenance_failed", fqdn=fqdn, action="remove", error=str(err))
-                raise
+            except Exception as err:  # noqa: BLE001 - recorded, then the toolkit's own error
+                error = self.hosting._as_error("remove", err)
+                self._event(site.request_id, "maintenance_failed", fqdn=fqdn, action="remove", error=str(error))
+                if error is err:
+                    raise
+                raise error from err
             return LifecycleResult("remove", fqdn, True, "removed", planned, checks=checks, archive=archive)
 
 

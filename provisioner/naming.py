@@ -21,7 +21,15 @@ def label_problems(label, reserved=()):
     if not label.isascii():
         return ["must be ASCII only (no Unicode letters, digits or look-alike characters)"]
     problems = []
-    if not LABEL.fullmatch(label):
+    if len(label) > 63:
+        problems.append("must be at most 63 characters (one DNS label)")
+    elif label[2:4] == "--":
+        # RFC 5891 reserves '--' at positions 3-4 for encoded names; xn-- is
+        # punycode, which can spell a look-alike of another name (xn--80ak6aa92e).
+        problems.append("must not be punycode (xn--...): internationalized names are not accepted"
+                        if label.startswith("xn--") else
+                        "must not have '--' at positions 3-4 (reserved for encoded names such as xn--)")
+    elif not LABEL.fullmatch(label):
         problems.append(
             "must be one DNS label: 1-63 of a-z, 0-9 and '-', starting and ending "
             "with a letter or digit, lowercase, no dots or spaces")

@@ -13,15 +13,16 @@ from pathlib import Path
 
 from sqlalchemy import Text, or_, select, type_coerce
 
-from provisioner.errors import NotFound, UserError
+from provisioner.errors import NotFound, ProvisionerError, UserError
 from provisioner.files import write_atomic
-from provisioner.store.models import Event, IPAllocation, SiteRow
+from provisioner.sop.model import office_sop
+from provisioner.store.models import Event, IPAllocation, RequestRow, SiteRow
 
 # Column -> how to read it from a site row (and its config record).
 CONFIGURATION_COLUMNS = (
     "fqdn", "state", "reason", "request_id", "office", "zone", "web_host", "db_host", "public_ip",
     "dedicated_ip", "docroot", "php_version", "db_name", "db_user", "sftp_user", "tls", "quota_mb",
-    "bandwidth_kbps", "plan_checksum", "created_at", "provisioned_at", "updated_at",
+    "bandwidth_kbps", "plan_checksum", "created_at", "provisioned_at", "updated_at", "sop",
 )
 IP_COLUMNS = (
     "subdomain", "zone", "label", "public_ip", "ip_type", "ip_held", "ip_allocated_at", "web_host", "state",
@@ -43,7 +44,31 @@ def _rows(store, state: str | None = None) -> list[SiteRow]:
         return list(session.scalars(query))
 
 
-def configuration_record(row: SiteRow) -> dict:
+def sop_citations(store, config, rows: list[SiteRow]) -> dict[str, str]:
+    """fqdn -> the SOP its office ran its request under, as the records cite it.
+
+    Each office's own SOP document (offices.<key>.sops), never another office's;
+    empty without a configuration or when the office no longer runs the service.
+    """
+    if config is None or not rows:
+        return {}
+    with store.session() as session:
+        services = dict(session.execute(select(RequestRow.id, RequestRow.service).where(
+            RequestRow.id.in_({r.request_id for r in rows}))).all())
+    cited, out = {}, {}
+    for row in rows:
+        key = (row.office, services.get(row.request_id))
+        if key not in cited:
+            try:
+                sop = office_sop(config, *key)
+                cited[key] = f"{sop.citation()}, {config.office(row.office).short_name}"
+            except ProvisionerError:
+                cited[key] = ""
+        out[row.fqdn] = cited[key]
+    return out
+
+
+def configuration_record(row: SiteRow, sop: str = "") -> dict:
     config = row.config or {}
     names = config.get("names") or {}
     return {
@@ -55,7 +80,7 @@ def configuration_record(row: SiteRow) -> dict:
         "sftp_user": config.get("sftp_user") or "", "tls": bool(config.get("tls")),
         "quota_mb": config.get("quota_mb"), "bandwidth_kbps": config.get("bandwidth_kbps"),
         "plan_checksum": row.plan_checksum or "", "created_at": _time(row.created_at),
-        "provisioned_at": _time(row.provisioned_at), "updated_at": _time(row.updated_at),
+        "provisioned_at": _time(row.provisioned_at), "updated_at": _time(row.updated_at), "sop": sop,
     }
 
 
@@ -71,8 +96,10 @@ def ip_record(row: SiteRow, allocation: IPAllocation | None) -> dict:
     }
 
 
-def configuration_records(store, state: str | None = None) -> list[dict]:
-    return [configuration_record(r) for r in _rows(store, state)]
+def configuration_records(store, state: str | None = None, config=None) -> list[dict]:
+    rows = _rows(store, state)
+    cited = sop_citations(store, config, rows)
+    return [configuration_record(r, cited.get(r.fqdn, "")) for r in rows]
 
 
 def ip_records(store) -> list[dict]:
@@ -101,7 +128,7 @@ def history(store, row: SiteRow) -> list[dict]:
              "request_id": e.request_id, "payload": e.payload} for e in events]
 
 
-def site_show(store, fqdn: str) -> dict:
+def site_show(store, fqdn: str, config=None) -> dict:
     with store.session() as session:
         row = session.get(SiteRow, fqdn)
         allocation = session.get(IPAllocation, row.public_ip) if row and row.public_ip else None
@@ -109,13 +136,14 @@ def site_show(store, fqdn: str) -> dict:
         raise NotFound(f"no site {fqdn!r} in the records")
     if allocation is not None and allocation.fqdn != fqdn:
         allocation = None
-    return {"record": configuration_record(row), "ip": ip_record(row, allocation), "config": row.config,
+    sop = sop_citations(store, config, [row]).get(fqdn, "")
+    return {"record": configuration_record(row, sop), "ip": ip_record(row, allocation), "config": row.config,
             "history": history(store, row)}
 
 
-def table(store, records: str) -> tuple[tuple[str, ...], list[dict]]:
+def table(store, records: str, config=None) -> tuple[tuple[str, ...], list[dict]]:
     if records == "configuration":
-        return CONFIGURATION_COLUMNS, configuration_records(store)
+        return CONFIGURATION_COLUMNS, configuration_records(store, config=config)
     if records == "ip":
         return IP_COLUMNS, ip_records(store)
     raise UserError(f"unknown records {records!r}; use one of {', '.join(RECORDS)}")
@@ -152,11 +180,11 @@ def to_xlsx(columns, rows, title: str) -> bytes:
     return out.getvalue()
 
 
-def export(store, records: str, fmt: str, out: Path) -> dict:
+def export(store, records: str, fmt: str, out: Path, config=None) -> dict:
     """Write one export file whole (never half) and say what it holds."""
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; use csv or xlsx")
-    columns, rows = table(store, records)
+    columns, rows = table(store, records, config)
     data = to_csv(columns, rows) if fmt == "csv" else to_xlsx(columns, rows, f"{records} records")
     out = Path(out)
     write_atomic(out, data, mode=0o640)

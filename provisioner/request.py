@@ -22,6 +22,7 @@ from provisioner.yamlsrc import Problem
 SERVICES = ("hosting", "website", "konsultasi-aplikasi", "aplikasi-api")
 STACKS = ("static", "php")
 MAX_BYTES = 64 * 1024
+MAX_PROBLEMS = 50
 
 # Full-match patterns with explicit ASCII classes: \d would accept Arabic-Indic
 # or fullwidth digits, and `$` would accept a trailing newline.
@@ -68,6 +69,7 @@ class Site:
     bandwidth_kbps: int
     dedicated_ip: bool
     tls: bool
+    allow_exec: bool = False  # optional; PHP sites only
 
     @property
     def fqdn(self):
@@ -183,7 +185,7 @@ def validate(raw, config, source="<request>", today=None):
         raise ValidationError([Problem("(document)", f"not UTF-8 text ({err.reason})")], source)
     doc = yamlsrc.load(text)
     if doc.problems and doc.data is None:
-        raise ValidationError(doc.problems, source)
+        raise ValidationError(_shown(doc.problems), source)
     if not isinstance(doc.data, dict):
         raise ValidationError([Problem("(document)", "must be a mapping of fields", 1)], source)
     check = _Checker(doc)
@@ -222,6 +224,9 @@ def validate(raw, config, source="<request>", today=None):
     office = config.office_for_zone(zone) if zone is not None else None
     if zone is not None and office is None:
         check.fail(("site", "zone"), "must be a zone the office manages: " + ", ".join(sorted(config.zones)))
+    if office is not None and service in SERVICES and service not in office.sops:
+        check.fail(("service",), f"must be a service office {office.key} runs (offices.{office.key}.sops): "
+                                 + (", ".join(office.sops) or "none"))
     stack = check.value(site, ("site", "stack"), (str,))
     if stack is not None and stack not in STACKS:
         check.fail(("site", "stack"), f"must be one of: {', '.join(STACKS)}")
@@ -236,21 +241,30 @@ def validate(raw, config, source="<request>", today=None):
                    f"must be between 0 (unlimited) and {config.limits.bandwidth_kbps_max}")
     dedicated_ip = check.value(site, ("site", "dedicated_ip"), (bool,))
     tls = check.value(site, ("site", "tls"), (bool,))
+    allow_exec = _allow_exec(check, site, stack)
 
     purpose = check.text(data, ("purpose",), 1000, multiline=True)
 
     if check.problems:
         problems = sorted(check.problems, key=lambda p: (p.line or 0, p.field))
-        raise ValidationError(problems, source)
+        raise ValidationError(_shown(problems), source)
     return Request(
         id=request_id, service=service,
         letter=Letter(letter_number, letter_date, subject),
         agency=Agency(agency_code, agency_name),
         contact=Contact(contact_name, nip, position, phone, email),
-        site=Site(subdomain, zone, stack, php_version, database, quota, bandwidth, dedicated_ip, tls),
+        site=Site(subdomain, zone, stack, php_version, database, quota, bandwidth, dedicated_ip, tls, allow_exec),
         purpose=purpose, office=office.key, raw=bytes(raw), sha256=content_sha256(raw),
         source=source,
     )
+
+
+def _shown(problems):
+    """At most MAX_PROBLEMS, so 64 KB of duplicate keys is not 13,000 lines of output."""
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    rest = len(problems) - MAX_PROBLEMS
+    return problems[:MAX_PROBLEMS] + [Problem("(document)", f"{rest} more problem(s) not shown")]
 
 
 def _letter_date(check, letter, config, today):
@@ -296,11 +310,36 @@ def _php_version(check, site, stack, config):
     return value
 
 
-def load_request(path, config, today=None):
-    """Read and validate a request file."""
+def read_request_file(path):
+    """The bytes of a request file, refusing one over MAX_BYTES without reading it all.
+
+    The size is checked before reading, and at most MAX_BYTES + 1 bytes are
+    read, so a 10 MB file or a device that never ends costs no time or memory.
+    """
     path = Path(path)
+    too_big = ValidationError([Problem("(document)", f"larger than {MAX_BYTES} bytes")], str(path))
     try:
-        raw = path.read_bytes()
+        if path.stat().st_size > MAX_BYTES:
+            raise too_big
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_BYTES + 1)
     except OSError as err:
         raise ValidationError([Problem("(file)", f"cannot read: {err.strerror}")], str(path)) from None
-    return validate(raw, config, source=str(path), today=today)
+    if len(raw) > MAX_BYTES:
+        raise too_big
+    return raw
+
+
+def _allow_exec(check, site, stack):
+    """Optional: PHP may start processes (exec, shell_exec, proc_open...); off unless asked for."""
+    path = ("site", "allow_exec")
+    value = check.value(site, path, (bool,), required=False)
+    if value and stack == "static":
+        check.fail(path, "only for stack php; remove it for a static site")
+        return False
+    return bool(value)
+
+
+def load_request(path, config, today=None):
+    """Read and validate a request file."""
+    return validate(read_request_file(path), config, source=str(path), today=today)

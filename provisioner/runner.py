@@ -8,9 +8,13 @@ it is a failure.)
 
 import json
 import os
+import shlex
+import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import ansible_runner
@@ -48,6 +52,12 @@ def check_result(status: str, rc: int, stats: dict | None, expected_hosts: set[s
     """Turn ansible-runner's outcome into a RunResult, or raise HostError."""
     stats = stats or {}
     problems = []
+    if status == "timeout":
+        # What the play did before it was stopped is unknown: the caller reads the live state.
+        err = HostError("ansible run timed out" + (f" on {', '.join(sorted(expected_hosts))}" if expected_hosts
+                                                   else "") + "; it was stopped")
+        err.timed_out = True  # the caller must not simply run it again
+        raise err
     if status != "successful":
         problems.append(f"status {status}")
     if rc != 0:
@@ -82,6 +92,72 @@ def _secret_dir() -> str | None:
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
+SECRETS_PREFIX = "provisioner-secrets-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_secrets(directory: str | None = None) -> list[Path]:
+    """Remove the secrets directories of runs whose process is gone (killed mid-run).
+
+    Each run names its directory provisioner-secrets-<pid>-*; a run killed with
+    SIGKILL cannot clean up after itself, so the next run does it.
+    """
+    base = Path(directory or _secret_dir() or tempfile.gettempdir())
+    removed = []
+    for path in base.glob(SECRETS_PREFIX + "*"):
+        pid = path.name[len(SECRETS_PREFIX):].split("-", 1)[0]
+        try:
+            mine = path.is_dir() and not path.is_symlink() and path.stat().st_uid == os.geteuid()
+        except OSError:
+            continue
+        if mine and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+@cache
+def _can_unshare_pid() -> bool:
+    # A new PID namespace needs root (CAP_SYS_ADMIN); probe once instead of guessing.
+    if not (shutil.which("setpriv") and shutil.which("unshare")):
+        return False
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--kill-child", "true"],
+                           capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+def contained_command(options: list[str], playbook: str) -> tuple[str | None, list[str]]:
+    """(binary, arguments) that run ansible-playbook so that it dies with the toolkit.
+
+    setpriv gives the wrapper a parent-death signal: when the toolkit's process
+    dies (even by SIGKILL) the kernel kills it. unshare then starts
+    ansible-playbook as PID 1 of a fresh PID namespace, and when that namespace's
+    init dies the kernel kills every process in it: ssh, ControlPersist masters,
+    anything a module left behind. Without the privilege for a namespace,
+    ansible-playbook itself still gets the parent-death signal.
+    """
+    playbook_bin = str(Path(sys.executable).parent / "ansible-playbook")
+    if not Path(playbook_bin).exists():
+        playbook_bin = shutil.which("ansible-playbook") or "ansible-playbook"
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return None, options  # ansible-runner adds the playbook itself
+    inner = [playbook_bin]
+    if _can_unshare_pid():
+        inner = [shutil.which("unshare"), "--pid", "--fork", "--kill-child", "--", playbook_bin]
+    # With a binary of its own, ansible-runner leaves the playbook to the arguments.
+    return setpriv, ["--pdeathsig", "KILL", "--", *inner, *options, playbook]
+
+
 def run_playbook(
     playbook: str,
     inventory: Path,
@@ -91,6 +167,7 @@ def run_playbook(
     limit: str | None = None,
     check: bool = False,
     artifact_dir: Path | None = None,
+    timeout: int | None = None,
 ) -> RunResult:
     """Run a playbook from `playbooks/` against an inventory and check it fully.
 
@@ -103,14 +180,17 @@ def run_playbook(
     if not path.is_file():
         raise HostError(f"no such playbook: {path}")
     options = ["--check", "--diff"] if check else []
+    sweep_stale_secrets()
     with tempfile.TemporaryDirectory(prefix="provisioner-run-") as private, \
-            tempfile.TemporaryDirectory(prefix="provisioner-secrets-", dir=_secret_dir()) as vault:
+            tempfile.TemporaryDirectory(prefix=f"{SECRETS_PREFIX}{os.getpid()}-", dir=_secret_dir()) as vault:
         if secrets:
             secrets_file = Path(vault) / "secrets.json"
             fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as out:
                 json.dump({"provisioner_secrets": secrets}, out)
             options += ["-e", f"@{secrets_file}"]
+        # ansible-runner appends inventory, limit and extravars to these arguments.
+        binary, arguments = contained_command(options, str(path))
         result = ansible_runner.run(
             private_data_dir=private,
             artifact_dir=str(artifact_dir) if artifact_dir else None,
@@ -118,10 +198,13 @@ def run_playbook(
             inventory=str(Path(inventory).resolve()),
             extravars=extravars or {},
             limit=limit,
-            cmdline=" ".join(options) or None,
+            binary=binary,
+            cmdline=shlex.join(arguments) or None,
             envvars=_env(),
             suppress_env_files=True,
             quiet=True,
+            # Past it ansible-runner stops the run and reports status "timeout".
+            timeout=timeout,
         )
         details = failure_details(result.events) if result.status != "successful" or result.rc else []
         return check_result(result.status, result.rc, result.stats, expected_hosts, details)

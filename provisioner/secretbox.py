@@ -28,11 +28,15 @@ class SecretBox:
 
     def _load_or_create(self) -> bytes:
         if self.key_file.exists():
-            mode = self.key_file.stat().st_mode & 0o077
-            if mode:
-                raise ConfigError(f"{self.key_file} is readable by others (mode {oct(mode)}); chmod 600 it")
+            info = self.key_file.stat()
+            if info.st_mode & 0o077:
+                if info.st_uid != os.geteuid():
+                    raise ConfigError(f"{self.key_file} is readable by others (mode {oct(info.st_mode & 0o777)}) "
+                                      "and not ours to fix; chmod 600 it")
+                self.key_file.chmod(0o600)  # found wider: narrowed before it is read
             return self.key_file.read_bytes().strip()
-        self.key_file.parent.mkdir(parents=True, exist_ok=True)
+        if not self.key_file.parent.exists():
+            self.key_file.parent.mkdir(mode=0o700, parents=True)
         key = Fernet.generate_key()
         fd = os.open(self.key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:

@@ -40,6 +40,7 @@ class DesiredSite:
     quota_mb: int
     bandwidth_kbps: int
     suspended: bool = False
+    allow_exec: bool = False  # PHP may start processes (request option site.allow_exec)
 
     @property
     def fqdn(self) -> str:
@@ -53,6 +54,7 @@ class DesiredSite:
             "php_version": self.php_version, "pool": self.names.pool, "listen_ip": self.public_ip,
             "tls": self.tls, "bandwidth_kbps": self.bandwidth_kbps, "quota_mb": self.quota_mb,
             "suspended": self.suspended, "state": state, "rotate_password": rotate_password,
+            "allow_exec": self.allow_exec,
         }
         if state == "present":
             # The role installs exactly what the plan showed.
@@ -88,7 +90,7 @@ class DesiredSite:
             "db_name": self.names.db_name if self.database else None,
             "db_user": self.names.db_user if self.database else None,
             "sftp_user": self.names.user, "tls": self.tls, "quota_mb": self.quota_mb,
-            "bandwidth_kbps": self.bandwidth_kbps,
+            "bandwidth_kbps": self.bandwidth_kbps, "allow_exec": self.allow_exec,
             "vhost_sha256": sha256(self.vhost()),
             "pool_sha256": sha256(self.pool()) if self.php else None,
         }
@@ -118,6 +120,7 @@ def _render(template: str, item: dict) -> str:
         item=item,
         web_site__tls_dir=defaults["web_site__tls_dir"],
         web_site__fpm_max_children=defaults["web_site__fpm_max_children"],
+        web_site__disabled_functions=defaults["web_site__disabled_functions"],
     )
 
 
@@ -129,4 +132,5 @@ def from_request(request, web, db, public_ip: str, dedicated: bool) -> DesiredSi
         db_host=db.name if (db and site.database) else None, public_ip=public_ip, dedicated_ip=dedicated,
         php=site.stack == "php", php_version=site.php_version or "8.2", database=site.database,
         tls=site.tls, quota_mb=site.quota_mb, bandwidth_kbps=site.bandwidth_kbps,
+        allow_exec=site.allow_exec,
     )

@@ -11,6 +11,7 @@ a VerificationFailed naming the check.
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dns.flags
 import dns.message
@@ -21,10 +22,11 @@ import urllib3
 
 from provisioner import ssh
 from provisioner.errors import HostError
-from provisioner.inventory import Inventory
+from provisioner.inventory import Host, Inventory
 from provisioner.site import DesiredSite
 
 PLACEHOLDER_MARKER = "provisioner placeholder"
+SFTP_PORT = 22
 
 
 class VerificationFailed(HostError):
@@ -35,13 +37,19 @@ class VerificationFailed(HostError):
 class Verification:
     fqdn: str
     checks: dict = field(default_factory=dict)
+    # What passed with a reservation, e.g. "dns-secondary-stale: ns2 answers nothing".
+    warnings: list[str] = field(default_factory=list)
 
     def ok(self, name: str, seen) -> None:
         self.checks[name] = seen
 
 
-def dns_answers(inventory: Inventory, site: DesiredSite, timeout: float = 30.0) -> dict:
-    """Wait until every name server answers the A record authoritatively with the site's IP."""
+def dns_answers(inventory: Inventory, site: DesiredSite, timeout: float = 30.0, stale: list | None = None) -> dict:
+    """Wait until every name server answers the A record authoritatively with the site's IP.
+
+    With a `stale` list, a secondary that has not caught up by the deadline is
+    added to it rather than failing the check (the primary always must answer).
+    """
     seen = {}
     deadline = time.monotonic() + timeout
     for ns in inventory.group("nameservers"):
@@ -59,6 +67,11 @@ def dns_answers(inventory: Inventory, site: DesiredSite, timeout: float = 30.0) 
                 seen[ns.name] = addresses
                 break
             if time.monotonic() > deadline:
+                if stale is not None and ns.vars.get("pdns_role") != "primary":
+                    stale.append(f"dns-secondary-stale: {ns.name} answers {addresses or 'nothing'}, "
+                                 f"expected {site.public_ip}")
+                    seen[ns.name] = {"stale": addresses}
+                    break
                 raise VerificationFailed(f"{site.fqdn}: {ns.name} answers {addresses or 'nothing'} "
                                          f"(authoritative={authoritative}), expected {site.public_ip}")
             time.sleep(0.25)
@@ -109,13 +122,53 @@ def database_login(inventory: Inventory, site: DesiredSite, password: str) -> di
     return {"databases": visible}
 
 
-def sftp_login(site: DesiredSite, password: str) -> dict:
-    """Log in over SFTP: the root is the site's home, only `public` is writable, `..` leads nowhere."""
-    ssh.check_route(site.public_ip)
-    transport = paramiko.Transport(socket.create_connection((site.public_ip, 22), timeout=10))
+def pinned_host_keys(web: Host) -> tuple[str, dict]:
+    """(known_hosts path, {key type: key}) pinned for a web host, by its address or name."""
+    path = web.known_hosts or str(Path.home() / ".ssh" / "known_hosts")
+    keys = paramiko.HostKeys()
     try:
+        keys.load(path)
+    except (OSError, paramiko.SSHException) as err:
+        raise VerificationFailed(f"{web.name}: cannot read the pinned host keys in {path}: {err}") from None
+    for name in (web.address, web.name):
+        found = keys.lookup(name)
+        if found:
+            return path, dict(found)
+    raise VerificationFailed(f"{web.name}: no host key pinned for {web.address} in {path}")
+
+
+def _check_host_key(transport: paramiko.Transport, site: DesiredSite, web: Host, path: str, pinned: dict) -> None:
+    key = transport.get_remote_server_key()
+    if pinned.get(key.get_name()) != key:
+        raise VerificationFailed(
+            f"{site.fqdn}: the SSH host key at {site.public_ip} ({key.get_name()} {key.fingerprint}) "
+            f"is not the one pinned for {web.name} in {path}; no password was sent")
+
+
+def sftp_login(site: DesiredSite, password: str, web: Host | None = None) -> dict:
+    """Log in over SFTP: the root is the site's home, only `public` is writable, `..` leads nowhere.
+
+    The server must show the host key pinned for the web host (the site's IP is
+    an alias of it) before the password is sent. `web` defaults to the site's
+    web host in the configured inventory.
+    """
+    if web is None:
+        from provisioner.config import load_config
+        from provisioner.inventory import load_inventory
+
+        web = load_inventory(load_config().hosting.inventory).host(site.web_host)
+    path, pinned = pinned_host_keys(web)
+    ssh.check_route(site.public_ip)
+    transport = paramiko.Transport(socket.create_connection((site.public_ip, SFTP_PORT), timeout=10))
+    try:
+        # Offer only the pinned key types, so the server shows the key we can check.
+        options = transport.get_security_options()
+        wanted = [t for t in options.key_types
+                  if t in pinned or (t.startswith("rsa-sha2-") and "ssh-rsa" in pinned)]
+        if wanted:
+            options.key_types = wanted
         transport.start_client(timeout=10)
-        # The host key was pinned for the web host's name; the site IP is an alias of it.
+        _check_host_key(transport, site, web, path, pinned)
         transport.auth_password(site.names.user, password)
         sftp = paramiko.SFTPClient.from_transport(transport)
         root = sorted(sftp.listdir("/"))
@@ -143,9 +196,11 @@ def sftp_login(site: DesiredSite, password: str) -> dict:
 def verify_site(inventory: Inventory, site: DesiredSite, passwords: dict, ca_file: str | None,
                 placeholder: bool = True) -> Verification:
     result = Verification(site.fqdn)
-    result.ok("dns", dns_answers(inventory, site))
+    # The record is written when the primary answers it; a secondary that missed the NOTIFY
+    # catches up at its next SOA check and is reported meanwhile (the audit's dns-answer too).
+    result.ok("dns", dns_answers(inventory, site, stale=result.warnings))
     result.ok("http", http_page(site, ca_file, placeholder))
     if site.database:
         result.ok("database", database_login(inventory, site, passwords["db"]))
-    result.ok("sftp", sftp_login(site, passwords["sftp"]))
+    result.ok("sftp", sftp_login(site, passwords["sftp"], inventory.host(site.web_host)))
     return result

@@ -15,14 +15,19 @@ replay. Only then is the decision handed to Engine.decide, the same function
 refused post changes nothing and an accepted one is accepted exactly once.
 """
 
+import asyncio
 import hashlib
 import hmac
+import http.client
+import io
 import json
 import re
+import socket
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from provisioner.errors import (ActionError, Conflict, NotFound, PermissionDenied, ProvisionerError,
                                 Replayed, SignatureError, StateError, UserError)
@@ -106,15 +111,32 @@ def _status(err):
     return HTTPStatus.INTERNAL_SERVER_ERROR
 
 
-class DecisionServer(ThreadingHTTPServer):
-    daemon_threads = True
+class DecisionServer:
+    """The webhook's HTTP server: slow clients cost no thread, decisions a bounded pool.
 
-    def __init__(self, address, engine, secret, max_skew=300, clock=time.time, log=sys.stderr):
+    Connections are read by one event loop: a client that has not sent its
+    whole request within `timeout` seconds is dropped, so half-sent posts hold
+    only a socket (at most `max_connections`; beyond that: 503). Complete
+    requests are checked and decided by a pool of `workers` threads (more wait
+    their turn). Each connection carries one request; every outcome, a drop
+    included, is one log line without headers or body.
+    """
+
+    def __init__(self, address, engine, secret, max_skew=300, clock=time.time, log=sys.stderr,
+                 timeout=10.0, workers=8, max_connections=1000):
         if len(secret) < 32:
             raise ValueError("the webhook secret must be at least 32 bytes")
         self.engine, self.secret, self.max_skew = engine, secret, max_skew
         self.clock, self.log = clock, log
-        super().__init__(address, _Handler)
+        self.timeout, self.max_connections = timeout, max_connections
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="webhook")
+        self._socket = socket.create_server(address)
+        self.server_address = self._socket.getsockname()
+        self._open = 0
+        self._loop = None
+        self._stop = None
+        self._running = threading.Event()
+        self._finished = threading.Event()
 
     def handle_decision(self, headers, body):
         """Check and apply one post; return (status, JSON-able dict)."""
@@ -129,40 +151,125 @@ class DecisionServer(ThreadingHTTPServer):
                 data["request"], approve, by, reason=data.get("reason"), source="webhook",
                 expected_sha256=data["sha256"], replay_key=post_id)
         except ActionError as err:
-            # The decision was stored; only the action it started failed.
-            return HTTPStatus.OK, {"ok": True, "changed": True, "hook_error": str(err)}
+            # The decision is recorded (a resend is a replay); the action it started failed.
+            return HTTPStatus.BAD_GATEWAY, {"ok": False, "decided": True,
+                                            "error": f"decision recorded, but its action failed: {err}"}
         except ProvisionerError as err:
             return _status(err), {"ok": False, "error": str(err)}
         return HTTPStatus.OK, {"ok": True, **outcome.as_dict()}
 
+    # -- serving -------------------------------------------------------------------
 
-class _Handler(BaseHTTPRequestHandler):
-    server_version = "provisioner-webhook"
+    def serve_forever(self, poll_interval=None):
+        """Serve until shutdown() (poll_interval is accepted for socketserver's callers)."""
+        try:
+            asyncio.run(self._serve())
+        finally:
+            self._finished.set()
 
-    def _reply(self, status, payload):
+    def shutdown(self):
+        """Stop serve_forever (from another thread) and wait for it to return."""
+        if self._running.wait(5) and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._finished.wait(10)
+
+    def server_close(self):
+        self._socket.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _serve(self):
+        self._loop = asyncio.get_running_loop()
+        self._loop.set_exception_handler(self._loop_error)
+        self._stop = asyncio.Event()
+        server = await asyncio.start_server(self._connection, sock=self._socket, limit=MAX_HEADER)
+        self._running.set()
+        async with server:
+            await self._stop.wait()
+
+    def _line(self, peer, text):
+        self.log.write(f"webhook {peer} - {text}\n")
+        self.log.flush()
+
+    def _loop_error(self, loop, context):
+        # Whatever escapes a connection is one line, never a traceback.
+        error = context.get("exception")
+        self._line("-", f"error: {type(error).__name__ if error else ''} {context.get('message', '')}".strip())
+
+    async def _connection(self, reader, writer):
+        peer = (writer.get_extra_info("peername") or ("-",))[0]
+        if self._open >= self.max_connections:
+            await self._answer(writer, peer, "-", HTTPStatus.SERVICE_UNAVAILABLE,
+                               {"ok": False, "error": "too many connections; try again later"})
+            return
+        self._open += 1
+        try:
+            try:
+                request = await asyncio.wait_for(_read_request(reader), self.timeout)
+            except asyncio.TimeoutError:
+                self._line(peer, f"timed out after {self.timeout:g} s before the request was complete; closed")
+                return
+            except (ConnectionError, asyncio.IncompleteReadError):
+                self._line(peer, "dropped the connection before the request was complete")
+                return
+            except _Refused as refused:
+                await self._answer(writer, peer, refused.line, refused.status, {"ok": False, "error": str(refused)})
+                return
+            line, headers, body = request
+            status, payload = await self._loop.run_in_executor(self._pool, self.handle_decision, headers, body)
+            await self._answer(writer, peer, line, status, payload)
+        finally:
+            self._open -= 1
+            writer.close()
+
+    async def _answer(self, writer, peer, line, status, payload):
         body = json.dumps(payload, default=str).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        head = (f"HTTP/1.1 {status.value} {status.phrase}\r\nServer: provisioner-webhook\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n").encode("ascii")
+        try:
+            writer.write(head + body)
+            await asyncio.wait_for(writer.drain(), self.timeout)
+            self._line(peer, f'"{line}" {status.value}')
+        except (ConnectionError, asyncio.TimeoutError):
+            self._line(peer, f'"{line}" {status.value}: dropped the connection before the reply')
+        finally:
+            writer.close()
 
-    def do_POST(self):
-        if self.path != PATH:
-            return self._reply(HTTPStatus.NOT_FOUND, {"ok": False, "error": f"post to {PATH}"})
-        length = self.headers.get("Content-Length", "")
-        if not (length.isascii() and length.isdigit()):
-            return self._reply(HTTPStatus.LENGTH_REQUIRED, {"ok": False, "error": "Content-Length needed"})
-        if int(length) > MAX_BODY:
-            return self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                               {"ok": False, "error": f"body over {MAX_BODY} bytes"})
-        body = self.rfile.read(int(length))
-        status, payload = self.server.handle_decision(self.headers, body)
-        self._reply(status, payload)
 
-    def do_GET(self):
-        self._reply(HTTPStatus.METHOD_NOT_ALLOWED, {"ok": False, "error": f"POST to {PATH}"})
+MAX_HEADER = 16 * 1024
 
-    def log_message(self, fmt, *args):
-        # Never the body or headers: only the line and status.
-        self.server.log.write("webhook %s - %s\n" % (self.address_string(), fmt % args))
+
+class _Refused(Exception):
+    """A request refused before it reaches the decision (status and the request line to log)."""
+
+    def __init__(self, status, message, line="-"):
+        super().__init__(message)
+        self.status, self.line = status, line
+
+
+async def _read_request(reader):
+    """(request line, headers, body) of one HTTP/1.x request, or _Refused."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.LimitOverrunError:
+        raise _Refused(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"headers over {MAX_HEADER} bytes") from None
+    first, _, rest = head.partition(b"\r\n")
+    parts = first.decode("latin-1").split()
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise _Refused(HTTPStatus.BAD_REQUEST, "not an HTTP/1.x request")
+    method, path, _ = parts
+    line = f"{method[:16]} {path[:64]}"
+    try:
+        headers = http.client.parse_headers(io.BytesIO(rest))
+    except http.client.HTTPException:
+        raise _Refused(HTTPStatus.BAD_REQUEST, "malformed headers", line) from None
+    if method != "POST":
+        raise _Refused(HTTPStatus.METHOD_NOT_ALLOWED, f"POST to {PATH}", line)
+    if path != PATH:
+        raise _Refused(HTTPStatus.NOT_FOUND, f"post to {PATH}", line)
+    length = headers.get("Content-Length", "")
+    if headers.get("Transfer-Encoding") or not (length.isascii() and length.isdigit()):
+        raise _Refused(HTTPStatus.LENGTH_REQUIRED, "Content-Length needed", line)
+    if int(length) > MAX_BODY:
+        raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body over {MAX_BODY} bytes", line)
+    return line, headers, await reader.readexactly(int(length))

@@ -4,7 +4,9 @@ Only here are ProvisionerErrors turned into one-line messages and exit codes;
 `--debug` keeps the traceback.
 """
 
+import signal
 import sys
+import threading
 
 import click
 
@@ -25,12 +27,20 @@ class _Group(click.Group):
             sys.exit(err.exit_code)
 
 
+def _unwind(signum, _frame):
+    # A terminated run unwinds like Ctrl-C: its secrets files are removed and its
+    # locks released now (ansible-playbook dies with the process either way).
+    raise SystemExit(128 + signum)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="provision")
 @click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
 @click.pass_context
 def main(ctx, debug):
     """Provision hosting and subdomains for agencies, following the office's SOP."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _unwind)
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
 

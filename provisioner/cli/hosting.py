@@ -4,16 +4,15 @@ from pathlib import Path
 
 import click
 
+from provisioner import yamlsrc
 from provisioner.cli._common import config_option, json_option, print_json
 from provisioner.config import load_config
 from provisioner.errors import NotFound, StateError
 from provisioner.hosting import Hosting
-from provisioner.request import content_sha256
+from provisioner.request import content_sha256, read_request_file
 from provisioner.sop.engine import Engine
 from provisioner.store import open_store
 from provisioner.store.models import RequestRow
-
-import yaml
 
 
 def _request_id(store, ref: str) -> str:
@@ -21,11 +20,12 @@ def _request_id(store, ref: str) -> str:
     path = Path(ref)
     if not path.is_file():
         return ref
-    raw = path.read_bytes()
-    try:
-        request_id = str((yaml.safe_load(raw) or {}).get("id"))
-    except yaml.YAMLError:
-        raise StateError(f"{ref}: not a request file") from None
+    raw = read_request_file(path)
+    # The request file is user input: the same bounded, alias-free parser as validation.
+    data = yamlsrc.load(raw.decode("utf-8", errors="replace")).data
+    if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+        raise StateError(f"{ref}: not a request file")
+    request_id = data["id"]
     with store.session() as session:
         row = session.get(RequestRow, request_id)
         if row is None:
@@ -79,7 +79,7 @@ def _waits_on_provisioning(engine, store, request_id: str) -> bool:
         raise NotFound(f"no request {request_id!r}")
     if not row.current_step:
         return False
-    return engine.sop(row.service).step(row.current_step).action == "provision_site"
+    return engine.sop_for(row.office, row.service).step(row.current_step).action == "provision_site"
 
 
 def _report(result, as_json: bool) -> None:

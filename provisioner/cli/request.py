@@ -1,14 +1,12 @@
 """`provision request`: validate, submit, list, show and resume requests."""
 
-from pathlib import Path
-
 import click
 
 from provisioner.cli._common import (config_option, json_option, localize, open_engine, parse_at,
                                      print_json, print_outcome, table, when)
 from provisioner.config import load_config
 from provisioner.errors import ValidationError
-from provisioner.request import load_request
+from provisioner.request import load_request, read_request_file
 
 
 @click.group()
@@ -47,10 +45,7 @@ def validate(file, config_path, as_json):
 def submit(file, at, config_path, as_json):
     """Validate FILE, register it and start the SOP its `service` names."""
     engine = open_engine(config_path)
-    try:
-        raw = Path(file).read_bytes()
-    except OSError as err:
-        raise ValidationError([], f"{file}: cannot read: {err.strerror}") from None
+    raw = read_request_file(file)
     outcome = engine.submit(raw, file, at=parse_at(at))
     print_json(outcome.as_dict()) if as_json else print_outcome(outcome)
 

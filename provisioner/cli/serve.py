@@ -16,7 +16,9 @@ def serve(host, port, config_path):
     settings = engine.config.webhook
     secret = engine.config.webhook_secret()
     address = (host or settings.host, settings.port if port is None else port)
-    server = DecisionServer(address, engine, secret, max_skew=settings.max_skew_seconds)
+    server = DecisionServer(address, engine, secret, max_skew=settings.max_skew_seconds,
+                            timeout=settings.client_timeout_seconds, workers=settings.workers,
+                            max_connections=settings.max_connections)
     click.echo(f"listening on http://{address[0]}:{server.server_address[1]}{PATH}", err=True)
     try:
         server.serve_forever()

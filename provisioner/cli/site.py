@@ -42,8 +42,8 @@ def list_(state, config_path, as_json):
 @json_option
 def show(fqdn, config_path, as_json):
     """A site's configuration record and every event of its history."""
-    _, store = _open(config_path)
-    shown = records.site_show(store, fqdn)
+    config, store = _open(config_path)
+    shown = records.site_show(store, fqdn, config)
     if as_json:
         print_json(shown)
         return
@@ -69,8 +69,8 @@ def show(fqdn, config_path, as_json):
 @json_option
 def export(fmt, which, out, config_path, as_json):
     """Export the configuration or the IP/subdomain records for the office's archive."""
-    _, store = _open(config_path)
-    written = records.export(store, which, fmt, out)
+    config, store = _open(config_path)
+    written = records.export(store, which, fmt, out, config)
     if as_json:
         print_json(written)
     else:

@@ -23,7 +23,7 @@ def list_(config_path, as_json):
     if as_json:
         return print_json(rows)
     table("SOPs", ["name", "title", "office", "SOP number", "steps", "actions"],
-          [(r["name"], r["title"], r["office"], r["number"], r["steps"], ", ".join(r["actions"]))
+          [(r["name"], r["title"], r["office"], r["number"] or "(no number)", r["steps"], ", ".join(r["actions"]))
            for r in rows], long=("title",))
 
 
@@ -70,7 +70,7 @@ def show(name, as_mermaid, config_path, as_json):
         return print_json(sop_dict(s))
     if as_mermaid:
         return click.echo(mermaid(s))
-    click.echo(f"{s.title}  ({s.document.number}, office {s.office})")
+    click.echo(f"{s.title}  ({s.document.number or 'no document number'}, office {s.office})")
 
     def goes_to(step):
         if step.branches:

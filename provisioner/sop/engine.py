@@ -20,9 +20,9 @@ from provisioner.errors import (ActionError, Conflict, NotFound, PermissionDenie
                                 Replayed, StateError, UserError, ValidationError)
 from provisioner.request import validate
 from provisioner.sop.hooks import ACTIONS, ActionContext
-from provisioner.sop.model import APPROVE, REJECT, SYSTEM, load_sop
+from provisioner.sop.model import APPROVE, REJECT, SYSTEM, load_sop, office_sop
 from provisioner.sop.sla import WorkCalendar, utcnow
-from provisioner.store.models import ActionRun, Event, RequestRow, StepRecord, WebhookKey
+from provisioner.store.models import ActionRun, Event, RequestRow, SiteRow, StepRecord, WebhookKey
 
 SOURCES = ("cli", "webhook", "hook")
 MAX_NOTE = 1000
@@ -76,6 +76,10 @@ class Engine:
     def sop(self, name):
         return load_sop(self.config.sop_dir, name, known_actions=self.actions.names())
 
+    def sop_for(self, office_key, service):
+        """The SOP the office runs for the service (offices.<key>.sops)."""
+        return office_sop(self.config, office_key, service, known_actions=self.actions.names())
+
     def calendar(self, office_key):
         if office_key not in self._calendars:
             self._calendars[office_key] = WorkCalendar.for_office(self.config.office(office_key))
@@ -113,7 +117,7 @@ class Engine:
     def submit(self, raw, source_name, at=None, source="cli"):
         """Validate and register a request, start its SOP and record its first step (the letter)."""
         request = validate(raw, self.config, source=source_name)
-        sop = self.sop(request.service)
+        sop = self.sop_for(request.office, request.service)
         at = self._when(at, None, request.office)
         tz = self.config.office(request.office).tz
         if at.astimezone(tz).date() < request.letter.date:
@@ -131,8 +135,11 @@ class Engine:
                                                           f"with this content; nothing done")
                     raise Conflict(f"{request.id} is already registered with other content "
                                    f"(sha256 {existing.sha256[:12]}...); an edited request needs a new id")
+                # An approved request whose site was removed is spent: a new one may follow.
+                removed = session.get(SiteRow, request.site.fqdn)
+                spent = removed.request_id if removed is not None and removed.state == "removed" else None
                 clash = session.scalars(select(RequestRow).where(
-                    RequestRow.fqdn == request.site.fqdn,
+                    RequestRow.fqdn == request.site.fqdn, RequestRow.id != spent,
                     (RequestRow.decision.is_(None)) | (RequestRow.decision == "approve"))).first()
                 if clash is not None:
                     raise Conflict(f"{request.site.fqdn} is already requested by {clash.id}")
@@ -146,7 +153,8 @@ class Engine:
                                        branch=None, note=None, ended_at=at, source=source))
                 self._event(session, request.id, user, source, "request_submitted",
                             service=request.service, office=request.office, fqdn=request.site.fqdn,
-                            sha256=request.sha256, file=source_name, received_at=at.isoformat())
+                            sha256=request.sha256, file=source_name, received_at=at.isoformat(),
+                            sop=sop.name, sop_document=sop.document.number)
                 self._event(session, request.id, first.actor, source, "step_recorded",
                             step=first.key, number=first.number, user=user, at=at.isoformat())
         except IntegrityError:
@@ -198,7 +206,7 @@ class Engine:
         note = _check_text(note, "--note")
         with self.store.session() as session:
             row = self._row(session, request_id)
-            sop = self.sop(row.service)
+            sop = self.sop_for(row.office, row.service)
             step = sop.step(step_ref)
             if step.approval:
                 raise StateError(f"step {step.number} ({step.key}) is the decision; "
@@ -265,7 +273,7 @@ class Engine:
                 raise Conflict(f"{request_id}: the decision is for content sha256 "
                                f"{expected_sha256[:12]}..., but the registered request is "
                                f"{row.sha256[:12]}...; an edited request must be submitted anew")
-            sop = self.sop(row.service)
+            sop = self.sop_for(row.office, row.service)
             step = sop.approval_step
             record = session.scalars(select(StepRecord).where(
                 StepRecord.request_id == request_id, StepRecord.step_key == step.key)).first()
@@ -299,7 +307,7 @@ class Engine:
         """The role that records the request's approval decision."""
         with self.store.session() as session:
             row = self._row(session, request_id)
-        return self.sop(row.service).approval_step.actor
+        return self.sop_for(row.office, row.service).approval_step.actor
 
     def seen_webhook(self, key):
         with self.store.session() as session:
@@ -357,7 +365,7 @@ class Engine:
             try:
                 with self.store.session() as session:
                     row = self._row(session, request_id)
-                    sop = self.sop(row.service)
+                    sop = self.sop_for(row.office, row.service)
                     pending, run = self._due(session, row, sop)
                     if pending is None:
                         return results
@@ -442,7 +450,7 @@ class Engine:
                 select(StepRecord).where(StepRecord.request_id == request_id))}
             runs = {r.step_key: r for r in session.scalars(
                 select(ActionRun).where(ActionRun.request_id == request_id))}
-        sop = self.sop(row.service)
+        sop = self.sop_for(row.office, row.service)
         steps = schedule(sop, row, records, runs, self.calendar(row.office), now or self.clock())
         return dict(_row_dict(row), sop=sop.name, title=sop.title, steps=steps)
 

@@ -111,11 +111,13 @@ class Step(_Strict):
 
 
 class Document(_Strict):
-    number: str
-    made: date
+    # Written out in every SOP file; null only where the office has not issued
+    # the document yet (letters and records then cite the title and office alone).
+    number: str | None
+    made: date | None
     revised: date | None = None
-    effective: date
-    approved_by: str
+    effective: date | None
+    approved_by: str | None
     source: str
 
 
@@ -130,6 +132,10 @@ class Sop(_Strict):
     warning: str | None = None
     steps: list[Step] = Field(min_length=2)
     path: str = ""
+
+    def citation(self):
+        """How letters and records name this SOP: "SOP Layanan Hosting Nomor 067/28/SOP/DKISP/2022"."""
+        return f"SOP {self.title}" + (f" Nomor {self.document.number}" if self.document.number else "")
 
     def step(self, ref):
         """A step by key, or by number when that number is unique."""
@@ -275,6 +281,27 @@ def load_sop(sop_dir, name, known_actions=None):
     except (OSError, UnicodeDecodeError) as err:
         raise ValidationError([Problem("(file)", f"cannot read: {err}")], str(path)) from None
     return parse_sop(text, str(path), name=name, known_actions=known_actions)
+
+
+def office_sop(config, office_key, service, known_actions=None):
+    """The SOP an office runs for a service, as `offices.<key>.sops` names it.
+
+    An office runs only its own SOPs: one whose `office:` is another office's
+    is a configuration error, so no request follows (or cites) another
+    office's document.
+    """
+    from provisioner.errors import ConfigError
+
+    office = config.office(office_key)
+    name = office.sops.get(service)
+    if name is None:
+        raise ConfigError(f"office {office_key} runs no SOP for service {service!r} "
+                          f"(offices.{office_key}.sops in {config.source}: {', '.join(office.sops) or 'none'})")
+    sop = load_sop(config.sop_dir, name, known_actions=known_actions)
+    if sop.office != office_key:
+        raise ConfigError(f"offices.{office_key}.sops.{service} in {config.source}: SOP {name} is "
+                          f"office {sop.office}'s; an office runs only its own SOPs")
+    return sop
 
 
 def sop_names(sop_dir):

@@ -4,6 +4,7 @@ The URL is any SQLAlchemy URL: a SQLite file by default, PostgreSQL or MariaDB
 for an office that has one.
 """
 
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,6 +32,28 @@ class Store:
         self.engine.dispose()
 
 
+SQLITE_SIDECARS = ("", "-journal", "-wal", "-shm")
+
+
+def _private_sqlite_file(database: Path) -> None:
+    """state.db and SQLite's journal files mode 0600: they hold contacts' personal data.
+
+    The file is made before SQLite opens it (SQLite gives its journals the
+    database's mode), and any of them found wider is narrowed.
+    """
+    if not database.parent.exists():
+        database.parent.mkdir(mode=0o700, parents=True)
+    if not database.exists():
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))
+    for suffix in SQLITE_SIDECARS:
+        path = database.with_name(database.name + suffix)
+        try:
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)
+        except FileNotFoundError:
+            pass
+
+
 def _sqlite_pragmas(dbapi_connection, _record):
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -46,7 +69,7 @@ def open_store(url):
         raise ConfigError(f"bad state database URL: {err}") from None
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _private_sqlite_file(Path(parsed.database))
         engine = create_engine(parsed)
         event.listen(engine, "connect", _sqlite_pragmas)
     else:

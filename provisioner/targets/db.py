@@ -69,7 +69,7 @@ def removal_changes(sites: list[DesiredSite], live: dict) -> list:
 
 
 def apply(inventory_path, sites: list[DesiredSite], secrets: dict, state: str = "present",
-          artifact_dir=None, rotate: bool = False) -> runner.RunResult | None:
+          artifact_dir=None, rotate: bool = False, timeout: int | None = None) -> runner.RunResult | None:
     sites = [s for s in sites if s.database]
     if not sites:
         return None
@@ -78,5 +78,5 @@ def apply(inventory_path, sites: list[DesiredSite], secrets: dict, state: str = 
         "db_site.yml", inventory_path, hosts,
         extravars={"mariadb_site__databases": [s.db_item(state, rotate_password=rotate) | {"exact_grants": True}
                                                for s in sites]},
-        secrets=secrets, limit=",".join(sorted(hosts)), artifact_dir=artifact_dir,
+        secrets=secrets, limit=",".join(sorted(hosts)), artifact_dir=artifact_dir, timeout=timeout,
     )

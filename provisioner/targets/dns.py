@@ -4,14 +4,22 @@ Records the toolkit creates carry a comment with account "provisioner";
 a record at the same name without it is someone else's, and the plan stops
 with a Conflict rather than touch it. One PATCH per zone, then NOTIFY so the
 secondaries transfer the change at once.
+
+Every API call goes through `_call`: a refused connection, a reset, a timeout
+or a 5xx is retried a few times with a doubling pause (the whole wait stays
+under a few seconds); a 4xx is not retried. Whatever fails becomes a HostError
+(a ConfigError for a refused API key) naming the server, the zone and the
+cause. Nothing talks to the server until the first call, so making a
+DnsTarget never fails on the network.
 """
 
+import re
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import requests
-from powerdns import PDNSApiClient, PDNSEndpoint
+from powerdns import PDNSApiClient
 from powerdns.exceptions import PDNSError
 from powerdns.interface import RRSet
 
@@ -21,6 +29,11 @@ from provisioner.errors import ConfigError, Conflict, HostError
 from provisioner.inventory import Inventory
 
 ACCOUNT = "provisioner"
+# The Authoritative Server's API has exactly one server, always named localhost.
+SERVER = "/servers/localhost"
+ATTEMPTS = 3
+BACKOFF = 0.5  # seconds before the 2nd attempt; doubled for each next one
+TIMEOUT = 10.0  # seconds per request
 
 
 def _canonical(name: str) -> str:
@@ -31,34 +44,94 @@ def is_ours(rrset: dict) -> bool:
     return any(c.get("account") == ACCOUNT for c in rrset.get("comments", []))
 
 
+def _cause(err: requests.RequestException) -> str:
+    """A short cause for a requests failure (its text is a long nested repr)."""
+    if isinstance(err, requests.Timeout):
+        return "no answer in time (timeout)"
+    text = str(err)
+    errno = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+    if errno:
+        return errno.group(1).strip().lower()
+    if "RemoteDisconnected" in text or "Connection aborted" in text:
+        return "connection closed by the server"
+    return type(err).__name__
+
+
+def _pause(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def _error(message: str, unchanged: bool) -> HostError:
+    err = HostError(message)
+    err.unchanged = unchanged
+    return err
+
+
 class DnsTarget:
-    def __init__(self, inventory: Inventory, ttl: int = 300):
-        url, key_file = inventory.pdns_api()
-        ssh.check_route(urlparse(url).hostname)
-        try:
-            key = Path(key_file).read_text().strip()
-        except OSError as err:
-            raise ConfigError(f"cannot read the PowerDNS API key {key_file}: {err}") from None
+    def __init__(self, inventory: Inventory, ttl: int = 300, attempts: int = ATTEMPTS, backoff: float = BACKOFF,
+                 timeout: float = TIMEOUT):
+        self.url, self.key_file = inventory.pdns_api()
         self.host = inventory.primary_nameserver().name
         self.ttl = ttl
-        self._server = PDNSEndpoint(PDNSApiClient(api_endpoint=url, api_key=key, timeout=10)).servers[0]
+        self.attempts, self.backoff, self.timeout = max(1, attempts), backoff, timeout
+        self._client = None
 
-    def _zone(self, zone: str):
-        try:
-            found = self._server.get_zone(_canonical(zone))
-        except (PDNSError, requests.RequestException) as err:
-            raise HostError(f"PowerDNS API: cannot read zone {zone}: {err}") from None
-        if found is None:
-            raise ConfigError(f"zone {zone} does not exist on {self.host}")
-        return found
+    @property
+    def client(self) -> PDNSApiClient:
+        if self._client is None:
+            ssh.check_route(urlparse(self.url).hostname)
+            try:
+                key = Path(self.key_file).read_text().strip()
+            except OSError as err:
+                raise ConfigError(f"cannot read the PowerDNS API key {self.key_file}: {err}") from None
+            self._client = PDNSApiClient(api_endpoint=self.url, api_key=key, timeout=self.timeout)
+        return self._client
+
+    def _call(self, method: str, path: str, what: str, data=None, missing: str | None = None):
+        """One API request, transient failures retried with a bounded backoff.
+
+        `missing`: the message of the ConfigError for a 404 (the zone does not exist).
+        The HostError raised carries `unchanged`: True when no attempt can have
+        changed anything (every one was refused before the server acted on it).
+        """
+        where = f"PowerDNS API on {self.host}"
+        reached = False  # a timeout, a reset or a 5xx may come after the server acted
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return self.client.request(path, method=method, data=data)
+            except PDNSError as err:
+                status = err.status_code
+                if status in (401, 403):
+                    raise ConfigError(f"{where}: {what}: the API key was refused (HTTP {status}); "
+                                      f"check {self.key_file}") from None
+                cause = f"HTTP {status}: {str(err.message)[:200]}"
+                if missing and (status == 404 or (status == 422 and "Could not find" in str(err.message))):
+                    raise ConfigError(missing) from None
+                if status < 500:
+                    raise _error(f"{where}: {what}: refused ({cause})", unchanged=not reached) from None
+                reached = True
+            except (requests.ConnectionError, requests.Timeout) as err:
+                cause = _cause(err)
+                reached = reached or not isinstance(err, requests.ConnectTimeout) and cause != "connection refused"
+            except (requests.RequestException, ValueError) as err:
+                # A malformed URL or an answer that is not JSON: retrying will not help.
+                raise HostError(f"{where}: {what}: {type(err).__name__}: {str(err)[:200]}") from None
+            if attempt < self.attempts:
+                _pause(self.backoff * 2 ** (attempt - 1))
+        raise _error(f"{where}: {what}: {cause} (tried {self.attempts} times)", unchanged=not reached)
+
+    def _zone_path(self, zone: str) -> str:
+        return f"{SERVER}/zones/{_canonical(zone)}"
+
+    def _zone(self, zone: str) -> dict:
+        return self._call("GET", self._zone_path(zone), f"cannot read zone {zone}",
+                          missing=f"zone {zone} does not exist on {self.host}")
 
     def read(self, zones) -> dict[str, dict[tuple[str, str], dict]]:
         """Every rrset of each zone, keyed by (name, type): one API call per zone."""
         live = {}
         for zone in sorted(set(zones)):
-            z = self._zone(zone)
-            z._details = None  # always read fresh
-            live[zone] = {(r["name"], r["type"]): r for r in z.records}
+            live[zone] = {(r["name"], r["type"]): r for r in self._zone(zone).get("rrsets", [])}
         return live
 
     def plan(self, sites, live) -> list:
@@ -80,27 +153,29 @@ class DnsTarget:
                                       ttl=self.ttl, was=[r["content"] for r in current["records"]]))
         return changes
 
-    def _patch(self, zone: str, rrsets: list) -> None:
-        z = self._zone(zone)
+    def _patch(self, zone: str, rrsets: list) -> str | None:
+        """PATCH the zone, then NOTIFY; returns a warning when only the NOTIFY failed."""
+        self._call("PATCH", self._zone_path(zone), f"change to zone {zone}", data={"rrsets": rrsets})
+        # The record is written: a NOTIFY that fails only delays the secondaries until their
+        # next SOA check, so it is a warning for the caller to record, never a failed step.
         try:
-            z._patch(z.url, data={"rrsets": rrsets})
-            z.notify()
-        except (PDNSError, requests.RequestException) as err:
-            raise HostError(f"PowerDNS API: change to {zone} refused: {err}") from None
+            self._call("PUT", self._zone_path(zone) + "/notify", f"NOTIFY of zone {zone}")
+        except HostError as err:
+            return str(err)
+        return None
 
-    def apply(self, sites, request_ids: dict[str, str]) -> None:
-        """Create or replace the A record of each site (one PATCH per zone)."""
+    def apply(self, sites, request_ids: dict[str, str]) -> dict[str, str]:
+        """Create or replace the A record of each site (one PATCH per zone); returns warnings by zone."""
         by_zone: dict[str, list] = {}
         for site in sites:
             rrset = RRSet(_canonical(site.fqdn), "A", [site.public_ip], ttl=self.ttl,
                           comments=[{"content": f"provisioner: request {request_ids[site.fqdn]}",
                                      "account": ACCOUNT, "modified_at": int(time.time())}])
             by_zone.setdefault(site.zone, []).append(rrset)
-        for zone, rrsets in by_zone.items():
-            self._patch(zone, rrsets)
+        return {zone: w for zone, rrsets in by_zone.items() if (w := self._patch(zone, rrsets))}
 
-    def remove(self, sites) -> None:
-        """Delete the A record of each site, only where it is ours."""
+    def remove(self, sites) -> dict[str, str]:
+        """Delete the A record of each site, only where it is ours; returns warnings by zone."""
         live = self.read({s.zone for s in sites})
         by_zone: dict[str, list] = {}
         for site in sites:
@@ -108,8 +183,7 @@ class DnsTarget:
             if current is not None and is_ours(current):
                 by_zone.setdefault(site.zone, []).append(
                     {"name": _canonical(site.fqdn), "type": "A", "changetype": "DELETE", "records": []})
-        for zone, rrsets in by_zone.items():
-            self._patch(zone, rrsets)
+        return {zone: w for zone, rrsets in by_zone.items() if (w := self._patch(zone, rrsets))}
 
 
 def removal_changes(sites, live) -> list:

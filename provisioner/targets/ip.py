@@ -15,7 +15,7 @@ def removal_changes(sites: list[DesiredSite], web_live: dict) -> list:
             for s in sites if s.dedicated_ip and s.public_ip in web_live[s.web_host]["addresses"]]
 
 
-def apply(inventory_path, sites: list[DesiredSite], state: str = "present", artifact_dir=None):
+def apply(inventory_path, sites: list[DesiredSite], state: str = "present", artifact_dir=None, timeout=None):
     sites = [s for s in sites if s.dedicated_ip]
     if not sites:
         return None
@@ -23,5 +23,5 @@ def apply(inventory_path, sites: list[DesiredSite], state: str = "present", arti
     return runner.run_playbook(
         "public_ip.yml", inventory_path, hosts,
         extravars={"public_ip__addresses": [s.ip_item(state) for s in sites]},
-        limit=",".join(sorted(hosts)), artifact_dir=artifact_dir,
+        limit=",".join(sorted(hosts)), artifact_dir=artifact_dir, timeout=timeout,
     )

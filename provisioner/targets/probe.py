@@ -50,6 +50,23 @@ def directives(path):
         pass
     return sorted(found["servername"]), sorted(found["documentroot"])
 
+def default_vhosts(path, enabled):
+    """address -> ports of the default vhosts the web_site role keeps, if Apache loads them."""
+    found = {}
+    if not os.path.exists(enabled):
+        return found
+    try:
+        with open(path) as f:
+            for line in f:
+                words = line.strip().rstrip(">").split()
+                if len(words) == 2 and words[0].lower() == "<virtualhost" and ":" in words[1]:
+                    address, _, port = words[1].rpartition(":")
+                    if port.isdigit():
+                        found.setdefault(address, []).append(int(port))
+    except OSError:
+        pass
+    return {a: sorted(set(p)) for a, p in found.items()}
+
 try:
     sftp_members = grp.getgrnam("sftp-sites").gr_mem
 except KeyError:
@@ -79,7 +96,9 @@ for s in INPUT["sites"]:
     }
 addrs = json.loads(subprocess.run(["ip", "-j", "-4", "addr"], capture_output=True, text=True).stdout or "[]")
 print(json.dumps({"sites": sites,
-                  "addresses": sorted(a["local"] for i in addrs for a in i.get("addr_info", []))}))
+                  "addresses": sorted(a["local"] for i in addrs for a in i.get("addr_info", [])),
+                  "default_vhosts": default_vhosts("/etc/apache2/conf-available/provisioner-default-vhosts.conf",
+                                                   "/etc/apache2/conf-enabled/provisioner-default-vhosts.conf")}))
 '''
 
 DB_PROBE = r'''

@@ -6,6 +6,10 @@ from provisioner.site import DesiredSite, sha256
 from provisioner.targets import probe
 
 VHOST_DIR = "/etc/apache2/sites-available"
+# Modes of a site's directories (see the web_site role's defaults): other site
+# users cannot enter the home; Apache, in every site group, serves the docroot.
+HOME_MODE = "0750"
+DOCROOT_MODE = "0750"
 
 
 def probe_items(sites: list[DesiredSite]) -> list[dict]:
@@ -29,18 +33,24 @@ def plan(sites: list[DesiredSite], live: dict) -> list:
         if state["user"] is None:
             changes.append(Create("web", h, f, "system user", s.names.user, home=s.names.home))
         if state["docroot"] is None:
-            changes.append(Create("web", h, f, "docroot", s.names.docroot, owner=s.names.user, mode="0755"))
-        elif (state["docroot"]["owner"], state["docroot"]["mode"]) != (s.names.user, "0755"):
-            changes.append(Update("web", h, f, "docroot", s.names.docroot, owner=s.names.user, mode="0755",
+            changes.append(Create("web", h, f, "docroot", s.names.docroot, owner=s.names.user, mode=DOCROOT_MODE))
+        elif (state["docroot"]["owner"], state["docroot"]["mode"]) != (s.names.user, DOCROOT_MODE):
+            changes.append(Update("web", h, f, "docroot", s.names.docroot, owner=s.names.user, mode=DOCROOT_MODE,
                                   was=state["docroot"]))
+        if state["home"] is not None and (state["home"]["owner"], state["home"]["group"], state["home"]["mode"]) \
+                != ("root", s.names.user, HOME_MODE):
+            changes.append(Update("web", h, f, "home", s.names.home, owner="root", group=s.names.user,
+                                  mode=HOME_MODE, was=state["home"]))
         if state["logdir"] is None:
             changes.append(Create("web", h, f, "log directory", s.names.logdir, owner="root", group="adm"))
         if s.php:
             pool = s.pool()
             if state["pool_sha256"] is None:
-                changes.append(Create("web", h, f, "PHP-FPM pool", s.names.pool, content=pool))
+                changes.append(Create("web", h, f, "PHP-FPM pool", s.names.pool, allow_exec=s.allow_exec,
+                                      content=pool))
             elif state["pool_sha256"] != sha256(pool):
-                changes.append(Update("web", h, f, "PHP-FPM pool", s.names.pool, content=pool))
+                changes.append(Update("web", h, f, "PHP-FPM pool", s.names.pool, allow_exec=s.allow_exec,
+                                      content=pool))
         if not state["sftp"]:
             changes.append(Create("web", h, f, "SFTP account", s.names.user, chroot=s.names.home))
         if s.tls and not state["tls_cert"]:
@@ -51,6 +61,29 @@ def plan(sites: list[DesiredSite], live: dict) -> list:
             changes.append(Create("web", h, f, "vhost", path, content=vhost))
         elif state["vhost_sha256"] != sha256(vhost) or not state["vhost_enabled"]:
             changes.append(Update("web", h, f, "vhost", path, content=vhost, enabled=state["vhost_enabled"]))
+    changes += _default_vhosts(sites, live)
+    return changes
+
+
+def default_vhost_missing(host_live: dict, address: str) -> bool | None:
+    """Whether an address lacks its default vhosts (80 and 443); None if the probe did not say."""
+    defaults = host_live.get("default_vhosts")
+    if defaults is None:
+        return None
+    return sorted(defaults.get(address, [])) != [80, 443]
+
+
+def _default_vhosts(sites: list[DesiredSite], live: dict) -> list:
+    """A default vhost for each address of the sites that lacks one, shown once with its first site."""
+    changes, seen = [], set()
+    for s in sites:
+        key = (s.web_host, s.public_ip)
+        if key in seen:
+            continue
+        seen.add(key)
+        if default_vhost_missing(live[s.web_host], s.public_ip):
+            changes.append(Create("web", s.web_host, s.fqdn, "default vhost", s.public_ip, ports="80, 443",
+                                  answers="404, a neutral page"))
     return changes
 
 
@@ -70,10 +103,10 @@ def removal_changes(sites: list[DesiredSite], live: dict) -> list:
 
 
 def apply(inventory_path, sites: list[DesiredSite], secrets: dict, state: str = "present",
-          artifact_dir=None, rotate: bool = False) -> runner.RunResult:
+          artifact_dir=None, rotate: bool = False, timeout: int | None = None) -> runner.RunResult:
     hosts = {s.web_host for s in sites}
     return runner.run_playbook(
         "web_site.yml", inventory_path, hosts,
         extravars={"web_site__sites": [s.web_item(state, rotate_password=rotate) for s in sites]},
-        secrets=secrets, limit=",".join(sorted(hosts)), artifact_dir=artifact_dir,
+        secrets=secrets, limit=",".join(sorted(hosts)), artifact_dir=artifact_dir, timeout=timeout,
     )

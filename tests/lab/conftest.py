@@ -48,8 +48,36 @@ def lab_host():
     return get
 
 
+@pytest.fixture(scope="session")
+def generated_secrets():
+    """What this run made that must never leak: every office's state home (its passwords are
+    read back from it), and the SFTP hashes and TLS private keys made in this process.
+    test_zz_hardening_secrets.py searches for all of them at the end."""
+    from types import SimpleNamespace
+
+    from provisioner import credentials, tls
+
+    made = SimpleNamespace(homes=[], sftp_hashes=[], tls_keys=[])
+    hash_of, issue = credentials.sftp_hash, tls.issue
+
+    def recorded_hash(password):
+        made.sftp_hashes.append(hash_of(password))
+        return made.sftp_hashes[-1]
+
+    def recorded_issue(*args, **kwargs):
+        bundle = issue(*args, **kwargs)
+        made.tls_keys.append(bundle.key)
+        return bundle
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(credentials, "sftp_hash", recorded_hash)
+        patch.setattr(tls, "issue", recorded_issue)
+        yield made
+
+
 @pytest.fixture
-def office(tmp_path, monkeypatch):
+def office(tmp_path, monkeypatch, generated_secrets):
+    generated_secrets.homes.append(tmp_path)  # pytest keeps tmp_path until the session ends
     monkeypatch.setenv("PROVISIONER_HOME", str(tmp_path))
     monkeypatch.delenv("PROVISIONER_STATE_URL", raising=False)
     monkeypatch.delenv("PROVISIONER_CONFIG", raising=False)

@@ -61,8 +61,9 @@ def test_both_examples_through_the_sop_and_the_approval_hook(office, lab_host):
         assert row.plan_checksum and row.provisioned_at
         assert web.user(record["sftp_user"]).exists
         docroot = web.file(record["names"]["docroot"])
-        assert docroot.user == record["sftp_user"] and docroot.mode == 0o755
-        assert web.file(record["names"]["home"]).user == "root"
+        assert docroot.user == record["sftp_user"] and docroot.mode == 0o750
+        home = web.file(record["names"]["home"])
+        assert (home.user, home.group, home.mode) == ("root", record["sftp_user"], 0o750)
         assert web.file(record["names"]["logdir"]).user == "root"
         assert web.file(f"/etc/apache2/sites-enabled/{row.fqdn}.conf").exists
         provisioned = [e for e in office.events("site_provisioned") if e.payload["fqdn"] == row.fqdn]
@@ -269,12 +270,13 @@ def test_one_apply_at_a_time_per_site(office):
     (site,) = office.hosting.desired(office.hosting.load_requests([request_id]))
     other = Office(office.home)
     with locks.held(office.store, [f"site:{site.fqdn}"]):
-        # Same process would re-enter; a different live holder is refused.
+        # A different live holder (here: another machine's) is refused.
         with office.store.session() as session:
             from provisioner.store.models import Lock
 
-            session.get(Lock, f"site:{site.fqdn}").holder = "another-machine:1"
+            row = session.get(Lock, f"site:{site.fqdn}")
+            ours, row.holder = row.holder, "another-machine:1:0123456789abcdef"
         with pytest.raises(StateError, match="another apply is running"):
             other.hosting.apply([request_id])
         with office.store.session() as session:
-            session.get(Lock, f"site:{site.fqdn}").holder = locks.me()
+            session.get(Lock, f"site:{site.fqdn}").holder = ours

@@ -131,12 +131,27 @@ def test_secondary_follows_the_primary_by_notify():
         requests.patch(f"{API}/zones/{zone}.", json={"rrsets": [rrset]}, headers=headers, timeout=5)
 
 
+DEFAULT_VHOSTS = "/etc/apache2/conf-available/provisioner-default-vhosts.conf"
+
+
 @pytest.mark.parametrize("address", ["10.77.0.21", "203.0.113.10"])
-def test_apache_answers_on_web1(address):
+def test_apache_answers_on_web1(address, lab_host):
+    """The bare address names no site: a default page answers, never a site or a redirect to one.
+
+    Before the toolkit put a site on the address that is Debian's own default page; once a site
+    binds it, the web_site role's default vhost (404, a neutral page) answers first.
+    """
     guard.require_lab_route(address)
-    response = requests.get(f"http://{address}/", timeout=5)
-    assert response.status_code == 200
+    response = requests.get(f"http://{address}/", timeout=5, allow_redirects=False)
     assert response.headers["Server"].startswith("Apache")
+    assert "Location" not in response.headers
+    defaults = lab_host("web1").file(DEFAULT_VHOSTS)
+    if defaults.exists and f"<VirtualHost {address}:80>" in defaults.content_string:
+        assert response.status_code == 404
+        assert "<!-- provisioner default vhost -->" in response.text
+    else:
+        assert response.status_code == 200
+        assert "Apache2 Debian Default Page" in response.text
 
 
 def test_php_fpm_and_apache_run_on_web1(lab_host):

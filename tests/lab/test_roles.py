@@ -330,8 +330,8 @@ def test_files_accounts_and_directives_on_web1(sites, lab_host):
         user, group, mode, path = line.split(" ", 3)
         owners[path] = (user, group, mode)
     for site in (tls_site, plain):
-        assert owners[site["home"]] == ("root", "root", "755")
-        assert owners[site["docroot"]] == (site["user"], site["user"], "755")
+        assert owners[site["home"]] == ("root", site["user"], "750")
+        assert owners[site["docroot"]] == (site["user"], site["user"], "750")
         assert owners[site["logdir"]] == ("root", "adm", "750")
         account = web.check_output("getent passwd %s", site["user"]).split(":")
         assert account[5:] == [site["home"], "/usr/sbin/nologin"]
@@ -341,6 +341,12 @@ def test_files_accounts_and_directives_on_web1(sites, lab_host):
         assert f"listen = /run/php/{site['pool']}.sock" in pool
         assert f"php_admin_value[open_basedir] = {site['home']}/" in pool
     assert owners[key] == ("root", "root", "600") and owners[cert][2] == "644"
+    # Apache serves through the site groups; PHP-FPM's master (so every worker) has umask 0027.
+    for site in (tls_site, plain):
+        assert "www-data" in web.check_output("getent group %s", site["user"]).split(":")[3].split(",")
+    assert "umask 0027" in web.file("/etc/default/php-fpm8.2").content_string
+    assert "UMask=0027" in web.file("/etc/systemd/system/php8.2-fpm.service.d/provisioner.conf").content_string
+    assert web.check_output("sed -n 's/^Umask:[[:space:]]*//p' /proc/$(cat /run/php/php8.2-fpm.pid)/status") == "0027"
     assert web.file(cert).content_string.count("BEGIN CERTIFICATE") == 2
     vhost = web.file(f"/etc/apache2/sites-available/{tls_site['fqdn']}.conf").content_string
     assert "SetOutputFilter RATE_LIMIT" in vhost and "SetEnv rate-limit 125" in vhost
@@ -361,8 +367,8 @@ def test_sftp_is_chrooted_and_php_runs_as_the_site_user(sites):
         client = _sftp(site, sites["passwords"][site["fqdn"]])
         try:
             sftp = client.open_sftp()
-            assert sorted(sftp.listdir("/")) == ["public", "tmp"]
-            assert sorted(sftp.listdir("/../..")) == ["public", "tmp"]
+            assert sorted(sftp.listdir("/")) == ["public", "sessions", "tmp"]
+            assert sorted(sftp.listdir("/../..")) == ["public", "sessions", "tmp"]
             with pytest.raises(IOError):
                 sftp.listdir("/etc")
             with pytest.raises(IOError):
@@ -402,6 +408,21 @@ def test_second_apply_changes_nothing_and_keeps_the_agency_content(sites, lab_ho
     again = _apply_web([sites["tls"], sites["plain"], sites["suspended"]], sites["secrets"])
     assert again.changed.get(WEB, 0) == 0
     assert lab_host(WEB).file(f"{site['docroot']}/index.html").content_string == "agency content\n"
+
+
+def test_a_site_with_the_old_modes_converges_once(sites, lab_host):
+    """Sites made before the isolation (0755 homes and docroots, 0644 files) are brought in line by a rerun."""
+    web = lab_host(WEB)
+    site = sites["plain"]
+    home, docroot = site["home"], site["docroot"]
+    web.run_test("chown root:root %s && chmod 0755 /srv/www %s %s && chmod 0666 %s/index.html",
+                 home, home, docroot, docroot)
+    every = [sites["tls"], sites["plain"], sites["suspended"]]
+    assert _apply_web(every, sites["secrets"]).changed.get(WEB, 0) > 0
+    modes = web.check_output("stat -c '%%U:%%G %%a' /srv/www %s %s %s/index.html", home, docroot, docroot)
+    user = site["user"]
+    assert modes.splitlines() == ["root:root 711", f"root:{user} 750", f"{user}:{user} 750", f"{user}:{user} 640"]
+    assert _apply_web(every, sites["secrets"]).changed.get(WEB, 0) == 0
 
 
 def test_no_secret_reaches_the_runner_artifacts(sites, database):
@@ -538,5 +559,8 @@ def test_zz_absent_removes_everything(sites, lab_host):
     for site in every:
         assert f"\n{site['user']}:" not in "\n" + accounts
     assert "\nsftp-sites:" in accounts and "\nwww-data:" in accounts
+    # The dedicated address lost its last site, so its default vhosts went with it.
+    defaults = web.file("/etc/apache2/conf-available/provisioner-default-vhosts.conf")
+    assert not defaults.exists or f"<VirtualHost {sites['plain']['listen_ip']}:" not in defaults.content_string
     fqdn = sites["tls"]["fqdn"]
     assert f"<h1>{fqdn}</h1>" not in _curl(f"http://{fqdn}/", fqdn, SHARED_IP)[1]

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -45,7 +46,8 @@ def clean_world(sites):
             (apex, "NS"): rrset(apex, "NS", [f"ns1.{apex}", f"ns2.{apex}"]),
             (f"ns1.{apex}", "A"): rrset(f"ns1.{apex}", "A", ["10.77.0.11"]),
             (f"ns2.{apex}", "A"): rrset(f"ns2.{apex}", "A", ["10.77.0.12"])}
-    web = {"web1": {"sites": {}, "addresses": ["10.77.0.21", SHARED, "127.0.0.1"]}}
+    web = {"web1": {"sites": {}, "addresses": ["10.77.0.21", SHARED, "127.0.0.1"],
+                    "default_vhosts": {s.public_ip: [80, 443] for s in sites}}}
     db = {"db1": {"databases": {}}}
     ns, records = {}, {}
     for s in sites:
@@ -55,8 +57,8 @@ def clean_world(sites):
             web["web1"]["addresses"].append(s.public_ip)
         web["web1"]["sites"][s.fqdn] = {
             "user": {"home": n.home, "shell": "/usr/sbin/nologin"}, "sftp": True,
-            "home": {"owner": "root", "group": "root", "mode": "0755"},
-            "docroot": {"owner": n.user, "group": n.user, "mode": "0755"},
+            "home": {"owner": "root", "group": n.user, "mode": "0750"},
+            "docroot": {"owner": n.user, "group": n.user, "mode": "0750"},
             "logdir": {"owner": "root", "group": "adm", "mode": "0750"},
             "vhost_sha256": sha256(s.vhost()), "vhost_enabled": True, "server_names": [s.fqdn],
             "document_roots": [n.docroot], "pool_sha256": sha256(s.pool()) if s.php else None, "tls_cert": s.tls}
@@ -132,6 +134,8 @@ CASES = {
     "sftp-missing": ("high", SIMKES, lambda o: _web(o).update(sftp=False)),
     "docroot-missing": ("critical", SIMKES, lambda o: _web(o).update(docroot=None)),
     "docroot-owner-mode": ("medium", SIMKES, lambda o: _web(o)["docroot"].update(owner="root")),
+    "home-owner-mode": ("high", SIMKES, lambda o: _web(o)["home"].update(mode="0755")),
+    "default-vhost-missing": ("high", None, lambda o: o.live.web["web1"]["default_vhosts"].pop(SHARED)),
     "logdir-missing": ("high", SIMKES, lambda o: _web(o).update(logdir=None)),
     "pool-missing": ("high", SIMKES, lambda o: _web(o).update(pool_sha256=None)),
     "pool-changed": ("medium", SIMKES, lambda o: _web(o).update(pool_sha256="f" * 64)),
@@ -282,6 +286,25 @@ def test_the_fix_plan_restores_each_drift_the_lab_test_makes(world):
     assert grant.detail["extra"] == [_db(o)["grants"][0]]
 
 
+def test_a_missing_default_vhost_is_restored_by_one_site_on_its_address(world):
+    sites, observed, records = world
+    observed.live.web["web1"]["default_vhosts"] = {}
+    findings = compare(sites, records, observed, [ZONE])
+    assert sorted((f.kind, f.what) for f in findings) == [
+        ("default-vhost-missing", "default vhost of 203.0.113.10"),
+        ("default-vhost-missing", "default vhost of 203.0.113.130")]
+    plan, refused = audit.fix_plan(FakeWork(), sites, observed.live, {s.fqdn: Row() for s in sites}, findings)
+    assert refused == {}
+    assert {(c.action, c.kind, c.name, c.site) for c in plan.changes} == {
+        ("Create", "default vhost", SHARED, SIMKES), ("Create", "default vhost", "203.0.113.130", SIPANDU)}
+
+
+def test_only_port_80_of_a_default_vhost_is_still_missing(world):
+    world[1].live.web["web1"]["default_vhosts"][SHARED] = [80]
+    (finding,) = run(world)
+    assert (finding.kind, finding.found) == ("default-vhost-missing", "only port 80")
+
+
 def test_the_fix_leaves_suspended_and_foreign_sites_alone(world):
     sites, observed, records = world
     observed.live.dns[ZONE][(SIMKES + ".", "A")]["comments"] = []
@@ -328,6 +351,20 @@ def test_the_web_probe_reads_servername_and_documentroot(tmp_path):
     vhost.write_text(make_site().vhost())
     assert scope["directives"](str(vhost)) == ([SIMKES], [make_site().names.docroot])
     assert scope["directives"](str(tmp_path / "none.conf")) == ([], [])
+
+
+def test_the_web_probe_reads_the_enabled_default_vhosts(tmp_path):
+    start = probe.WEB_PROBE.index("def default_vhosts")
+    end = probe.WEB_PROBE.index("try:\n    sftp_members")
+    scope = {"os": os}
+    exec(probe.WEB_PROBE[start:end], scope)
+    conf = tmp_path / "defaults.conf"
+    conf.write_text("# x\n<VirtualHost 203.0.113.10:80>\n</VirtualHost>\n<VirtualHost 203.0.113.10:443>\n"
+                    "</VirtualHost>\n<VirtualHost 203.0.113.130:80>\n")
+    enabled = tmp_path / "enabled.conf"
+    assert scope["default_vhosts"](str(conf), str(enabled)) == {}
+    enabled.symlink_to(conf)
+    assert scope["default_vhosts"](str(conf), str(enabled)) == {"203.0.113.10": [80, 443], "203.0.113.130": [80]}
 
 
 # -- reports and the command --------------------------------------------------------

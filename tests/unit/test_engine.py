@@ -209,3 +209,98 @@ def test_buleleng_request_on_its_own_sop(engine, clock):
     assert engine.show("KOM-2024-0031")["current_step"] == "alasan_ke_kabid"
     engine.record_step("KOM-2024-0031", "alasan_ke_kabid", "kasi")
     assert engine.show("KOM-2024-0031")["current_step"] == "serah_terima"
+
+
+# -- approvals bound to their SOP ------------------------------------------------
+
+def _hosting(engine):
+    from provisioner.hosting import Hosting
+
+    return Hosting(engine.config, engine.store)
+
+
+def _consultation(engine, clock, request_id="HST-2024-0031"):
+    """A Tarakan consultation request approved by bidang_aplikasi in its own SOP."""
+    raw = ((EXAMPLES / "tarakan-simkes.yaml").read_bytes()
+           .replace(b"service: hosting", b"service: konsultasi-aplikasi")
+           .replace(b"HST-2024-0007", request_id.encode()).replace(b"subdomain: simkes", b"subdomain: konsul"))
+    clock.now = at(13, 8, 0)
+    engine.submit(raw, "konsultasi.yaml")
+    for ref, role in (("agenda", "bagian_umum"), ("disposisi", "kadis"), ("pengkajian", "bidang_aplikasi")):
+        clock.now += timedelta(minutes=5)
+        engine.record_step(request_id, ref, role)
+    clock.now += timedelta(minutes=5)
+    engine.decide(request_id, True, "bidang_aplikasi")
+    return request_id
+
+
+def test_hosting_provisions_only_an_approval_of_the_offices_hosting_sop(engine, clock, simkes_bytes):
+    through_review(engine, clock, simkes_bytes)
+    clock.now = at(13, 8, 30)
+    engine.decide("HST-2024-0007", True, "kadis")
+    (request,) = _hosting(engine).load_requests(["HST-2024-0007"])
+    assert request.service == "hosting"
+
+    consultation = _consultation(engine, clock)
+    assert engine.show(consultation)["state"] == "approved"
+    with pytest.raises(StateError, match="konsultasi-aplikasi request .* does not provision hosting"):
+        _hosting(engine).load_requests([consultation])
+    with pytest.raises(StateError, match="does not provision hosting"):
+        _hosting(engine).plan([consultation])
+
+
+def test_an_approval_not_recorded_by_the_decision_role_provisions_nothing(engine, clock, simkes_bytes):
+    """A row marked approved without the decision step's own record (by kadis, branch ya) is refused."""
+    from provisioner.store.models import RequestRow, StepRecord
+
+    through_review(engine, clock, simkes_bytes)
+    with engine.store.session() as session:
+        session.get(RequestRow, "HST-2024-0007").decision = "approve"
+        session.add(StepRecord(request_id="HST-2024-0007", step_key="keputusan", by="bidang_aplikasi",
+                               branch="ya", note=None, ended_at=at(13, 8, 30), source="cli"))
+    with pytest.raises(StateError, match=r"no approval at step 5 \(keputusan\) by kadis"):
+        _hosting(engine).load_requests(["HST-2024-0007"])
+
+
+def test_a_removed_sites_old_approval_is_spent(engine, clock, simkes_bytes):
+    from provisioner.store.models import SiteRow
+
+    through_review(engine, clock, simkes_bytes)
+    clock.now = at(13, 8, 30)
+    engine.decide("HST-2024-0007", True, "kadis")
+    now = at(13, 9, 0)
+    with engine.store.session() as session:
+        session.add(SiteRow(fqdn="simkes.tarakankota.go.id", request_id="HST-2024-0007", office="tarakan",
+                            zone="tarakankota.go.id", label="simkes", state="removed", web_host="web1",
+                            db_host="db1", public_ip="203.0.113.10", dedicated_ip=False, config={},
+                            plan_checksum="0" * 64, created_at=now, provisioned_at=now, updated_at=now))
+    with pytest.raises(StateError, match="was removed; .* needs a new request"):
+        _hosting(engine).load_requests(["HST-2024-0007"])
+    # Reading the recorded site (removal, audit) still works.
+    assert _hosting(engine).load_requests(["HST-2024-0007"], provisioning=False)
+    # And the new request for the same name is accepted at submit.
+    clock.now = at(14, 8, 0)
+    renewed = simkes_bytes.replace(b"HST-2024-0007", b"HST-2024-0099")
+    assert engine.submit(renewed, "renewed.yaml").changed
+
+
+def test_a_service_the_office_does_not_run_is_refused_at_submit(engine, clock):
+    from provisioner.errors import ValidationError
+
+    raw = (EXAMPLES / "buleleng-sipandu.yaml").read_bytes().replace(b"service: hosting", b"service: website")
+    clock.now = datetime(2024, 9, 3, 9, 0, tzinfo=WITA)
+    with pytest.raises(ValidationError, match="service: must be a service office buleleng runs"):
+        engine.submit(raw, "b.yaml")
+    assert engine.list_requests() == []
+
+
+def test_each_office_runs_and_records_its_own_hosting_sop(engine, clock, simkes_bytes):
+    clock.now = datetime(2024, 9, 3, 9, 0, tzinfo=WITA)
+    engine.submit((EXAMPLES / "buleleng-sipandu.yaml").read_bytes(), "b.yaml")
+    engine.submit(simkes_bytes, "t.yaml")
+    submitted = {e["payload"]["office"]: e["payload"] for r in ("KOM-2024-0031", "HST-2024-0007")
+                 for e in engine.events(r) if e["kind"] == "request_submitted"}
+    assert submitted["buleleng"]["sop"] == "hosting-buleleng" and submitted["buleleng"]["sop_document"] is None
+    assert submitted["tarakan"]["sop"] == "hosting"
+    assert submitted["tarakan"]["sop_document"] == "067/28/SOP/DKISP/2022"
+    assert engine.show("KOM-2024-0031")["sop"] == "hosting-buleleng"

@@ -348,3 +348,42 @@ def test_logo_goes_left_of_the_kop(office, tmp_path):
     letter = office.letter(request_id)
     assert 'src="data:image/svg+xml;base64,' in open(letter.html, encoding="utf-8").read()
     assert "PEMERINTAH KOTA TARAKAN" in pdf_text(letter.pdf)
+
+
+def _approved_letter(office, raw, name):
+    request_id = office.through_review(raw, name)
+    registry = office.engine.actions.copy()
+    registry.register("render_letter", lambda ctx: {"skipped": True}, replace=True)
+    office.engine.actions = registry
+    office.engine.decide(request_id, True, "kadis")
+    return office.letter(request_id)
+
+
+def test_template_syntax_in_free_text_is_shown_literally_never_evaluated(office):
+    agency = "Dinas {{ 7*7 }} {% if true %}IF{% endif %} ${7*7} <b>tebal</b>"
+    raw = ((EXAMPLES / "tarakan-simkes.yaml").read_bytes()
+           .replace(b"name: Dinas Kesehatan Kota Tarakan", f'name: "{agency}"'.encode())
+           .replace(b'subject: "Permohonan', b'subject: "{{ request.contact.nip }} Permohonan'))
+    letter = _approved_letter(office, raw, "tarakan-template.yaml")
+    html = open(letter.html, encoding="utf-8").read()
+    assert "Yth. Kepala Dinas {{ 7*7 }} {% if true %}IF{% endif %} ${7*7} &lt;b&gt;tebal&lt;/b&gt;" in html
+    assert "{{ request.contact.nip }} Permohonan" in html
+    assert "Dinas 49" not in html and "<b>tebal</b>" not in html and "198001012005012003 Permohonan" not in html
+    text = pdf_text(letter.pdf)
+    assert "Dinas {{ 7*7 }} {% if true %}IF{% endif %}" in text
+
+
+@pytest.mark.parametrize("example, cited, foreign", [
+    ("tarakan-simkes.yaml", "Standar Operasional Prosedur (SOP) Layanan Hosting DKISP Kota Tarakan Nomor "
+                            "067/28/SOP/DKISP/2022", None),
+    ("buleleng-sipandu.yaml", "Standar Operasional Prosedur (SOP) Layanan Hosting Dinas Kominfosanti "
+                              "Kabupaten Buleleng.", "067/28/SOP/DKISP/2022"),
+])
+def test_the_letter_cites_its_own_offices_sop(office, example, cited, foreign):
+    letter = _approved_letter(office, (EXAMPLES / example).read_bytes(), example)
+    text = pdf_text(letter.pdf)
+    assert cited in text, text
+    if foreign:
+        assert foreign not in text and foreign not in open(letter.html, encoding="utf-8").read()
+    events = [e for e in office.engine.events(letter.request) if e["kind"] == "letter_issued"]
+    assert events[-1]["payload"]["sop"] == ("hosting" if foreign is None else "hosting-buleleng")

@@ -140,3 +140,14 @@ def test_cli_list_show_export(store, sites, tmp_path, monkeypatch):
     exported = runner.invoke(main, ["site", "export", "--format", "xlsx", "--records", "ip", "--out", str(out)])
     assert exported.exit_code == 0, exported.output
     assert load_workbook(out).active.max_row == 5
+
+
+def test_records_cite_each_offices_own_sop(store, sites, config, tmp_path):
+    cited = {r["fqdn"]: r["sop"] for r in records.configuration_records(store, config=config)}
+    assert cited[sites["live"]] == "SOP Layanan Hosting Nomor 067/28/SOP/DKISP/2022, DKISP Kota Tarakan"
+    assert cited[sites["dedicated"]] == "SOP Layanan Hosting, Dinas Kominfosanti Kabupaten Buleleng"
+    assert records.site_show(store, sites["dedicated"], config)["record"]["sop"] == cited[sites["dedicated"]]
+    out = tmp_path / "configuration.csv"
+    records.export(store, "configuration", "csv", out, config)
+    rows = {r["fqdn"]: r for r in csv.DictReader(io.StringIO(out.read_text(encoding="utf-8-sig")))}
+    assert rows[sites["removed"]]["sop"] == cited[sites["removed"]] and "067/28" not in rows[sites["removed"]]["sop"]

@@ -127,3 +127,108 @@ def test_site_slug_is_safe_and_distinct():
     assert long[0] == "s" and len(long) <= naming.SLUG_MAX and "-" not in long
     with pytest.raises(ValueError):
         naming.site_slug("bad label", "tarakankota.go.id")
+
+
+# -- hostile input ----------------------------------------------------------------
+
+PURPOSE = 'purpose: "Sistem informasi layanan kesehatan masyarakat"'
+
+@pytest.mark.parametrize("label,rule_part", [
+    ("xn--80ak6aa92e", "must not be punycode"),          # Cyrillic look-alike of "apple"
+    ("xn--simkes", "must not be punycode"),
+    ("ab--cd", "positions 3-4"),
+    ("a" * 64, "at most 63 characters"),
+    ("a" * 5000, "at most 63 characters"),
+    ("simkes;reboot", "one DNS label"),
+    ("simkes$(id)", "one DNS label"),
+    ("`id`", "one DNS label"),
+    ("sim kes", "one DNS label"),
+    ("simkes\nServerAlias evil.example", "one DNS label"),
+    ("simkes\r", "one DNS label"),
+    ('simkes"', "one DNS label"),
+    ("simkes>", "one DNS label"),
+    ("simkes/../x", "one DNS label"),
+    ("simkes*", "one DNS label"),
+    ("simkes_db", "one DNS label"),
+    ("аpple", "ASCII only"),                             # Cyrillic а
+    ("simkes\u200b", "ASCII only"),                      # zero-width space
+    ("ｓimkes", "ASCII only"),                           # fullwidth s
+])
+def test_label_rules(label, rule_part):
+    rules = naming.label_problems(label)
+    assert rules and any(rule_part in r for r in rules), rules
+
+
+def test_every_good_label_still_passes():
+    for label in ("simkes", "a", "a1", "dinkes-2024", "x" * 63, "abc-d--e"):
+        assert naming.label_problems(label) == [], label
+
+
+def test_template_syntax_in_free_text_is_stored_literally(config):
+    text = (GOOD.replace("name: Dinas Kesehatan Kota Tarakan", 'name: "Dinas {{ 7*7 }} {% if 1 %}x{% endif %}"')
+            .replace(PURPOSE, 'purpose: "${HOME} #{7*7} {{ config }}"'))
+    req = validate(text.encode(), config, today=TODAY)
+    assert req.agency.name == "Dinas {{ 7*7 }} {% if 1 %}x{% endif %}"
+    assert req.purpose == "${HOME} #{7*7} {{ config }}"
+    assert req.summary()["agency"]["name"] == req.agency.name
+
+
+def test_bidi_and_zero_width_characters_in_free_text_are_refused(config):
+    found = problems(edit('name: "dr. Siti Aminah"', 'name: "dr. Siti\\u202eAminah"'), config)
+    assert "printable" in found[("contact.name", line_of(GOOD, "name: \"dr."))]
+
+
+def test_yaml_bombs_and_bad_scalars_are_problems_not_crashes(config):
+    bomb = GOOD + 'x: &x ["a", "a"]\ny: [*x, *x]\n'
+    assert any("not allowed" in r for r in problems(bomb, config).values())
+    deep = GOOD.replace(PURPOSE, "purpose: " + "[" * 20000 + "]" * 20000)
+    assert problems(deep, config) == {("purpose[0][0][0][0][0][0][0]", line_of(GOOD, "purpose:")):
+                                      "nested deeper than 64 levels"}  # 40 KB: under the size cap
+    found = problems(edit("date: 2024-08-12", "date: 2024-13-45"), config)
+    assert found == {("letter.date", line_of(GOOD, "date:")):
+                     "not valid YAML: value cannot be read as timestamp: month must be in 1..12"}
+
+
+def test_an_oversized_file_is_refused_without_being_read(config, tmp_path):
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as handle:
+        handle.truncate(10 * 2**20)  # sparse: 10 MB of nothing on disk
+    with pytest.raises(ValidationError, match="larger than 65536 bytes"):
+        load_request(big, config)
+
+
+def test_an_endless_file_is_refused_after_the_size_cap():
+    """/dev/zero has no size to stat; reading stops at the cap (checked in a memory-bound child)."""
+    script = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (512 * 2**20, 512 * 2**20))\n"
+              "from provisioner.request import read_request_file\n"
+              "from provisioner.errors import ValidationError\n"
+              "try:\n    read_request_file('/dev/zero')\nexcept ValidationError as err:\n    print(err)\n")
+    out = __import__("subprocess").run([__import__("sys").executable, "-c", script], capture_output=True,
+                                       text=True, timeout=60)
+    assert "larger than 65536 bytes" in out.stdout, out.stderr[-500:]
+
+
+def test_free_text_never_reaches_the_vhost_or_the_pool(config):
+    """The host-side files of a request with template syntax everywhere free text goes are
+    byte-identical to the plain request's: nothing typed in free text reaches a host."""
+    from provisioner.inventory import load_inventory
+    from provisioner.site import from_request
+
+    hostile = (GOOD.replace("name: Dinas Kesehatan Kota Tarakan", 'name: "{{ 7*7 }} ${HOME} $(id)"')
+               .replace('name: "dr. Siti Aminah"', 'name: "{% raw %}x{% endraw %} `id`"')
+               .replace(PURPOSE, 'purpose: "Include /etc/shadow\\n</VirtualHost>\\n{{ lookup(\'pipe\', \'id\') }}"'))
+    inventory = load_inventory(config.hosting.inventory)
+    web, db = inventory.group("web")[0], inventory.group("db")[0]
+    plain, evil = (from_request(validate(t.encode(), config, today=TODAY), web, db, "203.0.113.10", False)
+                   for t in (GOOD, hostile))
+    assert evil.vhost() == plain.vhost() and evil.pool() == plain.pool() and evil.record() == plain.record()
+    assert "7*7" not in evil.vhost() and "lookup" not in evil.vhost()
+
+
+def test_thousands_of_problems_are_cut_to_a_readable_list(config):
+    text = GOOD + "".join(f"ticket: {i}\n" for i in range(5000))
+    with pytest.raises(ValidationError) as err:
+        validate(text.encode(), config, today=TODAY)
+    shown = [str(p) for p in err.value.problems]
+    assert len(shown) == 51 and shown[0].endswith("ticket: duplicate key")
+    assert shown[-1] == "(document): 4949 more problem(s) not shown"  # 4,999 duplicates

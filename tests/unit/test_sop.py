@@ -1,18 +1,41 @@
 import pytest
 
 from provisioner.config import REPO_ROOT
-from provisioner.errors import NotFound, ValidationError
+from provisioner.errors import ConfigError, NotFound, ValidationError
 from provisioner.sop.hooks import ACTIONS
-from provisioner.sop.model import load_all, load_sop, parse_waktu
+from provisioner.sop.model import load_all, load_sop, office_sop, parse_waktu
 
 SOP_DIR = REPO_ROOT / "sop"
 
 
 def test_the_four_sops_load():
     sops = {s.name: s for s in load_all(SOP_DIR, ACTIONS.names())}
-    assert set(sops) == {"hosting", "website", "konsultasi-aplikasi", "aplikasi-api"}
+    # The four seeded SOPs, and Buleleng's hosting (Tarakan's flow, Buleleng's office).
+    assert set(sops) == {"hosting", "website", "konsultasi-aplikasi", "aplikasi-api", "hosting-buleleng"}
     assert [len(sops[n].steps) for n in ("hosting", "website", "konsultasi-aplikasi", "aplikasi-api")] \
         == [10, 11, 11, 16]
+
+
+def test_each_office_runs_only_its_own_sops(config):
+    for office in config.offices.values():
+        for service, name in office.sops.items():
+            sop = office_sop(config, office.key, service, ACTIONS.names())
+            assert sop.name == name and sop.office == office.key
+    assert office_sop(config, "tarakan", "hosting").citation() == "SOP Layanan Hosting Nomor 067/28/SOP/DKISP/2022"
+    buleleng = office_sop(config, "buleleng", "hosting")
+    # Same flow as Tarakan's, but never Tarakan's document number.
+    assert [s.key for s in buleleng.steps] == [s.key for s in office_sop(config, "tarakan", "hosting").steps]
+    assert buleleng.document.number is None and buleleng.citation() == "SOP Layanan Hosting"
+    with pytest.raises(ConfigError, match="runs no SOP for service 'website'"):
+        office_sop(config, "buleleng", "website")
+
+
+def test_an_office_naming_another_offices_sop_is_a_config_error(config):
+    offices = dict(config.offices)
+    offices["buleleng"] = offices["buleleng"].model_copy(update={"sops": {"hosting": "hosting"}})
+    borrowed = config.model_copy(update={"offices": offices})
+    with pytest.raises(ConfigError, match="SOP hosting is office tarakan's"):
+        office_sop(borrowed, "buleleng", "hosting")
 
 
 def test_hosting_binds_its_actions_and_branches():

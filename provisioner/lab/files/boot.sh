@@ -9,7 +9,9 @@ name=$2
 
 mount --make-rprivate /
 hostname "$name"
-mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
+# hidepid=2: a user sees only its own processes (root and sudo see all), so
+# one site's account or PHP never lists another's processes or their arguments.
+mount -t proc -o nosuid,nodev,noexec,hidepid=2 proc "$root/proc"
 mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$root/sys"
 mount -t tmpfs -o nosuid,mode=0755,size=4m tmpfs "$root/dev"
 for node in "null c 1 3" "zero c 1 5" "full c 1 7" "random c 1 8" "urandom c 1 9" "tty c 5 0"; do

@@ -1,0 +1,74 @@
+"""The state home is 0700; state.db, its journals and secret.key are 0600."""
+
+import os
+import stat
+
+import pytest
+
+from provisioner.config import load_config
+from provisioner.secretbox import SecretBox
+from provisioner.store import open_store
+from provisioner.store.models import Lock
+
+
+def mode(path):
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def loose_umask():
+    # The usual umask 022 would leave files 0644 and directories 0755.
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("PROVISIONER_HOME", str(home))
+    monkeypatch.delenv("PROVISIONER_STATE_URL", raising=False)
+    monkeypatch.delenv("PROVISIONER_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return home
+
+
+def _write(store):
+    from provisioner.sop.sla import utcnow
+
+    with store.session() as session:
+        session.add(Lock(name="site:x", holder="h:1:t", acquired_at=utcnow()))
+
+
+def test_a_new_home_is_private_from_the_start(home, loose_umask):
+    config = load_config()
+    store = open_store(config.resolved_state_url())
+    SecretBox(config.key_file())
+    _write(store)
+    assert mode(home) == 0o700
+    assert mode(home / "state.db") == 0o600
+    assert mode(home / "secret.key") == 0o600
+    for journal in home.glob("state.db-*"):
+        assert mode(journal) == 0o600, journal
+    store.close()
+
+
+def test_a_home_found_open_is_narrowed_when_opened(home, loose_umask):
+    config = load_config()
+    store = open_store(config.resolved_state_url())
+    SecretBox(config.key_file())
+    store.close()
+    os.chmod(home, 0o755)
+    os.chmod(home / "state.db", 0o644)
+    os.chmod(home / "secret.key", 0o644)
+    (home / "state.db-wal").touch(0o644)
+    os.chmod(home / "state.db-wal", 0o644)
+    config = load_config()
+    store = open_store(config.resolved_state_url())
+    SecretBox(config.key_file())
+    _write(store)
+    assert mode(home) == 0o700
+    assert mode(home / "state.db") == 0o600
+    assert mode(home / "state.db-wal") == 0o600
+    assert mode(home / "secret.key") == 0o600
+    store.close()
