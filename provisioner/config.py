@@ -8,6 +8,7 @@ comes from env PROVISIONER_WEBHOOK_SECRET or from a file the config points to.
 
 import os
 import re
+import stat
 from datetime import time
 from pathlib import Path
 from typing import Literal
@@ -216,7 +217,13 @@ class Config(_Strict):
         """The home, made (or tightened to) 0700: it holds personal data and the key."""
         home = self.home()
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if home.stat().st_mode & 0o077 and home.stat().st_uid == os.geteuid():
+        info = home.stat()
+        if info.st_mode & 0o077:
+            if info.st_uid != os.geteuid():
+                # Not ours to chmod: saying so beats keeping state.db readable to others.
+                raise ConfigError(f"state home {home} is mode {stat.S_IMODE(info.st_mode):04o} owned by uid "
+                                  f"{info.st_uid}: others can read the state database; run "
+                                  f"`chmod 700 {home}` as its owner or set {ENV_HOME} to a private directory")
             home.chmod(0o700)
         return home
 

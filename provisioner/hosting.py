@@ -19,17 +19,18 @@ configuration record written.
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from sqlalchemy import func, select
 
 from provisioner import credentials, faults, ipam, locks, tls, verify
-from provisioner.errors import Conflict, HostError, NotFound, ProvisionerError, StateError
+from provisioner.errors import ConfigError, Conflict, HostError, NotFound, ProvisionerError, StateError
 from provisioner.inventory import Host, load_inventory
 from provisioner.plan import REMOVAL_ORDER, Plan
 from provisioner.request import validate
 from provisioner.secretbox import SecretBox, new_password
 from provisioner.site import DesiredSite, from_request
-from provisioner.sop.binding import check_hosting_approval
+from provisioner.sop.binding import check_hosting_approval, close_request
 from provisioner.sop.sla import utcnow
 from provisioner.store.events import add_event
 from provisioner.store.models import IPAllocation, RequestRow, SiteRow
@@ -40,6 +41,28 @@ from provisioner.targets import web as web_target
 from provisioner.targets.dns import DnsTarget
 
 STEPS = ("ip", "db", "web", "dns")
+
+
+def as_error(step: str, err: BaseException) -> ProvisionerError:
+    """The toolkit's own error for anything a step raised; a bug keeps its cause attached."""
+    if isinstance(err, ProvisionerError):
+        return err
+    wrapped = HostError(f"step {step} failed: {type(err).__name__}: {err}")
+    wrapped.__cause__ = err
+    return wrapped
+
+
+def reraise(error: ProvisionerError, err: BaseException) -> NoReturn:
+    """Raise `error` (from as_error) in place of the caught `err`, chained to it when it wraps it."""
+    if error is err:
+        raise err
+    raise error from err
+
+
+def affects_every_site(err: BaseException) -> bool:
+    """True when a failure is not about one site: running the step again per site would fail the same way."""
+    return isinstance(err, ConfigError) or any(
+        getattr(err, flag, False) for flag in ("timed_out", "unchanged", "unreachable", "connection"))
 
 
 @dataclass
@@ -70,6 +93,7 @@ class Hosting:
         self.inventory = load_inventory(self.inventory_path)
         self._dns = None
         self._box = None
+        self._issued: dict[str, dict] = {}
 
     # -- collaborators, made when first needed ---------------------------------
 
@@ -86,7 +110,8 @@ class Hosting:
             self._box = SecretBox(self.config.key_file())
         return self._box
 
-    def _ca_file(self) -> str | None:
+    def ca_file(self) -> str | None:
+        """The CA file sites' certificates are checked against (None: the system's)."""
         if self.config.hosting.tls_source == "lab-ca":
             return str(Path(self.config.hosting.tls_dir) / "ca.crt")
         return None
@@ -109,7 +134,10 @@ class Hosting:
                 elif row.decision != "approve":
                     raise StateError(f"{request_id}: the SOP records no approval "
                                      f"(state {row.state}); nothing will be touched")
-                requests.append(validate(row.content, self.config, source=f"stored {request_id}"))
+                # A recorded site's request was accepted under the rules of its day: today's
+                # submission-only rules must not keep it from being removed, rotated or audited.
+                requests.append(validate(row.content, self.config, source=f"stored {request_id}",
+                                         stored=not provisioning))
         if len({r.site.fqdn for r in requests}) != len(requests):
             raise StateError("two requests name the same site")
         return requests
@@ -217,17 +245,26 @@ class Hosting:
         names = [f"site:{r.site.fqdn}" for r in requests]
         with locks.held(self.store, names):
             webs = {self._placement(r)[0].name for r in requests if r.site.dedicated_ip}
-            # A pool is held only while addresses are picked: wait for it, then see what is left.
-            with locks.held(self.store, [f"ippool:{w}" for w in webs], wait=60):
-                sites = self.desired(requests, allocate=True)
-            live = self.read_live(sites)
-            plan = self.compute_plan(sites, live)
-            if checksum and plan.checksum != checksum:
-                raise StateError(f"the plan changed since it was reviewed (checksum {plan.checksum}, "
-                                 f"expected {checksum}); review it again")
-            previous = self._record_start(sites, plan)
+            # Addresses this apply reserves; given back if it is refused before it starts.
+            fresh = [r for r in requests if r.site.dedicated_ip and ipam.allocated(self.store, r.site.fqdn) is None]
+            try:
+                # A pool is held only while addresses are picked: wait for it, then see what is left.
+                with locks.held(self.store, [f"ippool:{w}" for w in webs], wait=60):
+                    sites = self.desired(requests, allocate=True)
+                live = self.read_live(sites)
+                plan = self.compute_plan(sites, live)
+                if checksum and plan.checksum != checksum:
+                    raise StateError(f"the plan changed since it was reviewed (checksum {plan.checksum}, "
+                                     f"expected {checksum}); review it again")
+                previous = self._record_start(sites, plan)
+            except BaseException:
+                for r in fresh:
+                    ipam.release(self.store, r.site.fqdn, r.id, self.source)
+                raise
             result = ApplyResult(plan=plan, changed=not plan.empty)
             failures: dict[str, ProvisionerError] = {}
+            self._issued = {}  # TLS material issued in this apply, reused when a step runs again
+            cause = "the apply ended before this site was finished"
             try:
                 passwords = self._passwords(sites)
                 if not plan.empty:
@@ -238,15 +275,18 @@ class Hosting:
                     try:
                         record, first_time = self._verify_and_record(site, plan, passwords[site.fqdn])
                     except Exception as err:  # noqa: BLE001 - one site's check must not hide the others'
-                        failures[site.fqdn] = self._as_error("verify", err)
+                        failures[site.fqdn] = as_error("verify", err)
                         continue
                     result.sites.append(record)
                     if first_time:
                         # The one time the passwords are shown: when the site first goes live.
                         result.sheets[site.fqdn] = str(self._sheet(site, passwords[site.fqdn]))
+            except BaseException as err:
+                cause = str(err) if isinstance(err, ProvisionerError) else f"{type(err).__name__}: {err}".rstrip(": ")
+                raise
             finally:
                 # Whatever stopped the apply, no site stays in `provisioning`.
-                self._settle(sites, previous)
+                self._settle(sites, previous, cause)
             if failures:
                 raise self._failure(sites, failures, result)
             return result
@@ -262,16 +302,19 @@ class Hosting:
         return HostError(f"{len(failures)} of {len(sites)} sites failed: {failed}"
                          + (f"; provisioned: {live}" if live else ""))
 
-    def _settle(self, sites: list[DesiredSite], previous: dict) -> None:
-        """A site still `provisioning` after an apply stopped goes back to its state, or to attention."""
+    def _settle(self, sites: list[DesiredSite], previous: dict, cause: str) -> None:
+        """A site still `provisioning` after an apply stopped goes back to its state, or to attention.
+
+        `cause`: what stopped the apply, for the site's reason.
+        """
         for site in sites:
             row = self._site_row(site.fqdn)
             if row is None or row.state != "provisioning":
                 continue
             was = previous.get(site.fqdn)
             state = was["state"] if was and was["live"] else "attention"
-            self._set_state(site, state, "the apply stopped before this site was finished; run it again",
-                            "site_apply_interrupted")
+            self._set_state(site, state, f"the apply stopped before this site was finished ({cause}); "
+                            "run it again", "site_apply_interrupted")
 
     def _set_state(self, site: DesiredSite, state: str, reason: str | None, event: str, **payload) -> None:
         with self.store.session() as session:
@@ -287,7 +330,11 @@ class Hosting:
         with self.store.session() as session:
             for site in sites:
                 row = session.get(SiteRow, site.fqdn)
-                previous[site.fqdn] = {"state": row.state if row else None,
+                was = row.state if row else None
+                if was == "provisioning":
+                    # Left by a run that was killed: never a state to go back to.
+                    was = "provisioned" if row.provisioned_at else "attention"
+                previous[site.fqdn] = {"state": was,
                                        "live": bool(row and row.state != "removed" and row.provisioned_at)}
                 if row is None or row.state == "removed":
                     if row is not None:
@@ -328,9 +375,11 @@ class Hosting:
             needs_cert = {c.site for c in plan.for_target("web") if c.kind == "TLS certificate"}
             secrets["tls"] = {}
             for s in sites:
-                if s.fqdn in needs_cert:
+                if s.fqdn in needs_cert and s.fqdn not in self._issued:
                     bundle = tls.issue(self.config.hosting.tls_source, Path(self.config.hosting.tls_dir), s.fqdn)
-                    secrets["tls"][s.fqdn] = {"cert": bundle.cert, "key": bundle.key, "chain": bundle.chain}
+                    self._issued[s.fqdn] = {"cert": bundle.cert, "key": bundle.key, "chain": bundle.chain}
+                if s.fqdn in needs_cert:
+                    secrets["tls"][s.fqdn] = self._issued[s.fqdn]
         return secrets
 
     def _run_step(self, step: str, sites: list[DesiredSite], plan: Plan, passwords: dict,
@@ -357,15 +406,6 @@ class Hosting:
             for site in sites:
                 add_event(session, site.request_id, kind, source=self.source, fqdn=site.fqdn, step=step, **payload)
 
-    @staticmethod
-    def _as_error(step: str, err: BaseException) -> ProvisionerError:
-        """The toolkit's own error for anything a step raised; a bug keeps its cause attached."""
-        if isinstance(err, ProvisionerError):
-            return err
-        wrapped = HostError(f"step {step} failed: {type(err).__name__}: {err}")
-        wrapped.__cause__ = err
-        return wrapped
-
     def _run_saga(self, sites: list[DesiredSite], plan: Plan, passwords: dict,
                   previous: dict) -> dict[str, ProvisionerError]:
         """Run the steps in order. A site whose step fails is undone and left out of the later
@@ -378,6 +418,9 @@ class Hosting:
                 continue
             self._saga_event(involved, "saga_intent", step, checksum=plan.checksum)
             errors, warnings = self._attempt(step, involved, plan, passwords)
+            # The live state is read once for every site to undo in this step, not once per site.
+            to_undo = [s for s in involved if s.fqdn in errors and not previous[s.fqdn]["live"]]
+            live = self._live_removal(to_undo) if to_undo else None
             for site in involved:
                 err = errors.get(site.fqdn)
                 if err is None:
@@ -388,7 +431,7 @@ class Hosting:
                     continue
                 failures[site.fqdn] = err
                 self._saga_event([site], "saga_failed", step, error=str(err))
-                self._undo(site, done[site.fqdn], step, err, plan, passwords, previous[site.fqdn])
+                self._undo(site, done[site.fqdn], step, err, plan, passwords, previous[site.fqdn], live)
             faults.point("after", step)
         return failures
 
@@ -397,26 +440,34 @@ class Hosting:
 
         When the step fails for several sites at once it is run again for each
         site alone (every role is idempotent), so only the sites whose own run
-        fails are undone.
+        fails are undone; not when the failure is not about one site (a host or
+        the API unreachable, a timeout, a refusal that changed nothing).
         """
         try:
             faults.point("before", step)
             return {}, self._run_step(step, sites, plan, passwords)
         except Exception as err:  # noqa: BLE001 - any failure of a step is compensated the same way
-            if len(sites) == 1 or getattr(err, "timed_out", False):
-                # A run that hung would hang again for each site: all of them failed.
-                return {s.fqdn: self._as_error(step, err) for s in sites}, {}
+            if len(sites) == 1 or affects_every_site(err):
+                # Run again per site it would fail (or hang) the same way for each: all of them failed.
+                return {s.fqdn: as_error(step, err) for s in sites}, {}
         errors, warnings = {}, {}
         for site in sites:
             try:
                 faults.point("before", step)
                 warnings |= self._run_step(step, [site], plan, passwords)
             except Exception as err:  # noqa: BLE001
-                errors[site.fqdn] = self._as_error(step, err)
+                errors[site.fqdn] = as_error(step, err)
         return errors, warnings
 
+    def _live_removal(self, sites: list[DesiredSite]) -> Plan | ProvisionerError:
+        """What of these sites is on the hosts (a removal plan), or the error that prevented reading it."""
+        try:
+            return self.removal_plan(sites)
+        except Exception as err:  # noqa: BLE001 - the undo then goes by what this apply touched
+            return as_error("read", err)
+
     def _undo(self, site: DesiredSite, done: list[str], failed_step: str, error: ProvisionerError, plan: Plan,
-              passwords: dict, was: dict) -> None:
+              passwords: dict, was: dict, live: Plan | ProvisionerError | None = None) -> None:
         """Compensate a site whose step failed, and record where it stands.
 
         A site that already went live is never taken apart for a failed update:
@@ -424,26 +475,27 @@ class Hosting:
         live is removed from every target where the live state shows something
         of it (the records prove it is the toolkit's); when the live state
         cannot be read, from the targets this apply touched. Nothing here raises.
+        `live`: the removal plan read for the sites undone in this step (read here when None).
         """
         reason = str(error)
         if was["live"]:
             self._set_state(site, was["state"], f"last update failed at step {failed_step}: {reason}",
                             "site_update_failed", step=failed_step)
             return
-        try:
-            left = self.removal_plan([site])
+        left = live if live is not None else self._live_removal([site])
+        if isinstance(left, Plan):
             steps, known = [t for t in REMOVAL_ORDER if t in left.targets_of(site.fqdn)], True
-        except Exception as err:  # noqa: BLE001 - undo what may exist rather than nothing
+        else:  # undo what may exist rather than nothing
             touched = done + ([failed_step] if not getattr(error, "unchanged", False) else [])
             steps, known = [t for t in REMOVAL_ORDER if t in touched], False
-            self._saga_event([site], "saga_live_state_unreadable", failed_step, error=str(self._as_error("read", err)))
+            self._saga_event([site], "saga_live_state_unreadable", failed_step, error=str(left))
         leftovers, undone = [], []
         for step in steps:
             try:
                 self._run_step(step, [site], plan, passwords, state="absent")
             except Exception as err:  # noqa: BLE001 - compensation never crashes; what stays is recorded
-                leftovers.append(f"{step} ({self._as_error(step, err)})")
-                self._saga_event([site], "saga_compensation_failed", step, error=str(self._as_error(step, err)))
+                leftovers.append(f"{step} ({as_error(step, err)})")
+                self._saga_event([site], "saga_compensation_failed", step, error=str(as_error(step, err)))
             else:
                 undone.append(step)
                 self._saga_event([site], "saga_compensated", step)
@@ -461,14 +513,15 @@ class Hosting:
         # that the agency's own content is there.
         fresh = row is None or row.provisioned_at is None
         try:
-            checks = verify.verify_site(self.inventory, site, passwords, self._ca_file(), placeholder=fresh)
-        except ProvisionerError as err:
+            checks = verify.verify_site(self.inventory, site, passwords, self.ca_file(), placeholder=fresh)
+        except Exception as err:  # noqa: BLE001 - whatever broke the check, the failure is recorded
+            error = as_error("verify", err)
             with self.store.session() as session:
                 row = session.get(SiteRow, site.fqdn)
-                row.state, row.reason, row.updated_at = "attention", f"verification failed: {err}", utcnow()
+                row.state, row.reason, row.updated_at = "attention", f"verification failed: {error}", utcnow()
                 add_event(session, site.request_id, "verification_failed", source=self.source,
-                          fqdn=site.fqdn, error=str(err))
-            raise
+                          fqdn=site.fqdn, error=str(error))
+            reraise(error, err)
         now = utcnow()
         record = site.record() | {"verified": checks.checks}
         if checks.warnings:
@@ -513,11 +566,13 @@ class Hosting:
                    + db_target.removal_changes(sites, live.db) + ip_target.removal_changes(sites, live.web))
         return Plan(changes=changes, sites=[s.fqdn for s in sites], order=REMOVAL_ORDER)
 
-    def remove(self, fqdns: list[str], actor: str = "system", **details) -> Plan:
+    def remove(self, fqdns: list[str], actor: str = "system", **details) -> dict[str, dict]:
         """Take recorded sites down: DNS first, then web, database and the dedicated IP.
 
         Only what the toolkit recorded is removed; records and history stay, with state removed.
-        `details` (a reason, an archive) go into the site_removed event.
+        Each site is read back first (nothing left on the hosts, no A record at any name
+        server): only then is its address released and its state removed. Returns that
+        read-back by site. `details` (a reason, an archive) go into the site_removed event.
         """
         with locks.held(self.store, [f"site:{f}" for f in fqdns]):
             sites = self.recorded_sites(fqdns)
@@ -531,39 +586,70 @@ class Hosting:
                     faults.point("before", f"remove-{step}")
                     self._run_step(step, involved, plan, {}, state="absent")
                 except Exception as err:  # noqa: BLE001 - any failure leaves an explicit record
-                    error = self._as_error(step, err)
+                    error = as_error(step, err)
                     self._removal_stopped(sites, plan, step, error)
-                    if error is err:
-                        raise
-                    raise error from err
+                    reraise(error, err)
                 self._saga_event(involved, "removal_done", step)
+            checks, remaining = self._read_back(sites)
             now = utcnow()
             for site in sites:
+                if site.fqdn in remaining:
+                    continue
                 if site.dedicated_ip:
                     ipam.release(self.store, site.fqdn, site.request_id, self.source)
                 with self.store.session() as session:
                     row = session.get(SiteRow, site.fqdn)
                     row.state, row.updated_at = "removed", now
+                    close_request(session, site.request_id, now)  # its approval is spent
                     add_event(session, site.request_id, "site_removed", actor=actor, source=self.source,
                               fqdn=site.fqdn, checksum=plan.checksum, **details)
-            return plan
+            if remaining:
+                # The address stays allocated: it may still be up, or named by a name server.
+                left = [s for s in sites if s.fqdn in remaining]
+                self.removal_incomplete(left, "still on the hosts after removal; run it again", remaining)
+                raise HostError("; ".join(f"{fqdn}: still on the hosts after removal: {'; '.join(lines)}"
+                                          for fqdn, lines in remaining.items()))
+            return checks
+
+    def _read_back(self, sites: list[DesiredSite]) -> tuple[dict[str, dict], dict[str, list[str]]]:
+        """After a removal: (what was seen gone, what is still there) by site, from the hosts and name servers."""
+        left = self._live_removal(sites)
+        checks, remaining = {}, {}
+        for site in sites:
+            if isinstance(left, Plan):
+                lines = [c.line().strip() for c in left.for_site(site.fqdn)]
+            else:
+                lines = [f"unknown: the hosts could not be read back ({left})"]
+            try:
+                dns = verify.dns_gone(self.inventory, site)
+            except Exception as err:  # noqa: BLE001 - a name server still answering is what is left
+                lines.append(str(as_error("read back", err)))
+            if lines:
+                remaining[site.fqdn] = lines
+            else:
+                checks[site.fqdn] = {"dns": dns, "hosts": "nothing left"}
+        return checks, remaining
+
+    def removal_incomplete(self, sites: list[DesiredSite], reason: str, remaining: dict[str, list[str]],
+                           **payload) -> None:
+        """Each site in attention after a removal that did not finish, with what is still on the hosts."""
+        for site in sites:
+            self._set_state(site, "attention", reason, "removal_incomplete",
+                            remaining=remaining.get(site.fqdn, []), **payload)
 
     def _removal_stopped(self, sites: list[DesiredSite], plan: Plan, step: str, error: ProvisionerError) -> None:
         """A removal that failed midway: each site in attention, with what is still on the hosts.
 
         The dedicated address stays allocated; a rerun plans from the live state and finishes.
         """
-        try:
-            left = self.removal_plan(sites)
-        except Exception:  # noqa: BLE001 - the hosts cannot be read: what was planned from this step on
+        left = self._live_removal(sites)
+        if not isinstance(left, Plan):  # the hosts cannot be read: what was planned from this step on
             left = Plan(changes=[c for c in plan.changes
                                  if REMOVAL_ORDER.index(c.target) >= REMOVAL_ORDER.index(step)],
                         sites=plan.sites, order=REMOVAL_ORDER)
-        for site in sites:
-            remaining = [c.line().strip() for c in left.for_site(site.fqdn)]
-            self._set_state(site, "attention",
-                            f"removal stopped at step {step}: {error}; run the removal again to finish",
-                            "removal_incomplete", step=step, error=str(error), remaining=remaining)
+        self.removal_incomplete(sites, f"removal stopped at step {step}: {error}; run the removal again to finish",
+                                {s.fqdn: [c.line().strip() for c in left.for_site(s.fqdn)] for s in sites},
+                                step=step, error=str(error))
 
     def _sheet(self, site: DesiredSite, passwords: dict) -> Path:
         lines = [("Situs", f"https://{site.fqdn}/" if site.tls else f"http://{site.fqdn}/"),
@@ -612,13 +698,16 @@ def rotate_credentials(config, store, fqdn: str, kinds=("db", "sftp"), source: s
     One account at a time, the store changes only once the host took the new
     password: it is applied, a login with it is proven, then it is stored. If
     anything fails before that, the old password is applied again (it is still
-    the stored one) and the error says whether it works.
+    the stored one) and the error says whether it works. Accounts rotated before
+    a failure keep their new password: the error names them and the credentials
+    sheet that shows it.
     """
     work = Hosting(config, store, source=source)
     row = work._site_row(fqdn)
     if row is None or row.state != "provisioned":
         raise StateError(f"{fqdn} is not a provisioned site")
-    (request,) = work.load_requests([row.request_id])
+    # The site exists already: its approval was checked when it was provisioned.
+    (request,) = work.load_requests([row.request_id], provisioning=False)
     with locks.held(store, [f"site:{fqdn}"]):
         (site,) = work.desired([request])
         users = {"sftp": site.names.user} | ({"db": site.names.db_user} if site.database else {})
@@ -631,8 +720,10 @@ def rotate_credentials(config, store, fqdn: str, kinds=("db", "sftp"), source: s
                 _set_password(work, site, kind, password)
                 faults.point("after", f"rotate-{kind}")
                 _login(work, site, kind, password)
+                credentials.replace(store, work.box, fqdn, site.request_id, kind, users[kind], password,
+                                    source=source)
             except Exception as err:  # noqa: BLE001 - the old password must keep working whatever failed
-                error = work._as_error(f"rotate-{kind}", err)
+                error = as_error(f"rotate-{kind}", err)
                 restored = _restore_password(work, site, kind, old.get(kind))
                 with store.session() as session:
                     add_event(session, site.request_id, "credential_rotation_failed", source=source, fqdn=fqdn,
@@ -640,13 +731,18 @@ def rotate_credentials(config, store, fqdn: str, kinds=("db", "sftp"), source: s
                 if not restored:
                     work._set_state(site, "attention", f"the {kind} password rotation failed and the stored "
                                     f"password could not be put back: {error}", "site_attention", account=kind)
+                done = ""
+                if rotated:
+                    # Those accounts now work only with their new password: show it, once, as on success.
+                    sheet = work._sheet(site, credentials.get(store, work.box, fqdn))
+                    done = f"; already rotated: {', '.join(rotated)} (new password in the credentials sheet {sheet})"
                 raise HostError(f"{fqdn}: rotating the {kind} password failed: {error}; "
                                 + ("the stored password was put back and works" if restored else
-                                   "the stored password could not be put back; the site needs attention")) from err
-            credentials.replace(store, work.box, fqdn, site.request_id, kind, users[kind], password, source=source)
+                                   "the stored password could not be put back; the site needs attention")
+                                + done) from err
             rotated.append(kind)
         passwords = credentials.get(store, work.box, fqdn)
-        checks = verify.verify_site(work.inventory, site, passwords, work._ca_file(), placeholder=False)
+        checks = verify.verify_site(work.inventory, site, passwords, work.ca_file(), placeholder=False)
         sheet = work._sheet(site, passwords)
     return {"fqdn": fqdn, "rotated": rotated, "verified": sorted(checks.checks), "sheet": str(sheet)}
 

@@ -12,8 +12,9 @@ says so and changes nothing.
 - remove: the database (mysqldump on the database host) and the site's files
   (tar of its home and logs on the web host) are streamed to an archive on the
   controller with sha256 sums first; then the removal in order DNS -> web ->
-  database -> dedicated IP (which is released); read back until nothing is
-  left. The configuration record and its history stay, with state removed.
+  database -> dedicated IP, read back (nothing on the hosts, no A record at any
+  name server) before the address is released. The configuration record and
+  its history stay, with state removed.
 """
 
 import getpass
@@ -26,15 +27,11 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import dns.flags
-import dns.message
-import dns.query
-import dns.rdatatype
 import urllib3
 
 from provisioner import ipam, locks, ssh
 from provisioner.errors import HostError, NotFound, ProvisionerError, StateError
-from provisioner.hosting import Hosting
+from provisioner.hosting import Hosting, as_error, reraise
 from provisioner.plan import Plan
 from provisioner.site import DesiredSite
 from provisioner.sop.sla import utcnow
@@ -191,7 +188,7 @@ class Lifecycle:
                     web_target.apply(self.hosting.inventory_path, [site], {"sftp_password_hashes": {}, "tls": {}},
                                      artifact_dir=self.config.artifacts_dir(),
                                      timeout=self.config.hosting.step_timeout)
-                status = http_status(site, self.hosting._ca_file(), expect=503 if suspend else 200)
+                status = http_status(site, self.hosting.ca_file(), expect=503 if suspend else 200)
             except ProvisionerError as err:
                 self._event(site.request_id, "maintenance_failed", fqdn=fqdn, action=action, error=str(err))
                 raise
@@ -219,21 +216,13 @@ class Lifecycle:
                                  actor=self.actor, reason=reason) if planned.backups else None
                 if archive:
                     self._event(site.request_id, "site_archived", fqdn=fqdn, **archive)
-                self.hosting.remove([fqdn], actor=self.actor, sop_record="maintenance", reason=reason,
-                                    archive=archive["path"] if archive else None)
-                left = self.hosting.removal_plan([site])
-                if not left.empty:
-                    remaining = [c.line().strip() for c in left.changes]
-                    self.hosting._set_state(site, "attention", "still on the hosts after removal; run it again",
-                                            "removal_incomplete", remaining=remaining)
-                    raise StateError(f"{fqdn}: still on the hosts after removal: " + "; ".join(remaining))
-                checks = {"dns": dns_gone(self.hosting.inventory, site), "hosts": "nothing left"}
+                # Read back inside: the site is removed (its address released) only once nothing is left.
+                checks = self.hosting.remove([fqdn], actor=self.actor, sop_record="maintenance", reason=reason,
+                                             archive=archive["path"] if archive else None)[fqdn]
             except Exception as err:  # noqa: BLE001 - recorded, then the toolkit's own error
-                error = self.hosting._as_error("remove", err)
+                error = as_error("remove", err)
                 self._event(site.request_id, "maintenance_failed", fqdn=fqdn, action="remove", error=str(error))
-                if error is err:
-                    raise
-                raise error from err
+                reraise(error, err)
             return LifecycleResult("remove", fqdn, True, "removed", planned, checks=checks, archive=archive)
 
 
@@ -260,28 +249,6 @@ def http_status(site: DesiredSite, ca_file: str | None, expect: int, timeout: fl
             seen = status if status is not None else f"no answer ({error})"
             raise HostError(f"{site.fqdn}: answers {seen} at {site.public_ip}, expected {expect}")
         time.sleep(0.5)
-
-
-def dns_gone(inventory, site: DesiredSite, timeout: float = 30.0) -> dict:
-    """Wait until every name server answers authoritatively with no A record for the site."""
-    seen = {}
-    deadline = time.monotonic() + timeout
-    for ns in inventory.group("nameservers"):
-        ssh.check_route(ns.address)
-        while True:
-            try:
-                answer = dns.query.udp(dns.message.make_query(site.fqdn, dns.rdatatype.A), ns.address, timeout=2.0)
-                addresses = [r.address for rrset in answer.answer for r in rrset if rrset.rdtype == dns.rdatatype.A]
-                authoritative = bool(answer.flags & dns.flags.AA)
-            except (OSError, dns.exception.Timeout):
-                addresses, authoritative = None, False
-            if authoritative and addresses == []:
-                seen[ns.name] = "no A record"
-                break
-            if time.monotonic() > deadline:
-                raise HostError(f"{site.fqdn}: {ns.name} still answers {addresses} (authoritative={authoritative})")
-            time.sleep(0.25)
-    return seen
 
 
 # -- the archive -------------------------------------------------------------------

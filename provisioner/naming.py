@@ -14,8 +14,13 @@ LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 SLUG_MAX = 30  # fits a Linux user name (32) and old MariaDB user names (32)
 
 
-def label_problems(label, reserved=()):
-    """Every rule a subdomain label breaks, as short sentences (empty list if none)."""
+def label_problems(label, reserved=(), stored=False):
+    """Every rule a subdomain label breaks, as short sentences (empty list if none).
+
+    `stored`: a label already accepted and recorded is held only to the rules that
+    keep it safe on the hosts, not to those that gate new names (encoded names,
+    reserved labels), which may have been added since.
+    """
     if not isinstance(label, str):
         return ["must be a text label"]
     if not label.isascii():
@@ -23,7 +28,7 @@ def label_problems(label, reserved=()):
     problems = []
     if len(label) > 63:
         problems.append("must be at most 63 characters (one DNS label)")
-    elif label[2:4] == "--":
+    elif label[2:4] == "--" and not stored:
         # RFC 5891 reserves '--' at positions 3-4 for encoded names; xn-- is
         # punycode, which can spell a look-alike of another name (xn--80ak6aa92e).
         problems.append("must not be punycode (xn--...): internationalized names are not accepted"
@@ -35,7 +40,7 @@ def label_problems(label, reserved=()):
             "with a letter or digit, lowercase, no dots or spaces")
     elif label.isdigit():
         problems.append("must not be all digits")
-    if label in set(reserved):
+    if label in set(reserved) and not stored:
         problems.append(f"'{label}' is reserved for the office's own services")
     return problems
 
@@ -51,7 +56,7 @@ def site_slug(label, zone):
     `simkes.bulelengkab.go.id` apart on a shared web server; the label part keeps
     it readable. Only call this with a label that passed `label_problems`.
     """
-    if label_problems(label):
+    if label_problems(label, stored=True):
         raise ValueError(f"not a valid label: {label!r}")
     digest = hashlib.sha256(fqdn(label, zone).encode("ascii")).hexdigest()[:6]
     base = label.replace("-", "_")

@@ -15,7 +15,7 @@ from sqlalchemy import Text, or_, select, type_coerce
 
 from provisioner.errors import NotFound, ProvisionerError, UserError
 from provisioner.files import write_atomic
-from provisioner.sop.model import office_sop
+from provisioner.sop import cited as cited_sop
 from provisioner.store.models import Event, IPAllocation, RequestRow, SiteRow
 
 # Column -> how to read it from a site row (and its config record).
@@ -47,24 +47,25 @@ def _rows(store, state: str | None = None) -> list[SiteRow]:
 def sop_citations(store, config, rows: list[SiteRow]) -> dict[str, str]:
     """fqdn -> the SOP its office ran its request under, as the records cite it.
 
-    Each office's own SOP document (offices.<key>.sops), never another office's;
-    empty without a configuration or when the office no longer runs the service.
+    The SOP recorded when the request was submitted (each office's own document,
+    never another office's), not the one the configuration names today; a request
+    from before the submission recorded it is cited from the configuration. Empty
+    without a configuration or when neither names an SOP.
     """
     if config is None or not rows:
         return {}
     with store.session() as session:
+        ids = {r.request_id for r in rows}
         services = dict(session.execute(select(RequestRow.id, RequestRow.service).where(
-            RequestRow.id.in_({r.request_id for r in rows}))).all())
-    cited, out = {}, {}
+            RequestRow.id.in_(ids))).all())
+        recorded = cited_sop.submitted(session, ids)
+    out = {}
     for row in rows:
-        key = (row.office, services.get(row.request_id))
-        if key not in cited:
-            try:
-                sop = office_sop(config, *key)
-                cited[key] = f"{sop.citation()}, {config.office(row.office).short_name}"
-            except ProvisionerError:
-                cited[key] = ""
-        out[row.fqdn] = cited[key]
+        try:
+            out[row.fqdn] = cited_sop.citation(config, row.office, services.get(row.request_id),
+                                               recorded.get(row.request_id))
+        except ProvisionerError:
+            out[row.fqdn] = ""
     return out
 
 

@@ -172,10 +172,14 @@ class _Checker:
         return None
 
 
-def validate(raw, config, source="<request>", today=None):
+def validate(raw, config, source="<request>", today=None, stored=False):
     """Parse and check request bytes; return a Request or raise ValidationError.
 
-    `today` is the date in the office's time zone (tests pin it).
+    `today` is the date in the office's time zone (tests pin it). `stored` reads
+    content accepted earlier (removal, rotation, letters, audit): the rules that
+    only gate new submissions (encoded or reserved labels, a service the office
+    still runs) are skipped, so a rule added later never strands a live site.
+    Provisioning from a stored request uses the full rules.
     """
     if len(raw) > MAX_BYTES:
         raise ValidationError([Problem("(document)", f"larger than {MAX_BYTES} bytes")], source)
@@ -218,13 +222,13 @@ def validate(raw, config, source="<request>", today=None):
     site = check.section(data, "site")
     subdomain = check.value(site, ("site", "subdomain"), (str,))
     if subdomain is not None:
-        for rule in naming.label_problems(subdomain, config.reserved_labels):
+        for rule in naming.label_problems(subdomain, config.reserved_labels, stored=stored):
             check.fail(("site", "subdomain"), rule)
     zone = check.value(site, ("site", "zone"), (str,))
     office = config.office_for_zone(zone) if zone is not None else None
     if zone is not None and office is None:
         check.fail(("site", "zone"), "must be a zone the office manages: " + ", ".join(sorted(config.zones)))
-    if office is not None and service in SERVICES and service not in office.sops:
+    if office is not None and service in SERVICES and service not in office.sops and not stored:
         check.fail(("service",), f"must be a service office {office.key} runs (offices.{office.key}.sops): "
                                  + (", ".join(office.sops) or "none"))
     stack = check.value(site, ("site", "stack"), (str,))

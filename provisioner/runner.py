@@ -71,7 +71,10 @@ def check_result(status: str, rc: int, stats: dict | None, expected_hosts: set[s
         if hosts:
             problems.append(f"{label}: {', '.join(hosts)}")
     if problems:
-        raise HostError("ansible run failed: " + "; ".join(problems + list(details or [])))
+        err = HostError("ansible run failed: " + "; ".join(problems + list(details or [])))
+        # A host that cannot be reached fails every site on it alike: the caller does not retry per site.
+        err.unreachable = any(n for n in (stats.get("dark") or {}).values())
+        raise err
     return RunResult(status, rc, stats, changed=dict(stats.get("changed") or {}))
 
 

@@ -78,6 +78,28 @@ def dns_answers(inventory: Inventory, site: DesiredSite, timeout: float = 30.0, 
     return seen
 
 
+def dns_gone(inventory: Inventory, site: DesiredSite, timeout: float = 30.0) -> dict:
+    """Wait until every name server answers authoritatively with no A record for the site."""
+    seen = {}
+    deadline = time.monotonic() + timeout
+    for ns in inventory.group("nameservers"):
+        ssh.check_route(ns.address)
+        while True:
+            try:
+                answer = dns.query.udp(dns.message.make_query(site.fqdn, dns.rdatatype.A), ns.address, timeout=2.0)
+                addresses = [r.address for rrset in answer.answer for r in rrset if rrset.rdtype == dns.rdatatype.A]
+                authoritative = bool(answer.flags & dns.flags.AA)
+            except (OSError, dns.exception.Timeout):
+                addresses, authoritative = None, False
+            if authoritative and addresses == []:
+                seen[ns.name] = "no A record"
+                break
+            if time.monotonic() > deadline:
+                raise HostError(f"{site.fqdn}: {ns.name} still answers {addresses} (authoritative={authoritative})")
+            time.sleep(0.25)
+    return seen
+
+
 def http_page(site: DesiredSite, ca_file: str | None, placeholder: bool = True) -> dict:
     """Fetch / at the site's IP with its name: http (and https when TLS, verified by name).
 
@@ -87,7 +109,7 @@ def http_page(site: DesiredSite, ca_file: str | None, placeholder: bool = True) 
     ssh.check_route(site.public_ip)
     seen = {}
     plain = urllib3.HTTPConnectionPool(site.public_ip, 80, timeout=5.0, retries=False)
-    response = plain.request("GET", "/", headers={"Host": site.fqdn}, redirect=False)
+    response = _get(plain, site, "http")
     seen["http"] = response.status
     if site.tls:
         if response.status != 301 or response.headers.get("Location") != f"https://{site.fqdn}/":
@@ -95,7 +117,7 @@ def http_page(site: DesiredSite, ca_file: str | None, placeholder: bool = True) 
         secure = urllib3.HTTPSConnectionPool(
             site.public_ip, 443, timeout=5.0, retries=False, server_hostname=site.fqdn,
             assert_hostname=site.fqdn, cert_reqs="CERT_REQUIRED", ca_certs=ca_file)
-        response = secure.request("GET", "/", headers={"Host": site.fqdn}, redirect=False)
+        response = _get(secure, site, "https")
         seen["https"] = response.status
     body = response.data.decode(errors="replace")
     if placeholder and (response.status != 200 or PLACEHOLDER_MARKER not in body or site.fqdn not in body):
@@ -104,6 +126,14 @@ def http_page(site: DesiredSite, ca_file: str | None, placeholder: bool = True) 
     if not placeholder and response.status >= 500:
         raise VerificationFailed(f"{site.fqdn}: the site at {site.public_ip} answers {response.status}")
     return seen
+
+
+def _get(pool: urllib3.HTTPConnectionPool, site: DesiredSite, scheme: str) -> urllib3.BaseHTTPResponse:
+    """GET / for the site's name; no answer (refused, timeout, TLS) is a VerificationFailed."""
+    try:
+        return pool.request("GET", "/", headers={"Host": site.fqdn}, redirect=False)
+    except (urllib3.exceptions.HTTPError, OSError) as err:
+        raise VerificationFailed(f"{site.fqdn}: no {scheme} answer at {site.public_ip}: {err}") from None
 
 
 def database_login(inventory: Inventory, site: DesiredSite, password: str) -> dict:
@@ -145,22 +175,17 @@ def _check_host_key(transport: paramiko.Transport, site: DesiredSite, web: Host,
             f"is not the one pinned for {web.name} in {path}; no password was sent")
 
 
-def sftp_login(site: DesiredSite, password: str, web: Host | None = None) -> dict:
+def sftp_login(site: DesiredSite, password: str, web: Host) -> dict:
     """Log in over SFTP: the root is the site's home, only `public` is writable, `..` leads nowhere.
 
     The server must show the host key pinned for the web host (the site's IP is
-    an alias of it) before the password is sent. `web` defaults to the site's
-    web host in the configured inventory.
+    an alias of it) before the password is sent. `web`: the site's web host.
     """
-    if web is None:
-        from provisioner.config import load_config
-        from provisioner.inventory import load_inventory
-
-        web = load_inventory(load_config().hosting.inventory).host(site.web_host)
     path, pinned = pinned_host_keys(web)
     ssh.check_route(site.public_ip)
-    transport = paramiko.Transport(socket.create_connection((site.public_ip, SFTP_PORT), timeout=10))
+    transport = None
     try:
+        transport = paramiko.Transport(socket.create_connection((site.public_ip, SFTP_PORT), timeout=10))
         # Offer only the pinned key types, so the server shows the key we can check.
         options = transport.get_security_options()
         wanted = [t for t in options.key_types
@@ -186,7 +211,8 @@ def sftp_login(site: DesiredSite, password: str, web: Host | None = None) -> dic
     except (OSError, paramiko.SSHException) as err:
         raise VerificationFailed(f"{site.fqdn}: SFTP login as {site.names.user} failed: {err}") from None
     finally:
-        transport.close()
+        if transport is not None:
+            transport.close()
     if "public" not in root or root != escaped or wrote_root:
         raise VerificationFailed(f"{site.fqdn}: SFTP is not confined to the site (root {root}, '..' {escaped}, "
                                  f"wrote outside public: {wrote_root})")

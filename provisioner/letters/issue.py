@@ -20,7 +20,7 @@ from provisioner.files import write_atomic
 from provisioner.inventory import load_inventory
 from provisioner.letters import numbering, render
 from provisioner.request import validate
-from provisioner.sop.model import office_sop
+from provisioner.sop import cited as cited_sop
 from provisioner.sop.sla import utcnow
 from provisioner.store.events import add_event
 from provisioner.store.models import RequestRow, SiteRow, StepRecord
@@ -83,12 +83,15 @@ def issue(config, store, request_id: str, kind: str | None = None, out: Path | N
         site = session.scalars(select(SiteRow).where(SiteRow.request_id == request_id)).first()
         decision, service, office_key, state = row.decision, row.service, row.office, row.state
         content = row.content
-        # The office's own SOP for the service: the letter cites its document, never another office's.
-        sop = office_sop(config, office_key, service)
+        # The SOP the request ran under, as its submission recorded it (the office's own,
+        # never another office's), not whatever the configuration names today.
+        cited = cited_sop.request_sop(config, office_key, service,
+                                      cited_sop.submitted(session, [request_id]).get(request_id))
+        sop = cited.sop
         approval_key = sop.approval_step.key
         recorded_reason = session.scalars(select(StepRecord.note).where(
             StepRecord.request_id == request_id, StepRecord.step_key == approval_key)).first()
-    request = validate(content, config, source=f"stored {request_id}")
+    request = validate(content, config, source=f"stored {request_id}", stored=True)
     office = config.office(office_key)
     profile = office.letters
     if profile is None:
@@ -112,7 +115,8 @@ def issue(config, store, request_id: str, kind: str | None = None, out: Path | N
     issued = numbering.allocate(store, office_key, request_id, kind, now, office.tz, source=source)
     letter_date = issued.issued_at.astimezone(office.tz).date()
     context = dict(body, office=office, profile=profile, logo=render.logo_uri(profile.logo),
-                   number=issued.text(profile), date=letter_date, request=request, sop=sop)
+                   number=issued.text(profile), date=letter_date, request=request, sop=sop,
+                   sop_citation=cited.text)
     document = render.html(f"{FILE_NAMES[kind]}.html", **context)
     data = render.pdf(document)
 
@@ -125,7 +129,7 @@ def issue(config, store, request_id: str, kind: str | None = None, out: Path | N
     with store.session() as session:
         add_event(session, request_id, "letter_issued", source=source, letter=kind, number=issued.text(profile),
                   date=letter_date.isoformat(), pdf=str(pdf_path), html=str(html_path), sha256=digest,
-                  sop=sop.name, sop_document=sop.document.number)
+                  sop=sop.name, sop_document=cited.document)
     return IssuedLetter(request=request_id, kind=kind, number=issued.text(profile), date=letter_date.isoformat(),
                         pdf=str(pdf_path), html=str(html_path), sha256=digest, new_number=issued.new)
 

@@ -135,11 +135,12 @@ class Engine:
                                                           f"with this content; nothing done")
                     raise Conflict(f"{request.id} is already registered with other content "
                                    f"(sha256 {existing.sha256[:12]}...); an edited request needs a new id")
-                # An approved request whose site was removed is spent: a new one may follow.
+                # An approved request whose site was removed is spent (closed_at, or the removed
+                # site's owner in a store from before closed_at): a new one may follow, any number of times.
                 removed = session.get(SiteRow, request.site.fqdn)
                 spent = removed.request_id if removed is not None and removed.state == "removed" else None
                 clash = session.scalars(select(RequestRow).where(
-                    RequestRow.fqdn == request.site.fqdn, RequestRow.id != spent,
+                    RequestRow.fqdn == request.site.fqdn, RequestRow.id != spent, RequestRow.closed_at.is_(None),
                     (RequestRow.decision.is_(None)) | (RequestRow.decision == "approve"))).first()
                 if clash is not None:
                     raise Conflict(f"{request.site.fqdn} is already requested by {clash.id}")
@@ -154,7 +155,7 @@ class Engine:
                 self._event(session, request.id, user, source, "request_submitted",
                             service=request.service, office=request.office, fqdn=request.site.fqdn,
                             sha256=request.sha256, file=source_name, received_at=at.isoformat(),
-                            sop=sop.name, sop_document=sop.document.number)
+                            sop=sop.name, sop_document=sop.document.number, sop_title=sop.title)
                 self._event(session, request.id, first.actor, source, "step_recorded",
                             step=first.key, number=first.number, user=user, at=at.isoformat())
         except IntegrityError:
@@ -380,7 +381,9 @@ class Engine:
                 raise StateError(f"{request_id}: an action was claimed by another process") from None
             force = False  # only the first claim may take over a stale run
             try:
-                request = validate(content, self.config, source=f"stored {request_id}")
+                # Accepted earlier: an action that provisions checks today's rules itself
+                # (Hosting.load_requests); a letter or a later step must not be stranded by them.
+                request = validate(content, self.config, source=f"stored {request_id}", stored=True)
                 context = ActionContext(request=request, sop=sop, step=pending.step,
                                         branch=pending.branch, reason=reason, config=self.config,
                                         options=dict(options or {}), source=source)

@@ -133,9 +133,9 @@ class Sop(_Strict):
     steps: list[Step] = Field(min_length=2)
     path: str = ""
 
-    def citation(self):
+    def citation(self, office_name=None):
         """How letters and records name this SOP: "SOP Layanan Hosting Nomor 067/28/SOP/DKISP/2022"."""
-        return f"SOP {self.title}" + (f" Nomor {self.document.number}" if self.document.number else "")
+        return cite(self.title, self.document.number, office_name)
 
     def step(self, ref):
         """A step by key, or by number when that number is unique."""
@@ -281,6 +281,16 @@ def load_sop(sop_dir, name, known_actions=None):
     except (OSError, UnicodeDecodeError) as err:
         raise ValidationError([Problem("(file)", f"cannot read: {err}")], str(path)) from None
     return parse_sop(text, str(path), name=name, known_actions=known_actions)
+
+
+def cite(title, number=None, office_name=None):
+    """The one citation text of an SOP, for letters and records alike.
+
+    "SOP Layanan Hosting Nomor 067/28/SOP/DKISP/2022, DKISP Kota Tarakan"; without a
+    document number (not issued yet) the title and office alone.
+    """
+    text = f"SOP {title}" + (f" Nomor {number}" if number else "")
+    return f"{text}, {office_name}" if office_name else text
 
 
 def office_sop(config, office_key, service, known_actions=None):

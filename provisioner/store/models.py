@@ -63,6 +63,9 @@ class RequestRow(Base):
     state: Mapped[str] = mapped_column(String(20))
     decision: Mapped[str | None] = mapped_column(String(10))
     current_step: Mapped[str | None] = mapped_column(String(40))
+    # Set when the request's site is removed: its approval is spent (it never
+    # provisions again) and it no longer holds the name against a new request.
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class StepRecord(Base):

@@ -13,6 +13,7 @@ cause. Nothing talks to the server until the first call, so making a
 DnsTarget never fails on the network.
 """
 
+import logging
 import re
 import time
 from pathlib import Path
@@ -27,6 +28,13 @@ from provisioner import ssh
 from provisioner.changes import Create, Delete, Update
 from provisioner.errors import ConfigError, Conflict, HostError
 from provisioner.inventory import Inventory
+
+# python-powerdns logs every 4xx/5xx at ERROR (printed bare on stderr when the
+# process configured no logging, next to the toolkit's one-line error) and its
+# request headers, the X-API-Key among them, at DEBUG: none of it leaves here.
+_PDNS_LOG = logging.getLogger("powerdns")
+_PDNS_LOG.addHandler(logging.NullHandler())
+_PDNS_LOG.propagate = False
 
 ACCOUNT = "provisioner"
 # The Authoritative Server's API has exactly one server, always named localhost.
@@ -61,6 +69,13 @@ def _pause(seconds: float) -> None:
     time.sleep(seconds)
 
 
+def _refused(message: str) -> ConfigError:
+    """A request the server refused before acting on it (wrong key, no such zone): nothing changed."""
+    err = ConfigError(message)
+    err.unchanged = True
+    return err
+
+
 def _error(message: str, unchanged: bool) -> HostError:
     err = HostError(message)
     err.unchanged = unchanged
@@ -91,34 +106,39 @@ class DnsTarget:
         """One API request, transient failures retried with a bounded backoff.
 
         `missing`: the message of the ConfigError for a 404 (the zone does not exist).
-        The HostError raised carries `unchanged`: True when no attempt can have
-        changed anything (every one was refused before the server acted on it).
+        The error raised carries `unchanged`: True when no attempt can have
+        changed anything (every one was refused before the server acted on it);
+        a HostError after the retries carries `connection`: True when the server
+        did not answer at all.
         """
         where = f"PowerDNS API on {self.host}"
         reached = False  # a timeout, a reset or a 5xx may come after the server acted
+        connection = False  # the last attempt got no HTTP answer at all
         for attempt in range(1, self.attempts + 1):
             try:
                 return self.client.request(path, method=method, data=data)
             except PDNSError as err:
                 status = err.status_code
                 if status in (401, 403):
-                    raise ConfigError(f"{where}: {what}: the API key was refused (HTTP {status}); "
-                                      f"check {self.key_file}") from None
+                    raise _refused(f"{where}: {what}: the API key was refused (HTTP {status}); "
+                                   f"check {self.key_file}") from None
                 cause = f"HTTP {status}: {str(err.message)[:200]}"
                 if missing and (status == 404 or (status == 422 and "Could not find" in str(err.message))):
-                    raise ConfigError(missing) from None
+                    raise _refused(missing) from None
                 if status < 500:
                     raise _error(f"{where}: {what}: refused ({cause})", unchanged=not reached) from None
-                reached = True
+                reached, connection = True, False
             except (requests.ConnectionError, requests.Timeout) as err:
-                cause = _cause(err)
+                cause, connection = _cause(err), True
                 reached = reached or not isinstance(err, requests.ConnectTimeout) and cause != "connection refused"
             except (requests.RequestException, ValueError) as err:
                 # A malformed URL or an answer that is not JSON: retrying will not help.
                 raise HostError(f"{where}: {what}: {type(err).__name__}: {str(err)[:200]}") from None
             if attempt < self.attempts:
                 _pause(self.backoff * 2 ** (attempt - 1))
-        raise _error(f"{where}: {what}: {cause} (tried {self.attempts} times)", unchanged=not reached)
+        err = _error(f"{where}: {what}: {cause} (tried {self.attempts} times)", unchanged=not reached)
+        err.connection = connection  # no answer from the server: the same for every site
+        raise err
 
     def _zone_path(self, zone: str) -> str:
         return f"{SERVER}/zones/{_canonical(zone)}"

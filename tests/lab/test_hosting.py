@@ -259,7 +259,7 @@ def test_credentials_rotate_makes_new_passwords_that_work(office, lab_host):
     from provisioner import verify
 
     with pytest.raises(verify.VerificationFailed):
-        verify.sftp_login(desired, before["sftp"])
+        verify.sftp_login(desired, before["sftp"], office.hosting.inventory.host(desired.web_host))
 
 
 def test_one_apply_at_a_time_per_site(office):

@@ -41,7 +41,7 @@ def _https(office, record: dict, path: str = "/"):
     guard.require_lab_route(record["public_ip"])
     pool = urllib3.HTTPSConnectionPool(record["public_ip"], 443, timeout=10, retries=False,
                                        server_hostname=record["fqdn"], assert_hostname=record["fqdn"],
-                                       cert_reqs="CERT_REQUIRED", ca_certs=office.hosting._ca_file())
+                                       cert_reqs="CERT_REQUIRED", ca_certs=office.hosting.ca_file())
     return pool.request("GET", path, headers={"Host": record["fqdn"]}, redirect=False)
 
 

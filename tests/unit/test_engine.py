@@ -304,3 +304,149 @@ def test_each_office_runs_and_records_its_own_hosting_sop(engine, clock, simkes_
     assert submitted["tarakan"]["sop"] == "hosting"
     assert submitted["tarakan"]["sop_document"] == "067/28/SOP/DKISP/2022"
     assert engine.show("KOM-2024-0031")["sop"] == "hosting-buleleng"
+
+
+def _approve(engine, clock, raw, request_id, day):
+    """Submit `raw` as `request_id` and take it through to kadis's approval on 2024-08-`day`."""
+    clock.now = at(day, 8, 0)
+    engine.submit(raw.replace(b"HST-2024-0007", request_id.encode()), f"{request_id}.yaml")
+    for ref, role, minute in (("agenda", "bagian_umum", 2), ("disposisi", "kadis", 4),
+                              ("pengkajian", "bidang_aplikasi", 9), ):
+        clock.now = at(day, 8, minute)
+        engine.record_step(request_id, ref, role)
+    clock.now = at(day, 8, 30)
+    engine.decide(request_id, True, "kadis")
+
+
+def _provisioned(engine, request_id, fqdn="simkes.tarakankota.go.id", label="simkes"):
+    """The site row as provisioning leaves it, owned by `request_id` (the hosts are not needed here)."""
+    from provisioner.store.models import SiteRow
+
+    now = at(20, 9, 0)
+    with engine.store.session() as session:
+        row = session.get(SiteRow, fqdn)
+        if row is None:
+            session.add(SiteRow(fqdn=fqdn, request_id=request_id, office="tarakan", zone="tarakankota.go.id",
+                                label=label, state="provisioned", web_host="web1", db_host="db1",
+                                public_ip="203.0.113.10", dedicated_ip=False, config={}, plan_checksum="0" * 64,
+                                created_at=now, provisioned_at=now, updated_at=now))
+        else:
+            row.request_id, row.state, row.provisioned_at = request_id, "provisioned", now
+
+
+def _remove(engine, fqdn, monkeypatch):
+    """Hosting.remove with the hosts left out: nothing live to take down, the records as removal leaves them."""
+    from provisioner.hosting import REMOVAL_ORDER, Hosting
+    from provisioner.plan import Plan
+
+    work = Hosting(engine.config, engine.store)
+    monkeypatch.setattr(work, "removal_plan", lambda sites: Plan(changes=[], sites=[s.fqdn for s in sites],
+                                                                order=REMOVAL_ORDER))
+    # No host or name server is asked anything: every site reads back as gone.
+    monkeypatch.setattr(work, "_read_back", lambda sites: ({s.fqdn: {} for s in sites}, {}), raising=False)
+    work.remove([fqdn], actor="test")
+
+
+def test_every_removed_sites_old_approval_stays_spent_and_the_name_can_be_requested_again(
+        engine, clock, simkes_bytes, monkeypatch):
+    fqdn = "simkes.tarakankota.go.id"
+    _approve(engine, clock, simkes_bytes, "HST-2024-0101", 13)
+    _provisioned(engine, "HST-2024-0101")
+    _remove(engine, fqdn, monkeypatch)
+    _approve(engine, clock, simkes_bytes, "HST-2024-0102", 14)
+    _provisioned(engine, "HST-2024-0102")
+    _remove(engine, fqdn, monkeypatch)
+
+    # A's site row now names B, yet A's approval is spent all the same.
+    for spent in ("HST-2024-0101", "HST-2024-0102"):
+        with pytest.raises(StateError, match=f"{spent}: its site {fqdn} was removed; .* needs a new request"):
+            _hosting(engine).load_requests([spent])
+    # And neither old request holds the name against a third one.
+    clock.now = at(15, 8, 0)
+    third = simkes_bytes.replace(b"HST-2024-0007", b"HST-2024-0103")
+    assert engine.submit(third, "third.yaml").changed
+    (request,) = [r for r in engine.list_requests() if r["id"] == "HST-2024-0103"]
+    assert request["state"] == "submitted"
+
+
+def test_a_request_whose_office_no_longer_runs_hosting_is_told_it_does_not_provision_hosting(
+        engine, clock, simkes_bytes):
+    _approve(engine, clock, simkes_bytes, "HST-2024-0007", 13)
+    tarakan = engine.config.offices["tarakan"]
+    engine.config = engine.config.model_copy(update={"offices": dict(
+        engine.config.offices, tarakan=tarakan.model_copy(update={
+            "sops": {k: v for k, v in tarakan.sops.items() if k != "hosting"}}))})
+    with pytest.raises(StateError, match=r"HST-2024-0007 is a hosting request .* does not provision hosting, "
+                                         r"only an approval in office tarakan's hosting SOP \(none\)"):
+        _hosting(engine).load_requests(["HST-2024-0007"])
+
+
+def test_a_recorded_site_accepted_under_older_rules_can_still_be_read_but_not_provisioned_again(
+        engine, clock, simkes_bytes, monkeypatch):
+    """A live site whose label breaks a rule added later (-- at 3-4), or whose office dropped the service:
+    removal, rotation, letters and the audit read it; provisioning anew obeys today's rules."""
+    from provisioner.errors import ValidationError
+    from provisioner.request import validate
+    from provisioner.store.models import RequestRow
+
+    fqdn = "ab--cd.tarakankota.go.id"
+    _approve(engine, clock, simkes_bytes, "HST-2024-0007", 13)
+    old = simkes_bytes.replace(b"subdomain: simkes", b"subdomain: ab--cd")
+    with engine.store.session() as session:  # as accepted before the rule existed
+        row = session.get(RequestRow, "HST-2024-0007")
+        row.content, row.fqdn = old, fqdn
+    _provisioned(engine, "HST-2024-0007", fqdn=fqdn, label="ab--cd")
+
+    with pytest.raises(ValidationError, match="positions 3-4"):
+        validate(old, engine.config)
+    assert validate(old, engine.config, stored=True).site.fqdn == fqdn
+    (site,) = _hosting(engine).recorded_sites([fqdn])
+    assert site.fqdn == fqdn and site.names.user.startswith("ab--cd-")
+    with pytest.raises(ValidationError, match="positions 3-4"):
+        _hosting(engine).load_requests(["HST-2024-0007"])
+
+    tarakan = engine.config.offices["tarakan"]
+    engine.config = engine.config.model_copy(update={"offices": dict(
+        engine.config.offices, tarakan=tarakan.model_copy(update={
+            "sops": {k: v for k, v in tarakan.sops.items() if k != "hosting"}}))})
+    (site,) = _hosting(engine).recorded_sites([fqdn])
+    with pytest.raises(StateError, match="does not provision hosting"):
+        _hosting(engine).load_requests(["HST-2024-0007"])
+    _remove(engine, fqdn, monkeypatch)
+    assert _hosting(engine)._site_row(fqdn).state == "removed"
+
+
+def test_the_migration_closes_requests_whose_site_was_removed_before_it(tmp_path):
+    """A store from before closed_at: A removed then B took the name and was removed; C owns a live site."""
+    from sqlalchemy import create_engine
+
+    from provisioner.store.migrate import upgrade
+
+    db = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade(db, "0003")
+    with db.begin() as connection:
+        for request_id, fqdn in (("HST-2024-0001", "a.tarakankota.go.id"), ("HST-2024-0002", "a.tarakankota.go.id"),
+                                 ("HST-2024-0003", "c.tarakankota.go.id")):
+            connection.execute(text(
+                "INSERT INTO requests (id, service, office, fqdn, sha256, content, source, submitted_at, state, "
+                "decision, current_step) VALUES (:id, 'hosting', 'tarakan', :fqdn, '0', x'00', 't', "
+                "'2024-08-13 00:00:00', 'approved', 'approve', NULL)"), {"id": request_id, "fqdn": fqdn})
+        for request_id, at_ in (("HST-2024-0001", "2024-08-20 00:00:00"), ("HST-2024-0002", "2024-08-21 00:00:00"),
+                                ("HST-2024-0003", "2024-08-22 00:00:00")):
+            connection.execute(text("INSERT INTO events (request_id, at, actor, source, kind, payload) "
+                                    "VALUES (:id, :at, 'system', 'cli', 'site_removed', '{}')"),
+                               {"id": request_id, "at": at_})
+        for fqdn, owner, state in (("a.tarakankota.go.id", "HST-2024-0002", "removed"),
+                                   ("c.tarakankota.go.id", "HST-2024-0003", "provisioned")):
+            connection.execute(text(
+                "INSERT INTO sites (fqdn, request_id, office, zone, label, state, web_host, dedicated_ip, config, "
+                "created_at, updated_at) VALUES (:fqdn, :owner, 'tarakan', 'tarakankota.go.id', 'a', :state, "
+                "'web1', 0, '{}', '2024-08-13 00:00:00', '2024-08-13 00:00:00')"),
+                {"fqdn": fqdn, "owner": owner, "state": state})
+    upgrade(db)
+    with db.connect() as connection:
+        closed = dict(connection.execute(text("SELECT id, closed_at FROM requests")).all())
+    db.dispose()
+    assert str(closed["HST-2024-0001"]).startswith("2024-08-20")
+    assert str(closed["HST-2024-0002"]).startswith("2024-08-21")
+    assert closed["HST-2024-0003"] is None  # provisioned again after its removal: still live

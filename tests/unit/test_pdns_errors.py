@@ -6,6 +6,7 @@ doubling pause, a 4xx and a refused key are not.
 """
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -193,3 +194,34 @@ def test_a_failed_notify_after_a_written_record_is_a_warning_not_a_failure(api, 
     warnings = target(api).apply([site], {site.fqdn: site.request_id})
     assert [m for m, *_ in api.seen] == ["PATCH", "PUT", "PUT", "PUT"]
     assert list(warnings) == [ZONE] and "NOTIFY of zone tarakankota.go.id: HTTP 500" in warnings[ZONE]
+
+
+
+class _Kept(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def test_the_client_library_logs_nothing_out_and_never_the_api_key(api, pauses, capsys):
+    # The root logger at DEBUG with a handler, as a verbose run of an embedding program would have it.
+    # (Not caplog: pytest also attaches it to loggers that do not propagate.)
+    root, kept = logging.getLogger(), _Kept()
+    level = root.level
+    root.addHandler(kept)
+    root.setLevel(logging.DEBUG)
+    try:
+        api.answers = [(401, {"error": "Unauthorized"})]
+        with pytest.raises(ConfigError):
+            target(api).read({ZONE})
+    finally:
+        root.removeHandler(kept)
+        root.setLevel(level)
+    assert api.seen and api.seen[0][2] == "right-key"
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+    assert not [r for r in kept.records if r.name.startswith("powerdns")]
+    assert not [r for r in kept.records if "right-key" in r.getMessage()]

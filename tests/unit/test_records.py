@@ -151,3 +151,14 @@ def test_records_cite_each_offices_own_sop(store, sites, config, tmp_path):
     records.export(store, "configuration", "csv", out, config)
     rows = {r["fqdn"]: r for r in csv.DictReader(io.StringIO(out.read_text(encoding="utf-8-sig")))}
     assert rows[sites["removed"]]["sop"] == cited[sites["removed"]] and "067/28" not in rows[sites["removed"]]["sop"]
+
+
+def test_records_cite_the_sop_recorded_at_submission_not_todays(store, config):
+    """The office issued a new document number since: a site keeps citing the one its request ran under."""
+    fqdn = add_site(store, "simkes", request_id="HST-2026-0001")
+    with store.session() as session:
+        add_event(session, "HST-2026-0001", "request_submitted", service="hosting", office="tarakan", fqdn=fqdn,
+                  sop="hosting", sop_document="012/3/SOP/DKISP/2019", sop_title="Layanan Hosting")
+    cited = {r["fqdn"]: r["sop"] for r in records.configuration_records(store, config=config)}
+    assert cited[fqdn] == "SOP Layanan Hosting Nomor 012/3/SOP/DKISP/2019, DKISP Kota Tarakan"
+    assert records.site_show(store, fqdn, config)["record"]["sop"] == cited[fqdn]

@@ -5,6 +5,8 @@ bookkeeping: which sites are undone, in which order, what state and events
 they end with, when an address goes back to the pool.
 """
 
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -21,9 +23,10 @@ from provisioner.store.models import Event, IPAllocation, RequestRow, SiteRow
 ZONE = "tarakankota.go.id"
 
 
-def make_site(label: str, dedicated: bool = True) -> DesiredSite:
+def make_site(label: str, number: int, dedicated: bool = True) -> DesiredSite:
+    """A site with its own fixed request number (unique within a test)."""
     return DesiredSite(
-        request_id=f"HST-2024-{abs(hash(label)) % 10000:04d}", office="tarakan", label=label, zone=ZONE,
+        request_id=f"HST-2024-{number:04d}", office="tarakan", label=label, zone=ZONE,
         names=naming.site_names(label, ZONE), web_host="web1", web_address="10.77.0.21", db_host="db1",
         public_ip="203.0.113.10", dedicated_ip=dedicated, php=True, php_version="8.2", database=True, tls=False,
         quota_mb=1024, bandwidth_kbps=0)
@@ -106,7 +109,7 @@ def allocated(work, fqdn) -> bool:
 
 
 def test_any_exception_in_a_step_is_undone_only_for_its_site_and_the_others_go_on(work, monkeypatch):
-    a, b = make_site("alpha"), make_site("beta")
+    a, b = make_site("alpha", 101), make_site("beta", 102)
     plan = new_site_plan([a, b])
     previous = start(work, [a, b], plan)
     # Not a toolkit error: a bug or a library's own exception must be compensated the same way.
@@ -132,7 +135,7 @@ def test_any_exception_in_a_step_is_undone_only_for_its_site_and_the_others_go_o
 
 
 def test_a_compensation_that_fails_leaves_attention_and_keeps_the_address(work, monkeypatch):
-    site = make_site("gamma")
+    site = make_site("gamma", 103)
     plan = new_site_plan([site])
     previous = start(work, [site], plan)
     work.steps.fail[("dns", "present", site.fqdn)] = HostError("PowerDNS API on ns1: HTTP 500 (tried 3 times)")
@@ -155,7 +158,7 @@ def test_a_compensation_that_fails_leaves_attention_and_keeps_the_address(work, 
 
 
 def test_the_undo_follows_the_live_state_when_it_can_be_read(work, monkeypatch):
-    site = make_site("delta")
+    site = make_site("delta", 104)
     plan = new_site_plan([site])
     previous = start(work, [site], plan)
     work.steps.fail[("web", "present", site.fqdn)] = HostError("ansible run timed out on web1; it was stopped")
@@ -177,7 +180,7 @@ def test_the_undo_follows_the_live_state_when_it_can_be_read(work, monkeypatch):
 
 
 def test_a_site_that_was_live_is_not_undone_and_keeps_its_state(work, monkeypatch):
-    site = make_site("epsilon", dedicated=False)
+    site = make_site("epsilon", 105, dedicated=False)
     plan = Plan(changes=[Update("web", "web1", site.fqdn, "vhost", "/etc/apache2/sites-available/x.conf")],
                 sites=[site.fqdn])
     previous = start(work, [site], plan, live=True)
@@ -193,19 +196,21 @@ def test_a_site_that_was_live_is_not_undone_and_keeps_its_state(work, monkeypatc
 
 
 def test_no_site_is_left_provisioning_when_the_apply_stops(work):
-    site = make_site("zeta", dedicated=False)
+    site = make_site("zeta", 106, dedicated=False)
     plan = new_site_plan([site])
     previous = start(work, [site], plan)
     assert row(work, site.fqdn).state == "provisioning"
-    work._settle([site], previous)
+    work._settle([site], previous, "HostError: web1 unreachable")
     r = row(work, site.fqdn)
     assert r.state == "attention" and "run it again" in r.reason
+    # The reason names what stopped the apply, not a generic phrase.
+    assert "(HostError: web1 unreachable)" in r.reason
     assert events(work, "site_apply_interrupted", site.fqdn)
 
 
 def test_an_interrupted_apply_leaves_no_site_provisioning(work, monkeypatch):
     """Even a KeyboardInterrupt in the middle of a step (not a failure to undo) settles the site."""
-    site = make_site("eta", dedicated=False)
+    site = make_site("eta", 107, dedicated=False)
     start(work, [site], Plan(sites=[site.fqdn]))
     request = type("R", (), {"site": type("S", (), {"fqdn": site.fqdn, "dedicated_ip": False})()})()
     monkeypatch.setattr(work, "load_requests", lambda ids: [request])
@@ -217,11 +222,12 @@ def test_an_interrupted_apply_leaves_no_site_provisioning(work, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         work.apply(["HST-2024-0001"])
     assert row(work, site.fqdn).state == "attention"
+    assert "(KeyboardInterrupt)" in row(work, site.fqdn).reason
     assert events(work, "site_apply_interrupted", site.fqdn)
 
 
 def test_a_timed_out_batch_is_not_run_again_per_site(work, monkeypatch):
-    a, b = make_site("theta", dedicated=False), make_site("iota", dedicated=False)
+    a, b = make_site("theta", 108, dedicated=False), make_site("iota", 109, dedicated=False)
     plan = new_site_plan([a, b])
     previous = start(work, [a, b], plan)
     stuck = HostError("ansible run timed out on db1; it was stopped")
@@ -235,3 +241,275 @@ def test_a_timed_out_batch_is_not_run_again_per_site(work, monkeypatch):
     assert [c for c in work.steps.calls if c[:2] == ("db", "present")] == [("db", "present", (a.fqdn, b.fqdn))]
     # What the hung run may have made is undone for both, from what it touched.
     assert sorted(c[2] for c in work.steps.calls if c[:2] == ("db", "absent")) == sorted([(a.fqdn,), (b.fqdn,)])
+
+
+# -- review fixes: no state to go back to is `provisioning` ------------------------------
+
+def test_a_site_a_killed_run_left_provisioning_is_never_put_back_to_provisioning(work, monkeypatch):
+    live, new = make_site("kappa", 110, dedicated=False), make_site("lambda", 111, dedicated=False)
+    update = Plan(changes=[Update("web", "web1", s.fqdn, "vhost", f"/etc/apache2/sites-available/{s.fqdn}.conf")
+                           for s in (live, new)], sites=[live.fqdn, new.fqdn])
+    start(work, [live, new], update)  # the killed run: both left `provisioning`, one had gone live before
+    with work.store.session() as session:
+        session.get(SiteRow, live.fqdn).provisioned_at = utcnow()
+    monkeypatch.setattr(work, "removal_plan", unreadable)
+
+    previous = work._record_start([live, new], update)  # the next run
+
+    assert previous[live.fqdn]["state"] == "provisioned" and previous[new.fqdn]["state"] == "attention"
+    work.steps.fail[("web", "present", live.fqdn)] = HostError("configtest failed")
+    work._run_saga([live], update, {}, previous)
+    assert row(work, live.fqdn).state == "provisioned"
+    work._settle([new], previous, "stopped")
+    assert row(work, new.fqdn).state == "attention"
+
+
+# -- review fixes: a removal is read back before the address is released ------------------
+
+def removal_of(site, *targets) -> Plan:
+    from provisioner.changes import Delete
+    from provisioner.plan import REMOVAL_ORDER
+
+    kinds = {"dns": ("A record", site.fqdn), "web": ("vhost", site.fqdn), "db": ("database", site.names.db_name),
+             "ip": ("public IP", site.public_ip)}
+    host = {"dns": ZONE, "web": "web1", "db": "db1", "ip": "web1"}
+    return Plan(changes=[Delete(t, host[t], site.fqdn, *kinds[t]) for t in targets], sites=[site.fqdn],
+                order=REMOVAL_ORDER)
+
+
+@pytest.fixture
+def removal(work, monkeypatch):
+    """A provisioned dedicated site ready to remove; `reads` are what each removal_plan call returns."""
+    from provisioner import verify
+
+    site = make_site("mu", 112)
+    start(work, [site], new_site_plan([site]))
+    with work.store.session() as session:
+        r = session.get(SiteRow, site.fqdn)
+        r.state, r.provisioned_at = "provisioned", utcnow()
+    reads = [removal_of(site, "dns", "web", "db", "ip")]
+    monkeypatch.setattr(work, "recorded_sites", lambda fqdns: [site])
+    monkeypatch.setattr(work, "removal_plan", lambda sites: reads.pop(0) if len(reads) > 1 else reads[0])
+    monkeypatch.setattr(verify, "dns_gone", lambda inventory, s: {"ns1": "no A record", "ns2": "no A record"})
+    return site, reads
+
+
+def test_a_removal_with_the_address_still_up_is_attention_and_keeps_the_address(work, removal):
+    site, reads = removal
+    reads.append(removal_of(site, "ip"))  # the read-back: the address is still on web1
+
+    with pytest.raises(HostError, match="still on the hosts after removal: Delete ip .*public IP"):
+        work.remove([site.fqdn])
+
+    r = row(work, site.fqdn)
+    assert r.state == "attention" and allocated(work, site.fqdn)
+    (incomplete,) = events(work, "removal_incomplete", site.fqdn)
+    assert any("public IP" in line for line in incomplete["remaining"])
+    assert events(work, "site_removed", site.fqdn) == []
+
+
+def test_a_name_server_still_answering_after_removal_keeps_the_site_in_attention(work, removal, monkeypatch):
+    from provisioner import verify
+
+    site, reads = removal
+    reads.append(removal_of(site))  # nothing left on the hosts ...
+
+    def still(inventory, s):  # ... but a name server still has the A record
+        raise HostError(f"{s.fqdn}: ns2 still answers ['203.0.113.10'] (authoritative=True)")
+
+    monkeypatch.setattr(verify, "dns_gone", still)
+    with pytest.raises(HostError, match="ns2 still answers"):
+        work.remove([site.fqdn])
+    assert row(work, site.fqdn).state == "attention" and allocated(work, site.fqdn)
+
+
+def test_a_complete_removal_is_read_back_then_released_and_removed(work, removal):
+    site, reads = removal
+    reads.append(removal_of(site))
+
+    checks = work.remove([site.fqdn])
+
+    assert checks == {site.fqdn: {"dns": {"ns1": "no A record", "ns2": "no A record"}, "hosts": "nothing left"}}
+    assert row(work, site.fqdn).state == "removed" and not allocated(work, site.fqdn)
+    assert [step for step, state, _ in work.steps.calls] == ["dns", "web", "db", "ip"]
+
+
+def test_lifecycle_removal_uses_the_hosting_read_back_and_records_it_once(work, removal, config, monkeypatch):
+    from provisioner.lifecycle import Lifecycle, LifecyclePlan
+
+    site, reads = removal
+    reads.append(removal_of(site, "db"))
+    lifecycle = Lifecycle(config, work.store, actor="operator")
+    lifecycle.hosting = work
+    monkeypatch.setattr(lifecycle, "plan_remove",
+                        lambda fqdn: LifecyclePlan("remove", fqdn, "provisioned", removal_of(site, "dns")))
+
+    with pytest.raises(HostError, match="still on the hosts after removal"):
+        lifecycle.remove(site.fqdn, reason="closed")
+
+    assert len(events(work, "removal_incomplete", site.fqdn)) == 1
+    assert [e["action"] for e in events(work, "maintenance_failed", site.fqdn)] == ["remove"]
+    assert row(work, site.fqdn).state == "attention" and allocated(work, site.fqdn)
+
+
+# -- review fixes: any verification error is recorded -------------------------------------
+
+def test_a_verification_that_breaks_with_any_exception_is_recorded(work, monkeypatch):
+    from provisioner import verify
+
+    site = make_site("nu", 113, dedicated=False)
+    start(work, [site], new_site_plan([site]))
+
+    def broken(*args, **kwargs):
+        raise KeyError("dns")
+
+    monkeypatch.setattr(verify, "verify_site", broken)
+    with pytest.raises(HostError, match="step verify failed: KeyError"):
+        work._verify_and_record(site, new_site_plan([site]), {})
+    r = row(work, site.fqdn)
+    assert r.state == "attention" and "verification failed" in r.reason
+    assert "KeyError" in events(work, "verification_failed", site.fqdn)[0]["error"]
+
+
+# -- review fixes: an outage is not retried per site; one live read; one TLS key -------------
+
+@pytest.mark.parametrize("flag", ["connection", "unreachable", "unchanged"])
+def test_a_failure_that_is_not_about_one_site_is_not_run_again_per_site(work, monkeypatch, flag):
+    a, b = make_site("xi", 114, dedicated=False), make_site("omicron", 115, dedicated=False)
+    plan = new_site_plan([a, b])
+    previous = start(work, [a, b], plan)
+    outage = HostError("PowerDNS API on ns1: change to zone tarakankota.go.id: connection refused (tried 3 times)")
+    setattr(outage, flag, True)
+    work.steps.fail[("dns", "present", a.fqdn)] = outage
+    reads = []
+    monkeypatch.setattr(work, "removal_plan", lambda sites: reads.append([s.fqdn for s in sites]) or unreadable(sites))
+
+    failures = work._run_saga([a, b], plan, {}, previous)
+
+    assert sorted(failures) == sorted([a.fqdn, b.fqdn])
+    assert [c for c in work.steps.calls if c[:2] == ("dns", "present")] == [("dns", "present", (a.fqdn, b.fqdn))]
+    # One read of the live state for both undos.
+    assert reads == [[a.fqdn, b.fqdn]]
+
+
+def test_a_certificate_is_issued_once_per_apply_even_when_the_step_runs_again(work, monkeypatch):
+    from types import SimpleNamespace
+
+    from provisioner import tls
+
+    site = make_site("pi", 116, dedicated=False)
+    plan = Plan(changes=[Create("web", "web1", site.fqdn, "TLS certificate", site.fqdn)], sites=[site.fqdn])
+    issued = []
+    monkeypatch.setattr(tls, "issue", lambda source, directory, fqdn: issued.append(fqdn) or SimpleNamespace(
+        cert=f"cert {len(issued)}", key=f"key {len(issued)}", chain=""))
+
+    first = work._secrets([site], plan, {}, "web")
+    again = work._secrets([site], plan, {}, "web")
+
+    assert issued == [site.fqdn] and first["tls"] == again["tls"]
+
+
+# -- review fixes: an apply refused before it starts keeps no address ---------------------
+
+@pytest.mark.parametrize("refusal", ["conflict", "checksum"])
+def test_an_apply_refused_before_it_starts_gives_its_new_address_back(work, monkeypatch, refusal):
+    from provisioner.errors import Conflict, StateError
+
+    site, kept = make_site("rho", 117), make_site("sigma", 118)
+    with work.store.session() as session:
+        for s in (site, kept):
+            session.add(RequestRow(id=s.request_id, service="hosting", office="tarakan", fqdn=s.fqdn,
+                                   sha256="0" * 64, content=b"", source="test", submitted_at=utcnow(),
+                                   state="approved", decision="approve", current_step=None))
+    # `kept` held its address before this apply: that one is not this apply's to give back.
+    ipam.allocate(work.store, work.inventory, work.inventory.host("web1"), kept.fqdn, kept.request_id)
+    requests = [type("R", (), {"id": s.request_id, "site": s})() for s in (site, kept)]
+    monkeypatch.setattr(work, "load_requests", lambda ids: requests)
+    monkeypatch.setattr(work, "_placement", lambda r: (work.inventory.host("web1"), None))
+
+    def desired(reqs, allocate=False):
+        for s in (site, kept):
+            ipam.allocate(work.store, work.inventory, work.inventory.host("web1"), s.fqdn, s.request_id)
+        return [site, kept]
+
+    def compute_plan(sites, live):
+        if refusal == "conflict":
+            raise Conflict(f"{site.fqdn}: found vhost {site.fqdn} on web1, not created by the toolkit")
+        return new_site_plan(sites)
+
+    monkeypatch.setattr(work, "desired", desired)
+    monkeypatch.setattr(work, "read_live", lambda sites: None)
+    monkeypatch.setattr(work, "compute_plan", compute_plan)
+
+    with pytest.raises(Conflict if refusal == "conflict" else StateError):
+        work.apply([site.request_id, kept.request_id], checksum="0" * 64)
+
+    assert not allocated(work, site.fqdn) and allocated(work, kept.fqdn)
+    assert row(work, site.fqdn) is None and work.steps.calls == []
+
+
+# -- review fixes: a rotation that stops midway keeps and shows what it rotated -----------
+
+@pytest.fixture
+def rotation(work, config, monkeypatch):
+    """A provisioned site with stored passwords; the hosts replaced by recorders."""
+    from provisioner import credentials, hosting
+
+    site = make_site("tau", 119, dedicated=False)
+    start(work, [site], new_site_plan([site]))
+    with work.store.session() as session:
+        r = session.get(SiteRow, site.fqdn)
+        r.state, r.provisioned_at = "provisioned", utcnow()
+    old, _ = credentials.ensure(work.store, work.box, site.fqdn, site.request_id,
+                                {"sftp": site.names.user, "db": site.names.db_user})
+    seen = SimpleNamespace(load=[], set=[], fail_login=set())
+    monkeypatch.setattr(Hosting, "load_requests", lambda self, ids, provisioning=True: seen.load.append(
+        provisioning) or [type("R", (), {"id": site.request_id, "site": site})()])
+    monkeypatch.setattr(Hosting, "desired", lambda self, requests, allocate=False: [site])
+    monkeypatch.setattr(hosting, "_set_password", lambda work_, s, kind, password: seen.set.append((kind, password)))
+
+    def login(work_, s, kind, password):
+        if (kind, password) in seen.fail_login or (kind, "new") in seen.fail_login and password != old[kind]:
+            raise HostError(f"{kind} login refused")
+
+    monkeypatch.setattr(hosting, "_login", login)
+    return site, old, seen
+
+
+def test_a_rotation_that_fails_after_one_account_names_it_and_writes_its_sheet(work, config, rotation, monkeypatch):
+    from provisioner import credentials
+    from provisioner.hosting import rotate_credentials
+
+    site, old, seen = rotation
+    seen.fail_login.add(("sftp", "new"))  # db (first) rotates; sftp's new password is refused
+    written, write_sheet = [], credentials.write_sheet
+    monkeypatch.setattr(credentials, "write_sheet",
+                        lambda *a, **kw: written.append(dict(a[3])) or write_sheet(*a, **kw))
+
+    with pytest.raises(HostError) as caught:
+        rotate_credentials(config, work.store, site.fqdn)
+
+    message = str(caught.value)
+    assert "rotating the sftp password failed" in message and "already rotated: db" in message
+    sheet = Path(message.split("credentials sheet ")[1].split(")")[0])
+    stored = credentials.get(work.store, work.box, site.fqdn)
+    assert stored["sftp"] == old["sftp"] and stored["db"] != old["db"]
+    assert sheet.exists() and [w["Kata sandi basis data"] for w in written] == [stored["db"]]
+    # The approval is not checked again for a site that exists (its SOP may have moved on).
+    assert seen.load == [False]
+
+
+def test_a_rotation_whose_store_fails_puts_the_old_password_back(work, config, rotation, monkeypatch):
+    from provisioner import credentials
+    from provisioner.hosting import rotate_credentials
+
+    site, old, seen = rotation
+
+    def broken(*args, **kwargs):
+        raise OSError("database is locked")
+
+    monkeypatch.setattr(credentials, "replace", broken)
+    with pytest.raises(HostError, match="rotating the db password failed: .*database is locked.*put back and works"):
+        rotate_credentials(config, work.store, site.fqdn, kinds=("db",))
+    assert seen.set[-1] == ("db", old["db"])
+    assert credentials.get(work.store, work.box, site.fqdn)["db"] == old["db"]

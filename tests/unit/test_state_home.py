@@ -6,6 +6,7 @@ import stat
 import pytest
 
 from provisioner.config import load_config
+from provisioner.errors import ConfigError
 from provisioner.secretbox import SecretBox
 from provisioner.store import open_store
 from provisioner.store.models import Lock
@@ -72,3 +73,18 @@ def test_a_home_found_open_is_narrowed_when_opened(home, loose_umask):
     assert mode(home / "state.db-wal") == 0o600
     assert mode(home / "secret.key") == 0o600
     store.close()
+
+
+def test_an_open_home_owned_by_someone_else_is_refused_with_what_to_do(home, monkeypatch):
+    home.mkdir(mode=0o755)
+    home.chmod(0o755)
+    owner = home.stat().st_uid
+    # As if another user ran the toolkit: the home is not ours to tighten.
+    monkeypatch.setattr("provisioner.config.os.geteuid", lambda: owner + 1)
+    config = load_config()
+    with pytest.raises(ConfigError) as caught:
+        config.private_home()
+    message = str(caught.value)
+    assert str(home) in message and "0755" in message and f"uid {owner}" in message
+    assert "chmod 700" in message and "PROVISIONER_HOME" in message
+    assert mode(home) == 0o755
