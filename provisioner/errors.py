@@ -79,3 +79,16 @@ class ActionError(ProvisionerError):
     """An action bound to an SOP step failed; the step stays open for a resume."""
 
     exit_code = 6
+
+
+class AcmeError(HostError):
+    """An ACME CA refused, failed or could not be reached; names the CA and the cause.
+
+    `code` is the ACME problem type's last part (rateLimited, unauthorized, ...) or one of
+    connection, timeout, tls, validation, protocol; `url` is the CA's directory URL.
+    """
+
+    def __init__(self, message: str, *, url: str | None = None, code: str = "error"):
+        super().__init__(message)
+        self.url = url
+        self.code = code
