@@ -19,7 +19,7 @@ CA. Making the key on the web host would keep it on one machine, but then a
 second host or a rebuild needs a new certificate, and reading it back to
 install elsewhere would move it anyway.
 
-Not wired into hosting yet: `hosting.tls_source` still offers lab-ca and files.
+Used by provisioner/certificates.py, which keeps the records and the keys.
 """
 
 from __future__ import annotations
@@ -272,33 +272,81 @@ class AcmeClient:
               order_timeout: int = ORDER_TIMEOUT) -> Issued:
         """Order a certificate for the CSR's names, answer the challenges through `publisher`,
         and return the chain. Challenge records are removed whether or not issuance succeeds."""
+        (result,) = self.issue_many([csr_pem], publisher, order_timeout=order_timeout)
+        if isinstance(result, AcmeError):
+            raise result
+        return result
+
+    def issue_many(self, csrs: list[bytes], publisher: Dns01Publisher | Http01Publisher, *,
+                   order_timeout: int = ORDER_TIMEOUT) -> list[Issued | AcmeError]:
+        """One order per CSR, their challenges published together (one `publish` call, so a DNS
+        API changes each zone once) and removed together afterwards. Returns, in the order of
+        `csrs`, each certificate or the AcmeError that stopped its order: one order failing
+        does not stop the others.
+        """
         self._need_account()
-        csr = x509.load_pem_x509_csr(csr_pem)
-        names = tuple(crypto_util.get_names_from_subject_and_extensions(csr.subject, csr.extensions))
-        with self._errors(f"ordering a certificate for {', '.join(names)}"):
-            order = self._client.new_order(csr_pem)
-        pending = [(authzr, self._pick(authzr, publisher.challenge)) for authzr in order.authorizations
-                   if authzr.body.status != messages.STATUS_VALID]  # a valid one is reused as is
-        published = self._responses(pending, publisher)
+        results: list[Issued | AcmeError | None] = [None] * len(csrs)
+        orders = {}  # index -> (order, names, csr, pending)
+        for i, csr_pem in enumerate(csrs):
+            csr = x509.load_pem_x509_csr(csr_pem)
+            names = tuple(crypto_util.get_names_from_subject_and_extensions(csr.subject, csr.extensions))
+            try:
+                with self._errors(f"ordering a certificate for {', '.join(names)}"):
+                    order = self._client.new_order(csr_pem)
+                pending = [(authzr, self._pick(authzr, publisher.challenge)) for authzr in order.authorizations
+                           if authzr.body.status != messages.STATUS_VALID]  # a valid one is reused as is
+            except AcmeError as err:
+                results[i] = err
+                continue
+            orders[i] = (order, names, csr, pending)
+        pending_all = [p for (_o, _n, _c, pending) in orders.values() for p in pending]
+        published = self._responses(pending_all, publisher)
         cleanup_error = None
         try:
-            if pending:
-                publisher.publish(published)
+            if pending_all:
+                try:
+                    publisher.publish(published)
+                except Exception as err:  # noqa: BLE001 - every order waiting on it fails with the cause
+                    failed = err if isinstance(err, AcmeError) else AcmeError(
+                        f"ACME CA {self.directory_url}: publishing the challenges failed: {err}",
+                        url=self.directory_url, code="challenge")
+                    for i, (_o, _n, _c, pending) in list(orders.items()):
+                        if pending:
+                            results[i] = failed
+                            del orders[i]
             deadline = dt.datetime.now() + dt.timedelta(seconds=order_timeout)  # naive: the library's clock
-            with self._errors(f"validating {', '.join(names)}", order_timeout):
-                for _authzr, challb in pending:
-                    self._client.answer_challenge(challb, challb.chall.response(self._key))
-                order = self._client.poll_authorizations(order, deadline)
-            with self._errors(f"finalizing the order for {', '.join(names)}", order_timeout):
-                order = self._client.finalize_order(order, deadline)
+            # Answer every challenge first, so that the CA validates them all at once.
+            for i, (order, names, _csr, pending) in list(orders.items()):
+                try:
+                    with self._errors(f"validating {', '.join(names)}", order_timeout):
+                        for _authzr, challb in pending:
+                            self._client.answer_challenge(challb, challb.chall.response(self._key))
+                except AcmeError as err:
+                    results[i] = err
+                    del orders[i]
+            for i, (order, names, _csr, _pending) in list(orders.items()):
+                try:
+                    with self._errors(f"validating {', '.join(names)}", order_timeout):
+                        order = self._client.poll_authorizations(order, deadline)
+                    with self._errors(f"finalizing the order for {', '.join(names)}", order_timeout):
+                        order = self._client.finalize_order(order, deadline)
+                    orders[i] = (order, names, _csr, _pending)
+                except AcmeError as err:
+                    results[i] = err
+                    del orders[i]
         finally:
-            if pending:
+            if pending_all:
                 try:
                     publisher.cleanup(published)
                 except Exception as err:  # the certificate (or the first error) matters more
                     cleanup_error = f"{type(err).__name__}: {err}"
-                    log.warning("challenge records for %s not removed: %s", ", ".join(names), cleanup_error)
-        return self._issued(order.fullchain_pem, csr, names, cleanup_error)
+                    log.warning("challenge records not removed: %s", cleanup_error)
+        for i, (order, names, csr, _pending) in orders.items():
+            try:
+                results[i] = self._issued(order.fullchain_pem, csr, names, cleanup_error)
+            except AcmeError as err:
+                results[i] = err
+        return results
 
     def _pick(self, authzr, kind) -> messages.ChallengeBody:
         for challb in authzr.body.challenges:

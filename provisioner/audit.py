@@ -2,12 +2,15 @@
 
 The live state is read through the same channels as provisioning and in bulk:
 one PowerDNS API call per zone, one SSH session per web and database host,
-and one DNS query per recorded name at each name server. compare() is pure:
-records and live data in, findings out. Nothing here changes a host; the fix
-is the hosting plan for the drifted sites, applied by Hosting.apply.
+one DNS query per recorded name at each name server, and one TLS handshake
+per HTTPS site at its public address (the certificate a visitor gets).
+compare() is pure: records and live data in, findings out. Nothing here
+changes a host; the fix is the hosting plan for the drifted sites, applied by
+Hosting.apply, and a renewal of the certificates found wrong (tls_renewal).
 """
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import dns.exception
@@ -17,8 +20,8 @@ import dns.query
 import dns.rdatatype
 from sqlalchemy import select
 
-from provisioner import ssh
-from provisioner.errors import Conflict, NotFound, StateError
+from provisioner import certificates, ssh, tls_renewal
+from provisioner.errors import Conflict, HostError, NotFound, StateError
 from provisioner.hosting import Hosting, Live
 from provisioner.plan import Plan
 from provisioner.site import DesiredSite, sha256
@@ -26,10 +29,15 @@ from provisioner.store.events import add_event
 from provisioner.store.models import SiteRow
 from provisioner.targets import db as db_target
 from provisioner.targets import web as web_target
-from provisioner.targets.dns import is_ours
+from provisioner.targets.dns import is_challenge, is_ours
 
 SEVERITIES = ("critical", "high", "medium", "low")
 AUDITED_STATES = ("provisioned", "suspended")
+# A served certificate with fewer days left is a finding: the daily renewal (30 days ahead by
+# default) should have replaced it well before, so something keeps it from doing so.
+EXPIRING_DAYS = 21
+# Findings a new certificate puts right: `--fix` plans a renewal for their sites.
+RENEWED_KINDS = ("tls-expired", "tls-expiring", "tls-name", "tls-issuer")
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,8 @@ class Report:
     zones: list[str]
     fix: dict | None = None  # with --fix: the plan, whether it was applied, what stays
     after: list[Finding] | None = None  # with --fix --apply: the findings of the audit after it
+    # fqdn -> the served certificate's issuer, names, not_after, days_left, trusted (or its error)
+    certificates: dict = field(default_factory=dict)
 
     @property
     def remaining(self) -> list[Finding]:
@@ -77,7 +87,8 @@ class Report:
 
     def as_dict(self) -> dict:
         data = {"clean": not self.findings, "sites": self.sites, "zones": self.zones,
-                "counts": self.counts(), "findings": [f.as_dict() for f in self.findings]}
+                "counts": self.counts(), "findings": [f.as_dict() for f in self.findings],
+                "certificates": self.certificates}
         if self.fix is not None:
             data["fix"] = self.fix
         if self.after is not None:
@@ -93,6 +104,10 @@ class Observed:
     live: Live
     ns: dict = field(default_factory=dict)  # fqdn -> ns name -> {"addresses", "authoritative", "error"}
     nameservers: list[str] = field(default_factory=list)
+    # fqdn -> certificates.served() facts, or {"error": text} when nothing answered on 443;
+    # a TLS site missing here was not read and gets no served-certificate finding.
+    served: dict = field(default_factory=dict)
+    trust: str | None = None  # the CA file the served certificates were checked against (None: system store)
 
 
 def _restore(site: str, action: str) -> str:
@@ -120,6 +135,7 @@ def compare(sites: list[DesiredSite], records: dict[str, dict], observed: Observ
         findings += _dns(site, observed)
         findings += _ip(site, observed.live.web)
         findings += _web(site, record, observed.live.web)
+        findings += _served(site, observed)
         findings += _db(site, observed.live.db)
     findings += _shared_addresses(sites, observed.live.web)
     findings += _default_vhosts(sites, observed.live.web)
@@ -185,6 +201,8 @@ def extra_records(dns_live: dict, zones: list[str], explained: dict[str, set]) -
                 continue
             if name in sites and rtype == "A":
                 continue
+            if is_challenge(name, rtype, rrset):
+                continue  # an ACME order in progress (or one whose cleanup is retried): not drift
             content = ", ".join(r["content"] for r in rrset["records"]) or "no records"
             if rtype == "A" and is_ours(rrset):
                 fix = ("marked as the toolkit's but no configuration record explains it (a removed or failed "
@@ -289,7 +307,48 @@ def _web(site: DesiredSite, record: dict, web_live: dict) -> list[Finding]:
     if site.tls and not state["tls_cert"]:
         add("high", "tls-missing", f"TLS certificate of {f}", f"/etc/ssl/provisioner/{f}.crt", "missing",
             _restore(f, "issue and install the certificate again"))
+    if record.get("tls_deferred"):
+        add("medium", "tls-deferred", f"HTTPS of {f}", "HTTPS, as the request asks",
+            f"HTTP only: {record['tls_deferred']}",
+            f"once the CA's limit allows: provision hosting {site.request_id} --apply")
     findings += _vhost(site, record, state)
+    return findings
+
+
+def _served(site: DesiredSite, observed: Observed) -> list[Finding]:
+    """The certificate a visitor gets: still valid for a while, for this name, from the configured CA."""
+    seen = observed.served.get(site.fqdn)
+    if not site.tls or seen is None:
+        return []
+    h, f = site.web_host, site.fqdn
+    what = f"TLS certificate served for {f}"
+    renew = _restore(f, "renew")
+
+    def finding(severity, kind, expected, found, fix=renew):
+        return Finding(severity, kind, f, "web", h, what, expected, found, fix)
+
+    if seen.get("error"):
+        return [finding("high", "tls-unreachable", f"a TLS answer for {f} at {site.public_ip}:443", seen["error"],
+                        f"check that Apache on {h} is running and listens on {site.public_ip}:443 "
+                        f"(apache2ctl -S), then: provision audit --site {f}")]
+    findings = []
+    days, date = seen["days_left"], seen["not_after"][:10]
+    expired = days <= 0
+    if expired:
+        findings.append(finding("critical", "tls-expired", "a certificate still valid",
+                                f"expired {date} ({-days:.1f} days ago)"))
+    elif days < EXPIRING_DAYS:
+        findings.append(finding("high", "tls-expiring", f"at least {EXPIRING_DAYS} days left",
+                                f"expires {date} ({days:.1f} days left)"))
+    if not seen["covers"]:
+        findings.append(finding("high", "tls-name", f"a certificate that covers {f}",
+                                f"names {', '.join(seen['names']) or 'none'}"))
+    # An expired certificate fails verification for its date alone: tls-expired says that already.
+    if not seen["trusted"] and not (expired and "expired" in (seen.get("trust_error") or "")):
+        issuer = seen["issuer"] + (f" ({seen['issuer_org']})" if seen.get("issuer_org") else "")
+        findings.append(finding("high", "tls-issuer", f"issued by the configured CA "
+                                f"({observed.trust or 'the system CA store'})",
+                                f"issuer {issuer}: {seen.get('trust_error') or 'not trusted'}"))
     return findings
 
 
@@ -380,6 +439,38 @@ def ns_answers(inventory, sites: list[DesiredSite], timeout: float = 2.0) -> dic
     return answers
 
 
+def served_certificates(sites: list[DesiredSite], trust: str | None, workers: int = 8) -> dict:
+    """The certificate each HTTPS site serves at its public address, as a visitor sees it.
+
+    One handshake per site, a few at a time (each may wait for a timeout);
+    a site nothing answers for gets {"error": the reason}.
+    """
+    tls_sites = [s for s in sites if s.tls]
+
+    def read(site: DesiredSite) -> dict:
+        try:
+            return certificates.served(site.public_ip, site.fqdn, trust)
+        except HostError as err:
+            return {"error": str(err)}
+
+    if not tls_sites:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(workers, len(tls_sites))) as pool:
+        return dict(zip([s.fqdn for s in tls_sites], pool.map(read, tls_sites)))
+
+
+def certificate_figures(served: dict) -> dict:
+    """What the report shows of each served certificate: who issued it and when it ends."""
+    figures = {}
+    for fqdn, seen in sorted(served.items()):
+        if seen.get("error"):
+            figures[fqdn] = {"error": seen["error"]}
+        else:
+            figures[fqdn] = {k: seen.get(k) for k in ("issuer", "issuer_org", "names", "not_after", "days_left",
+                                                        "trusted")}
+    return figures
+
+
 def recorded(work: Hosting, site: str | None = None) -> tuple[list[DesiredSite], dict[str, SiteRow]]:
     """The audited sites (provisioned or suspended), as they were placed, with their rows."""
     with work.store.session() as session:
@@ -414,11 +505,14 @@ def _audit(work: Hosting, site: str | None):
     zones = sorted({s.zone for s in sites} if site else set(work.config.zones) | {s.zone for s in sites})
     live = Live(web=web_target.read(work.inventory, sites), db=db_target.read(work.inventory, sites),
                 dns=work.dns.read(zones) if zones else {})
+    trust = work.ca_file()
     observed = Observed(live=live, ns=ns_answers(work.inventory, sites) if sites else {},
-                        nameservers=[h.name for h in work.inventory.group("nameservers")])
+                        nameservers=[h.name for h in work.inventory.group("nameservers")],
+                        served=served_certificates(sites, trust), trust=trust)
     findings = compare(sites, {f: r.config for f, r in rows.items()}, observed, zones,
                        explained=_explained(work), extras=site is None)
-    report = Report(findings=findings, sites=[s.fqdn for s in sites], zones=zones)
+    report = Report(findings=findings, sites=[s.fqdn for s in sites], zones=zones,
+                    certificates=certificate_figures(observed.served))
     _record_run(work.store, report, site)
     return report, sites, rows, live
 
@@ -453,34 +547,96 @@ def fix_plan(work: Hosting, sites: list[DesiredSite], live: Live, rows: dict[str
     return Plan(changes=changes, sites=fixed), refused
 
 
+def renewal_plan(work: Hosting, site: str | None, findings: list[Finding], rows: dict[str, SiteRow]):
+    """The certificate renewals that put the tls-expired/-expiring/-name/-issuer findings right.
+
+    Forced for those sites whatever their dates; `within=0` keeps other sites that merely come
+    due soon out of the audit's fix (the daily `tls renew` takes them). Only provisioned sites,
+    like the rest of the fix. (None, []) when no finding asks for a renewal.
+    """
+    forced = sorted({f.site for f in findings if f.kind in RENEWED_KINDS and f.site is not None
+                     and rows[f.site].state == "provisioned"})
+    if not forced:
+        return None, []
+    planned = tls_renewal.renew(work.config, work.store, site=site, within=0, force_sites=forced, apply=False)
+    return planned.plan.plan, forced  # the result's RenewalPlan, as a Plan of changes
+
+
+def fix_checksum(plan: Plan, renewals: Plan | None) -> str:
+    """One checksum for the whole fix: the hosting plan's alone when nothing is renewed."""
+    if renewals is None or (renewals.empty and not renewals.notes):
+        return plan.checksum
+    return sha256(f"hosting {plan.checksum}\nrenewals {renewals.checksum}\n")
+
+
+def _render_fix(plan: Plan, renewals: Plan | None, checksum: str) -> str:
+    if renewals is None or (renewals.empty and not renewals.notes):
+        return plan.render()
+    out = plan.render() if not plan.empty else ""
+    out += "TLS certificates the fix renews:\n"
+    for c in renewals.changes:
+        out += f"  {c.action:<6} {c.target:<3} {c.host:<20} {c.kind}: {c.site} (renew: {c.detail['reason']})\n"
+    for fqdn, note in sorted(renewals.notes.items()):
+        out += f"  {fqdn}: not renewed by this fix: {note}\n"
+    return out + f"checksum {checksum} (the hosting changes and the renewals together)\n"
+
+
 def audit_fix(config, store, site: str | None = None, apply: bool = False, checksum: str | None = None,
               work: Hosting | None = None) -> Report:
-    """The audit, the plan that restores what drifted, and with apply: that plan applied and a second audit."""
+    """The audit, the plan that restores what drifted and renews the certificates found wrong, and
+    with apply: that plan applied (hosting changes first, then the renewals) and a second audit."""
     work = work or Hosting(config, store)
     report, sites, rows, live = _audit(work, site)
     sites_by_name = {s.fqdn: s for s in sites}
     plan, refused = fix_plan(work, sites, live, rows, report.findings)
+    renewals, forced = renewal_plan(work, site, report.findings, rows)
+    renewing = {c.site for c in renewals.changes} if renewals is not None else set()
+    combined = fix_checksum(plan, renewals)
     restoring = {(c.host, c.name) for c in plan.changes if c.kind == "default vhost"}
-    manual = [f.as_dict() for f in report.findings
-              if (f.site is None and not (f.kind == "default-vhost-missing"
-                                          and (f.host, f.what.rsplit(" ", 1)[-1]) in restoring))
-              or (f.site is not None and (f.site in refused or not plan.for_site(f.site)))]
-    report.fix = {"plan": plan.as_dict(), "rendered": plan.render(), "refused": refused,
+
+    def by_hand(f: Finding) -> bool:
+        if f.kind in RENEWED_KINDS:
+            return f.site not in renewing
+        if f.site is None:
+            return not (f.kind == "default-vhost-missing" and (f.host, f.what.rsplit(" ", 1)[-1]) in restoring)
+        return f.site in refused or not plan.for_site(f.site)
+
+    manual = [f.as_dict() for f in report.findings if by_hand(f)]
+    merged = plan.as_dict()
+    if renewals is not None:
+        merged.update(sites=sorted(set(plan.sites) | renewing), checksum=combined,
+                      changes=merged["changes"] + [c.as_dict() for c in renewals.changes])
+    report.fix = {"plan": merged, "rendered": _render_fix(plan, renewals, combined), "refused": refused,
                   "by_hand": manual, "applied": False}
-    if not apply or plan.empty:
+    if renewals is not None:
+        report.fix["hosting"] = plan.as_dict()
+        report.fix["renewals"] = renewals.as_dict()
+    if not apply or (plan.empty and not renewing):
         return report
-    if checksum and checksum != plan.checksum:
-        raise StateError(f"the fix plan changed since it was reviewed (checksum {plan.checksum}, "
+    if checksum and checksum != combined:
+        raise StateError(f"the fix plan changed since it was reviewed (checksum {combined}, "
                          f"expected {checksum}); review it again")
-    request_ids = [sites_by_name[f].request_id for f in plan.sites]
+    touched = (set() if plan.empty else set(plan.sites)) | renewing
     with store.session() as session:
-        for fqdn in plan.sites:
-            add_event(session, sites_by_name[fqdn].request_id, "audit_fix", fqdn=fqdn, checksum=plan.checksum,
-                      changes=len(plan.for_site(fqdn)),
+        for fqdn in sorted(touched):
+            add_event(session, sites_by_name[fqdn].request_id, "audit_fix", fqdn=fqdn, checksum=combined,
+                      changes=len(plan.for_site(fqdn)), renewal=fqdn in renewing,
                       findings=sorted({f.kind for f in report.findings if f.site == fqdn}))
-    result = work.apply(request_ids, checksum=plan.checksum)
+    if not plan.empty:
+        request_ids = [sites_by_name[f].request_id for f in plan.sites]
+        result = work.apply(request_ids, checksum=plan.checksum)
+        report.fix["verified"] = {s["fqdn"]: sorted(s.get("verified", {})) for s in result.sites}
     report.fix["applied"] = True
-    report.fix["verified"] = {s["fqdn"]: sorted(s.get("verified", {})) for s in result.sites}
+    if renewing:
+        try:
+            # Bound to the renewals shown: a hosting change above that altered them stops them here.
+            done = tls_renewal.renew(work.config, work.store, site=site, within=0, force_sites=forced, apply=True,
+                                     checksum=renewals.checksum)
+        except StateError as err:
+            report.fix["renewed"], report.fix["not_renewed"] = [], {f: str(err) for f in sorted(renewing)}
+        else:
+            report.fix["renewed"] = done.renewed
+            report.fix["not_renewed"] = {**done.failed, **done.busy}
     after = _audit(work, site)[0]
     report.after = after.findings
     return report

@@ -110,6 +110,9 @@ class Office(_Strict):
     # The SOPs the office runs: service -> SOP name in sop_dir (whose `office:`
     # must be this office). A request for a service not listed is refused.
     sops: dict[str, str] = Field(default_factory=dict)
+    # How the ACME CA checks this office's names: dns-01 through the office's PowerDNS
+    # API (works before the name is public) or http-01 on the site's port 80.
+    tls_challenge: Literal["dns-01", "http-01"] = "dns-01"
 
     @field_validator("sops")
     @classmethod
@@ -175,6 +178,38 @@ class Limits(_Strict):
     bandwidth_kbps_max: int = Field(default=10_000_000, ge=0)
 
 
+# The lab's ACME CA (Pebble on ca1) and its files: see provisioner/lab/topology.py.
+LAB_ACME_DIRECTORY = "https://10.77.0.41:14000/dir"
+LAB_STATE = Path("/var/lib/provisioner-lab")
+
+
+class Acme(_Strict):
+    """The ACME CA that issues the sites' certificates (`tls_source: acme`)."""
+
+    # The CA's directory URL; the lab's Pebble by default.
+    directory: str = LAB_ACME_DIRECTORY
+    # Contact address of the account (the CA writes to it about expiry and incidents).
+    email: str = "hostmaster@tarakankota.go.id"
+    # The account key, sealed with the state key like the passwords; made and
+    # registered on first use. Default: <state home>/acme-account.key.
+    account_key_file: Path | None = None
+    # CA certificates the directory's HTTPS is checked against (None: the system's).
+    directory_ca_bundle: Path | None = LAB_STATE / "ca" / "ca.crt"
+    # Roots the served site certificates must chain to (None: the system's store).
+    trust: Path | None = LAB_STATE / "acme" / "roots.pem"
+    # The CA's limit of new certificates per registered domain in 7 days (Let's
+    # Encrypt: 50), counted here; the registered domains default to the offices' zones.
+    weekly_limit: int = Field(default=50, ge=1, le=100000)
+    registered_domains: list[str] = Field(default_factory=list)
+    # `tls renew` renews certificates that expire within this many days, at most
+    # max_renewals a run (the soonest first; the rest wait for the next run).
+    renew_within_days: int = Field(default=30, ge=1, le=3650)
+    max_renewals: int = Field(default=20, ge=1, le=10000)
+    # Seconds to wait for the challenge records at every name server, and for an order.
+    propagation_timeout: float = Field(default=60.0, gt=0, le=3600)
+    order_timeout: int = Field(default=180, ge=10, le=3600)
+
+
 class Hosting(_Strict):
     """Where hosting finds its hosts, certificates and keys, and where it keeps its files."""
 
@@ -185,10 +220,12 @@ class Hosting(_Strict):
     dns_api_timeout: float = Field(default=10.0, gt=0, le=300)
     # Seconds one Ansible step (ip, db, web) may run before it is stopped and undone.
     step_timeout: int = Field(default=1800, ge=10, le=86400)
+    # acme: from the ACME CA in `acme` (the lab's Pebble by default);
     # lab-ca: certificates signed by the lab CA made at `lab up`;
     # files: <tls_dir>/<fqdn>.crt, .key and optional .chain issued elsewhere.
-    tls_source: Literal["lab-ca", "files"] = "lab-ca"
-    tls_dir: Path = Path("/var/lib/provisioner-lab/ca")
+    tls_source: Literal["acme", "lab-ca", "files"] = "acme"
+    tls_dir: Path = LAB_STATE / "ca"
+    acme: Acme = Field(default_factory=Acme)
     # Key that encrypts stored credentials; kept outside the state database.
     key_file: Path | None = None
     # ansible-runner artifacts and credentials sheets (default: under the state home).
@@ -229,6 +266,21 @@ class Config(_Strict):
 
     def key_file(self):
         return self.hosting.key_file or self.private_home() / "secret.key"
+
+    def acme_account_key_file(self):
+        return self.hosting.acme.account_key_file or self.private_home() / "acme-account.key"
+
+    def registered_domains(self):
+        """The registered domains certificates count against: configured, else the offices' zones."""
+        return self.hosting.acme.registered_domains or sorted(self.zones)
+
+    def tls_trust(self):
+        """The CA file the served site certificates are checked against (None: the system's store)."""
+        if self.hosting.tls_source == "lab-ca":
+            return self.hosting.tls_dir / "ca.crt"
+        if self.hosting.tls_source == "acme":
+            return self.hosting.acme.trust
+        return None
 
     def artifacts_dir(self):
         return self.hosting.artifacts_dir or self.home() / "artifacts"
@@ -350,6 +402,10 @@ def _absolute(data, base):
     for key in ("inventory", "tls_dir", "key_file", "artifacts_dir", "credentials_dir"):
         if isinstance(hosting, dict) and hosting.get(key):
             hosting[key] = str(base / Path(hosting[key]).expanduser())
+    acme = hosting.get("acme") if isinstance(hosting, dict) else None
+    for key in ("account_key_file", "directory_ca_bundle", "trust"):
+        if isinstance(acme, dict) and acme.get(key):
+            acme[key] = str(base / Path(acme[key]).expanduser())
     webhook = data.get("webhook")
     if isinstance(webhook, dict) and webhook.get("secret_file"):
         webhook["secret_file"] = str(base / Path(webhook["secret_file"]).expanduser())

@@ -92,3 +92,6 @@ class AcmeError(HostError):
         super().__init__(message)
         self.url = url
         self.code = code
+        # For the saga: a CA that cannot be reached fails every site alike, so no per-site retry.
+        self.connection = code in ("connection", "tls")
+        self.timed_out = code == "timeout"

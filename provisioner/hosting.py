@@ -17,13 +17,14 @@ Only when every outside check passes is the site marked provisioned and its
 configuration record written.
 """
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
 from sqlalchemy import func, select
 
-from provisioner import credentials, faults, ipam, locks, tls, verify
+from provisioner import certificates, credentials, faults, ipam, locks, verify
 from provisioner.errors import ConfigError, Conflict, HostError, NotFound, ProvisionerError, StateError
 from provisioner.inventory import Host, load_inventory
 from provisioner.plan import REMOVAL_ORDER, Plan
@@ -93,7 +94,9 @@ class Hosting:
         self.inventory = load_inventory(self.inventory_path)
         self._dns = None
         self._box = None
-        self._issued: dict[str, dict] = {}
+        self._certs = None
+        self._issued: dict[str, certificates.Bundle] = {}
+        self._over_http: list[DesiredSite] = []  # sites whose certificate comes after their DNS step
 
     # -- collaborators, made when first needed ---------------------------------
 
@@ -110,11 +113,17 @@ class Hosting:
             self._box = SecretBox(self.config.key_file())
         return self._box
 
+    @property
+    def certs(self) -> certificates.Certificates:
+        if self._certs is None:
+            self._certs = certificates.Certificates(self.config, self.store, self.inventory, self.dns, self.box,
+                                                    source=self.source)
+        return self._certs
+
     def ca_file(self) -> str | None:
         """The CA file sites' certificates are checked against (None: the system's)."""
-        if self.config.hosting.tls_source == "lab-ca":
-            return str(Path(self.config.hosting.tls_dir) / "ca.crt")
-        return None
+        trust = self.config.tls_trust()
+        return str(trust) if trust else None
 
     # -- which requests, where ---------------------------------------------------
 
@@ -232,7 +241,39 @@ class Hosting:
 
     def plan(self, request_ids: list[str]) -> tuple[Plan, list[DesiredSite]]:
         sites = self.desired(self.load_requests(request_ids), allocate=False)
-        return self.compute_plan(sites, self.read_live(sites)), sites
+        live = self.read_live(sites)
+        plan, sites, _waiting = self._tls_gate(sites, live, self.compute_plan(sites, live))
+        return plan, sites
+
+    def _tls_gate(self, sites: list[DesiredSite], live: Live, plan: Plan):
+        """Hold back the sites whose new certificate the CA's weekly limit refuses.
+
+        A site whose request allows it (site.tls_optional) goes live over HTTP and gets its
+        certificate on a later run; any other waits, untouched, until the next slot.
+        Returns (plan, sites to apply, {fqdn: why it waits}).
+        """
+        needing = [c.site for c in plan.changes if c.kind == "TLS certificate"]
+        new = [f for f in needing if self.certs.reusable(f) is None]
+        refused = {f: slot for f, slot in self.certs.slots(new).items() if slot is not None}
+        if not refused:
+            return plan, sites, {}
+        notes, waiting, kept = {}, {}, []
+        for site in sites:
+            slot = refused.get(site.fqdn)
+            if slot is None:
+                kept.append(site)
+                continue
+            why = (f"the CA's limit for {slot.registered_domain} is reached ({slot.used} of {slot.limit} "
+                   f"certificates in 7 days); the next slot opens at {slot.next_slot:%Y-%m-%d %H:%M} UTC")
+            if site.tls_optional:
+                kept.append(dataclasses.replace(site, tls=False))
+                notes[site.fqdn] = f"goes live over HTTP for now: {why} (the request allows it)"
+            else:
+                waiting[site.fqdn] = f"waits for a certificate: {why}"
+        plan = self.compute_plan(kept, live) if kept else Plan(sites=[])
+        plan.sites = [s.fqdn for s in sites]
+        plan.notes = notes | waiting
+        return plan, kept, waiting
 
     # -- apply -------------------------------------------------------------------
 
@@ -247,28 +288,42 @@ class Hosting:
             webs = {self._placement(r)[0].name for r in requests if r.site.dedicated_ip}
             # Addresses this apply reserves; given back if it is refused before it starts.
             fresh = [r for r in requests if r.site.dedicated_ip and ipam.allocated(self.store, r.site.fqdn) is None]
+            waiting: dict[str, str] = {}
+            released: set[str] = set()
             try:
                 # A pool is held only while addresses are picked: wait for it, then see what is left.
                 with locks.held(self.store, [f"ippool:{w}" for w in webs], wait=60):
                     sites = self.desired(requests, allocate=True)
                 live = self.read_live(sites)
-                plan = self.compute_plan(sites, live)
+                plan, sites, waiting = self._tls_gate(sites, live, self.compute_plan(sites, live))
                 if checksum and plan.checksum != checksum:
                     raise StateError(f"the plan changed since it was reviewed (checksum {plan.checksum}, "
                                      f"expected {checksum}); review it again")
+                for r in fresh:
+                    if r.site.fqdn in waiting:  # nothing of it is built: its address goes back
+                        ipam.release(self.store, r.site.fqdn, r.id, self.source)
+                        released.add(r.site.fqdn)
+                self._record_waiting(requests, waiting)
                 previous = self._record_start(sites, plan)
             except BaseException:
                 for r in fresh:
-                    ipam.release(self.store, r.site.fqdn, r.id, self.source)
+                    if r.site.fqdn not in released:
+                        ipam.release(self.store, r.site.fqdn, r.id, self.source)
                 raise
             result = ApplyResult(plan=plan, changed=not plan.empty)
             failures: dict[str, ProvisionerError] = {}
             self._issued = {}  # TLS material issued in this apply, reused when a step runs again
+            self._over_http = []
             cause = "the apply ended before this site was finished"
             try:
                 passwords = self._passwords(sites)
-                if not plan.empty:
-                    failures = self._run_saga(sites, plan, passwords, previous)
+                # Certificates first: an order the CA refuses stops its site before anything is built.
+                failures = self._obtain_certificates(sites, plan, passwords, previous)
+                building = [s for s in sites if s.fqdn not in failures]
+                if not plan.empty and building:
+                    failures |= self._run_saga(building, plan, passwords, previous)
+                failures |= self._certificates_over_http(
+                    [s for s in self._over_http if s.fqdn not in failures], plan, passwords, previous)
                 for site in sites:
                     if site.fqdn in failures:
                         continue
@@ -287,19 +342,21 @@ class Hosting:
             finally:
                 # Whatever stopped the apply, no site stays in `provisioning`.
                 self._settle(sites, previous, cause)
+            if waiting:
+                failures |= {fqdn: StateError(f"{fqdn} {why}") for fqdn, why in waiting.items()}
             if failures:
-                raise self._failure(sites, failures, result)
+                raise self._failure(len(sites) + len(waiting), failures, result)
             return result
 
     @staticmethod
-    def _failure(sites, failures: dict, result: ApplyResult) -> ProvisionerError:
+    def _failure(count: int, failures: dict, result: ApplyResult) -> ProvisionerError:
         """The error of an apply where some sites failed, naming each and what did go live."""
         if len(failures) == 1 and not result.sites:
             return next(iter(failures.values()))
         failed = "; ".join(f"{fqdn}: {err}" for fqdn, err in failures.items())
         live = ", ".join(f"{r['fqdn']}" + (f" (credentials sheet {result.sheets[r['fqdn']]})"
                                            if r["fqdn"] in result.sheets else "") for r in result.sites)
-        return HostError(f"{len(failures)} of {len(sites)} sites failed: {failed}"
+        return HostError(f"{len(failures)} of {count} sites failed: {failed}"
                          + (f"; provisioned: {live}" if live else ""))
 
     def _settle(self, sites: list[DesiredSite], previous: dict, cause: str) -> None:
@@ -336,7 +393,8 @@ class Hosting:
                     was = "provisioned" if row.provisioned_at else "attention"
                 previous[site.fqdn] = {"state": was,
                                        "live": bool(row and row.state != "removed" and row.provisioned_at)}
-                if row is None or row.state == "removed":
+                if row is None or row.state in ("removed", "waiting"):
+                    # A waiting site had nothing built: its record starts again from this plan.
                     if row is not None:
                         session.delete(row)
                         session.flush()
@@ -349,8 +407,102 @@ class Hosting:
                     row.state, row.updated_at, row.reason = "provisioning", now, None
                 add_event(session, site.request_id, "apply_started", source=self.source, fqdn=site.fqdn,
                           checksum=plan.checksum, changes=len(plan.for_site(site.fqdn)),
-                          was=previous[site.fqdn]["state"])
+                          was=previous[site.fqdn]["state"],
+                          **({"note": plan.notes[site.fqdn]} if site.fqdn in plan.notes else {}))
         return previous
+
+    def _record_waiting(self, requests, waiting: dict[str, str]) -> None:
+        """Sites the CA's limit holds back: a new one is recorded `waiting` (nothing built), a
+        live one keeps its state; each gets an event saying when the next slot opens."""
+        now = utcnow()
+        with self.store.session() as session:
+            for request in requests:
+                fqdn = request.site.fqdn
+                if fqdn not in waiting:
+                    continue
+                row = session.get(SiteRow, fqdn)
+                if row is None or row.state in ("removed", "failed", "waiting"):
+                    web, db = self._placement(request)
+                    if row is not None:
+                        session.delete(row)
+                        session.flush()
+                    session.add(SiteRow(
+                        fqdn=fqdn, request_id=request.id, office=request.office, zone=request.site.zone,
+                        label=request.site.subdomain, state="waiting", web_host=web.name,
+                        db_host=db.name if db else None, public_ip=None, dedicated_ip=request.site.dedicated_ip,
+                        config={}, plan_checksum=None, created_at=now, provisioned_at=None, updated_at=now,
+                        reason=waiting[fqdn]))
+                add_event(session, request.id, "tls_issuance_waiting", source=self.source, fqdn=fqdn,
+                          reason=waiting[fqdn])
+
+    def _obtain_certificates(self, sites: list[DesiredSite], plan: Plan, passwords: dict,
+                             previous: dict) -> dict[str, ProvisionerError]:
+        """The certificate of every site the plan installs one for: the recorded one while it is
+        good, else a new one from the CA (all orders together). A site whose certificate
+        cannot be had fails here, before any of it is built. Returns the errors by site."""
+        needing = [s for s in sites if any(c.kind == "TLS certificate" for c in plan.for_site(s.fqdn))]
+        new = []
+        for site in needing:
+            bundle = self._issued.get(site.fqdn) or self.certs.reusable(site.fqdn)
+            if bundle is not None:
+                self._issued[site.fqdn] = bundle
+            elif self.certs.over_http(site):
+                # HTTP-01 needs the site answering on its name: it starts with a stand-in
+                # certificate and gets the CA's once its DNS step is done (_certificates_over_http).
+                self._issued[site.fqdn] = certificates.bootstrap(site.fqdn)
+                self._over_http.append(site)
+            else:
+                new.append(site)
+        if not new:
+            return {}
+        self._saga_event(new, "saga_intent", "tls", checksum=plan.checksum)
+        bundles, errors = self.certs.obtain(new)
+        for fqdn, bundle in list(bundles.items()):
+            problem = certificates.chain_problem(bundle, fqdn, self.ca_file())
+            if problem:  # the site would fail its check from outside: stop it before it is built
+                site = next(s for s in new if s.fqdn == fqdn)
+                self.certs.discard(fqdn, bundle.serial, site.request_id, problem)
+                errors[fqdn] = HostError(f"{fqdn}: the CA's certificate {problem}")
+                del bundles[fqdn]
+        self._issued |= bundles
+        for site in new:
+            if site.fqdn in bundles:
+                self._saga_event([site], "saga_done", "tls", serial=bundles[site.fqdn].serial)
+                continue
+            error = as_error("tls", errors[site.fqdn])
+            errors[site.fqdn] = error
+            self._saga_event([site], "saga_failed", "tls", error=str(error))
+            self._undo(site, [], "tls", error, plan, passwords, previous[site.fqdn])
+        return errors
+
+    def _certificates_over_http(self, sites: list[DesiredSite], plan: Plan, passwords: dict,
+                                previous: dict) -> dict[str, ProvisionerError]:
+        """The CA's certificates for sites validated over HTTP-01, now that they answer on their
+        names; installed in place of their stand-ins (one web run). A site whose certificate
+        cannot be had is undone like a failed step. Returns the errors by site."""
+        if not sites:
+            return {}
+        self._saga_event(sites, "saga_intent", "tls", checksum=plan.checksum, challenge="http-01")
+        bundles, errors = self.certs.obtain(sites)
+        got = [s for s in sites if s.fqdn in bundles]
+        if got:
+            try:
+                web_target.apply(self.inventory_path, got, {"sftp_password_hashes": {},
+                                                            "tls": {s.fqdn: bundles[s.fqdn].secrets() for s in got}},
+                                 artifact_dir=self.config.artifacts_dir(), timeout=self.config.hosting.step_timeout)
+            except Exception as err:  # noqa: BLE001 - every site of the run failed the same way
+                for site in got:
+                    self.certs.discard(site.fqdn, bundles[site.fqdn].serial, site.request_id, str(err))
+                    errors[site.fqdn] = err
+        for site in sites:
+            if site.fqdn not in errors:
+                self._issued[site.fqdn] = bundles[site.fqdn]
+                self._saga_event([site], "saga_done", "tls", serial=bundles[site.fqdn].serial)
+                continue
+            error = errors[site.fqdn] = as_error("tls", errors[site.fqdn])
+            self._saga_event([site], "saga_failed", "tls", error=str(error))
+            self._undo(site, list(STEPS), "tls", error, plan, passwords, previous[site.fqdn])
+        return errors
 
     def _passwords(self, sites: list[DesiredSite]) -> dict[str, dict]:
         passwords = {}
@@ -372,14 +524,9 @@ class Hosting:
             creating = {c.site for c in plan.for_target("web") if c.kind == "system user"}
             secrets["sftp_password_hashes"] = {
                 s.fqdn: credentials.sftp_hash(passwords[s.fqdn]["sftp"]) for s in sites if s.fqdn in creating}
+            # Obtained before the saga (_obtain_certificates); a site without one never gets here.
             needs_cert = {c.site for c in plan.for_target("web") if c.kind == "TLS certificate"}
-            secrets["tls"] = {}
-            for s in sites:
-                if s.fqdn in needs_cert and s.fqdn not in self._issued:
-                    bundle = tls.issue(self.config.hosting.tls_source, Path(self.config.hosting.tls_dir), s.fqdn)
-                    self._issued[s.fqdn] = {"cert": bundle.cert, "key": bundle.key, "chain": bundle.chain}
-                if s.fqdn in needs_cert:
-                    secrets["tls"][s.fqdn] = self._issued[s.fqdn]
+            secrets["tls"] = {s.fqdn: self._issued[s.fqdn].secrets() for s in sites if s.fqdn in needs_cert}
         return secrets
 
     def _run_step(self, step: str, sites: list[DesiredSite], plan: Plan, passwords: dict,
@@ -513,7 +660,22 @@ class Hosting:
         # that the agency's own content is there.
         fresh = row is None or row.provisioned_at is None
         try:
+            served = None
+            if site.tls and site.fqdn in self._issued:
+                # A graceful reload lets old children finish first: wait until the new certificate is served.
+                served = certificates.wait_served(site.public_ip, site.fqdn, self.ca_file(),
+                                                  self._issued[site.fqdn].serial)
             checks = verify.verify_site(self.inventory, site, passwords, self.ca_file(), placeholder=fresh)
+            # The certificate as served from outside: what the letter states and `tls status` compares.
+            if site.tls:
+                served = certificates.served(site.public_ip, site.fqdn, self.ca_file())
+                expected = self._issued.get(site.fqdn)
+                if expected is not None and served["serial"] != expected.serial:
+                    raise verify.VerificationFailed(f"{site.fqdn}: serves certificate {served['serial']}, "
+                                                    f"not the one just installed ({expected.serial})")
+                if not (served["trusted"] and served["covers"]):
+                    raise verify.VerificationFailed(f"{site.fqdn}: the certificate served is not trusted or does "
+                                                    f"not cover the name ({served['trust_error'] or served['names']})")
         except Exception as err:  # noqa: BLE001 - whatever broke the check, the failure is recorded
             error = as_error("verify", err)
             with self.store.session() as session:
@@ -523,7 +685,17 @@ class Hosting:
                           fqdn=site.fqdn, error=str(error))
             reraise(error, err)
         now = utcnow()
-        record = site.record() | {"verified": checks.checks}
+        config = site.record()
+        if not site.tls and site.fqdn in plan.notes:
+            # Live over HTTP while the CA's limit holds its certificate back (the audit reports it).
+            config["tls_deferred"] = plan.notes[site.fqdn]
+        if served is not None:
+            checks.ok("certificate", {k: served[k] for k in ("serial", "not_after", "trusted", "covers")})
+            config["certificate"] = {k: served[k] for k in ("issuer", "issuer_org", "serial", "names",
+                                                            "not_before", "not_after")}
+            config["certificate"]["source"] = self.config.hosting.tls_source
+            self.certs.activate(site.fqdn, served["serial"], site.request_id)
+        record = config | {"verified": checks.checks}
         if checks.warnings:
             # Provisioned: the primary serves the record; a lagging secondary is reported, not undone.
             record["warnings"] = checks.warnings
@@ -534,7 +706,7 @@ class Hosting:
                 add_event(session, site.request_id, warning.split(":", 1)[0].replace("-", "_"), source=self.source,
                           fqdn=site.fqdn, warning=warning)
             row.state, row.reason, row.config, row.updated_at = ("provisioned", "; ".join(checks.warnings) or None,
-                                                                 site.record(), now)
+                                                                 config, now)
             row.public_ip, row.web_host, row.db_host = site.public_ip, site.web_host, site.db_host
             first_time = row.provisioned_at is None
             if plan.for_site(site.fqdn) or first_time:
@@ -554,9 +726,13 @@ class Hosting:
                 raise NotFound(f"no site {fqdn!r} in the records")
             rows.append(row)
         requests = self.load_requests([r.request_id for r in rows], provisioning=False)
-        return [from_request(req, self.inventory.host(row.web_host),
-                             self.inventory.host(row.db_host) if row.db_host else None,
-                             row.public_ip, row.dedicated_ip) for req, row in zip(requests, rows)]
+        sites = [from_request(req, self.inventory.host(row.web_host),
+                              self.inventory.host(row.db_host) if row.db_host else None,
+                              row.public_ip, row.dedicated_ip) for req, row in zip(requests, rows)]
+        # A site that went live over HTTP while the CA's limit held its certificate back is
+        # served as recorded until a hosting run gives it TLS.
+        return [dataclasses.replace(s, tls=False) if (row.config or {}).get("tls") is False and s.tls else s
+                for s, row in zip(sites, rows)]
 
     def removal_plan(self, sites: list[DesiredSite]) -> Plan:
         live = self.read_live(sites)
@@ -575,6 +751,10 @@ class Hosting:
         read-back by site. `details` (a reason, an archive) go into the site_removed event.
         """
         with locks.held(self.store, [f"site:{f}" for f in fqdns]):
+            dropped = self._drop_waiting(fqdns, actor, **details)
+            fqdns = [f for f in fqdns if f not in dropped]
+            if not fqdns:
+                return dropped
             sites = self.recorded_sites(fqdns)
             plan = self.removal_plan(sites)
             for step in REMOVAL_ORDER:
@@ -603,13 +783,37 @@ class Hosting:
                     close_request(session, site.request_id, now)  # its approval is spent
                     add_event(session, site.request_id, "site_removed", actor=actor, source=self.source,
                               fqdn=site.fqdn, checksum=plan.checksum, **details)
+                # The key and certificate files went with the web step; the CA is asked to revoke
+                # and the sealed key is dropped. A refused revocation is recorded, not a failed removal.
+                problems = self.certs.retire(site.fqdn, site.request_id)
+                if problems:
+                    checks[site.fqdn]["certificates"] = problems
             if remaining:
                 # The address stays allocated: it may still be up, or named by a name server.
                 left = [s for s in sites if s.fqdn in remaining]
                 self.removal_incomplete(left, "still on the hosts after removal; run it again", remaining)
                 raise HostError("; ".join(f"{fqdn}: still on the hosts after removal: {'; '.join(lines)}"
                                           for fqdn, lines in remaining.items()))
-            return checks
+            return checks | dropped
+
+    def _drop_waiting(self, fqdns: list[str], actor: str, **details) -> dict[str, dict]:
+        """Sites still waiting for a certificate have nothing built: their removal only closes the
+        record and the request (and gives back an address still reserved). Returns their read-back."""
+        dropped = {}
+        for fqdn in fqdns:
+            row = self._site_row(fqdn)
+            if row is None or row.state != "waiting":
+                continue
+            if ipam.allocated(self.store, fqdn) is not None:
+                ipam.release(self.store, fqdn, row.request_id, self.source)
+            dropped[fqdn] = {"hosts": "nothing was built (it was waiting for a certificate)"}
+            with self.store.session() as session:
+                row = session.get(SiteRow, fqdn)
+                row.state, row.updated_at = "removed", utcnow()
+                close_request(session, row.request_id, row.updated_at)
+                add_event(session, row.request_id, "site_removed", actor=actor, source=self.source, fqdn=fqdn,
+                          was="waiting", **details)
+        return dropped
 
     def _read_back(self, sites: list[DesiredSite]) -> tuple[dict[str, dict], dict[str, list[str]]]:
         """After a removal: (what was seen gone, what is still there) by site, from the hosts and name servers."""

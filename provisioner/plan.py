@@ -20,6 +20,9 @@ class Plan:
     changes: list[Change] = field(default_factory=list)
     sites: list[str] = field(default_factory=list)
     order: tuple[str, ...] = TARGETS
+    # What the plan leaves out or changes for a site, and why (e.g. a certificate the CA's
+    # limit holds back): fqdn -> one line. Part of the checksum when present.
+    notes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         order = {t: i for i, t in enumerate(self.order)}
@@ -40,21 +43,27 @@ class Plan:
 
     @property
     def checksum(self) -> str:
-        canonical = json.dumps([c.as_dict() for c in self.changes], sort_keys=True, separators=(",", ":"))
+        reviewed = [c.as_dict() for c in self.changes] + ([{"notes": self.notes}] if self.notes else [])
+        canonical = json.dumps(reviewed, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def as_dict(self) -> dict:
-        return {"sites": self.sites, "checksum": self.checksum, "changes": [c.as_dict() for c in self.changes]}
+        return {"sites": self.sites, "checksum": self.checksum, "changes": [c.as_dict() for c in self.changes],
+                "notes": self.notes}
 
     def render(self, full: bool = True) -> str:
+        notes = [f"{fqdn}: {note}" for fqdn, note in sorted(self.notes.items())]
         if self.empty:
-            return f"no changes for {', '.join(self.sites) or 'no site'}: the live state already matches\n" \
+            return "".join(n + "\n" for n in notes) + f"no changes for {', '.join(self.sites) or 'no site'}: the live state already matches\n" \
                    f"checksum {self.checksum}\n"
         out = []
         for fqdn in self.sites:
             site_changes = self.for_site(fqdn)
+            if fqdn in self.notes:
+                out.append(f"{fqdn}: {self.notes[fqdn]}")
             if not site_changes:
-                out.append(f"{fqdn}: no changes")
+                if fqdn not in self.notes:
+                    out.append(f"{fqdn}: no changes")
                 continue
             out.append(f"{fqdn}:")
             for change in site_changes:

@@ -70,6 +70,9 @@ class Site:
     dedicated_ip: bool
     tls: bool
     allow_exec: bool = False  # optional; PHP sites only
+    # Optional: when the CA's weekly limit leaves no certificate for now, go live over
+    # HTTP and get the certificate later, rather than wait for the next slot.
+    tls_optional: bool = False
 
     @property
     def fqdn(self):
@@ -246,6 +249,7 @@ def validate(raw, config, source="<request>", today=None, stored=False):
     dedicated_ip = check.value(site, ("site", "dedicated_ip"), (bool,))
     tls = check.value(site, ("site", "tls"), (bool,))
     allow_exec = _allow_exec(check, site, stack)
+    tls_optional = _tls_optional(check, site, tls)
 
     purpose = check.text(data, ("purpose",), 1000, multiline=True)
 
@@ -257,7 +261,8 @@ def validate(raw, config, source="<request>", today=None, stored=False):
         letter=Letter(letter_number, letter_date, subject),
         agency=Agency(agency_code, agency_name),
         contact=Contact(contact_name, nip, position, phone, email),
-        site=Site(subdomain, zone, stack, php_version, database, quota, bandwidth, dedicated_ip, tls, allow_exec),
+        site=Site(subdomain, zone, stack, php_version, database, quota, bandwidth, dedicated_ip, tls, allow_exec,
+                  tls_optional),
         purpose=purpose, office=office.key, raw=bytes(raw), sha256=content_sha256(raw),
         source=source,
     )
@@ -340,6 +345,16 @@ def _allow_exec(check, site, stack):
     value = check.value(site, path, (bool,), required=False)
     if value and stack == "static":
         check.fail(path, "only for stack php; remove it for a static site")
+        return False
+    return bool(value)
+
+
+def _tls_optional(check, site, tls):
+    """Optional: may the site go live without TLS while the CA's limit holds its certificate back?"""
+    path = ("site", "tls_optional")
+    value = check.value(site, path, (bool,), required=False)
+    if value and tls is False:
+        check.fail(path, "only with tls: true; remove it for a site without TLS")
         return False
     return bool(value)
 

@@ -41,6 +41,7 @@ class DesiredSite:
     bandwidth_kbps: int
     suspended: bool = False
     allow_exec: bool = False  # PHP may start processes (request option site.allow_exec)
+    tls_optional: bool = False  # may go live over HTTP while the CA's limit holds its certificate back
 
     @property
     def fqdn(self) -> str:
@@ -132,5 +133,5 @@ def from_request(request, web, db, public_ip: str, dedicated: bool) -> DesiredSi
         db_host=db.name if (db and site.database) else None, public_ip=public_ip, dedicated_ip=dedicated,
         php=site.stack == "php", php_version=site.php_version or "8.2", database=site.database,
         tls=site.tls, quota_mb=site.quota_mb, bandwidth_kbps=site.bandwidth_kbps,
-        allow_exec=site.allow_exec,
+        allow_exec=site.allow_exec, tls_optional=site.tls_optional,
     )

@@ -1,12 +1,15 @@
 """Certificates for sites: from the lab CA, or from files issued elsewhere.
 
-The lab CA is made at `provision lab up`; it signs a certificate per FQDN.
+The lab CA is made at `provision lab up`; it signs a certificate per FQDN (and
+the lab ACME server's HTTPS certificate).
 With `tls_source: files` the office puts <fqdn>.crt, .key (and .chain) in
 `tls_dir` and the toolkit only installs them.
 """
 
 import datetime as dt
+import ipaddress
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,23 +73,41 @@ def ensure_lab_ca(directory: Path) -> Path:
 
 
 def issue_from_lab_ca(directory: Path, fqdn: str) -> CertBundle:
+    return issue_server_certificate(directory, [fqdn])
+
+
+def issue_server_certificate(directory: Path, dns_names: Sequence[str],
+                             ip_addresses: Sequence[str] = ()) -> CertBundle:
+    """A server certificate from the lab CA for these names and addresses.
+
+    The key is made here, in memory, and returned in the bundle: the caller
+    hands it to the host that serves with it and nothing writes it on this side.
+    The first name is the subject's common name.
+    """
+    if not dns_names:
+        raise ConfigError("a server certificate needs at least one DNS name")
     cert_path, key_path = directory / "ca.crt", directory / "ca.key"
     try:
         ca_cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         ca_key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     except OSError as err:
         raise ConfigError(f"lab CA not found in {directory} ({err}); run `provision lab up`") from None
+    try:
+        addresses = [ipaddress.ip_address(str(a)) for a in ip_addresses]
+    except ValueError as err:
+        raise ConfigError(f"server certificate: ip_addresses: {err}") from None
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.timezone.utc)
+    names = [x509.DNSName(n) for n in dns_names] + [x509.IPAddress(a) for a in addresses]
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, fqdn)]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=397))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(fqdn)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())

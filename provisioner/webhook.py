@@ -199,7 +199,8 @@ class DecisionServer:
         peer = (writer.get_extra_info("peername") or ("-",))[0]
         if self._open >= self.max_connections:
             await self._answer(writer, peer, "-", HTTPStatus.SERVICE_UNAVAILABLE,
-                               {"ok": False, "error": "too many connections; try again later"})
+                               {"ok": False, "error": "too many connections; try again later"},
+                               reader=reader)
             return
         self._open += 1
         try:
@@ -221,7 +222,10 @@ class DecisionServer:
             self._open -= 1
             writer.close()
 
-    async def _answer(self, writer, peer, line, status, payload):
+    async def _answer(self, writer, peer, line, status, payload, reader=None):
+        """Send the reply and close. With `reader` (a request left unread), what the client is
+        still sending is read away for a moment first: closing on unread data resets the
+        connection, and the client may then never see the reply."""
         body = json.dumps(payload, default=str).encode()
         head = (f"HTTP/1.1 {status.value} {status.phrase}\r\nServer: provisioner-webhook\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
@@ -230,6 +234,9 @@ class DecisionServer:
             writer.write(head + body)
             await asyncio.wait_for(writer.drain(), self.timeout)
             self._line(peer, f'"{line}" {status.value}')
+            if reader is not None:
+                writer.write_eof()
+                await asyncio.wait_for(_drain_input(reader), LINGER)
         except (ConnectionError, asyncio.TimeoutError):
             self._line(peer, f'"{line}" {status.value}: dropped the connection before the reply')
         finally:
@@ -237,6 +244,18 @@ class DecisionServer:
 
 
 MAX_HEADER = 16 * 1024
+# Seconds a refused connection's input is read away before it is closed.
+LINGER = 1.0
+
+
+async def _drain_input(reader, limit: int = 1024 * 1024) -> None:
+    """Read and drop what the client sends, until it closes or `limit` bytes."""
+    seen = 0
+    while seen < limit:
+        chunk = await reader.read(65536)
+        if not chunk:
+            return
+        seen += len(chunk)
 
 
 class _Refused(Exception):

@@ -79,5 +79,9 @@ def _register():
     main.add_command(site.site)
     main.add_command(report.report)
 
+    from provisioner.cli import tls
+
+    main.add_command(tls.tls)
+
 
 _register()

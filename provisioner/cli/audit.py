@@ -91,6 +91,11 @@ def _print(report) -> None:
         return
     for fqdn, checks in fix.get("verified", {}).items():
         click.echo(f"{fqdn}: restored and verified: {', '.join(checks)}")
+    for renewed in fix.get("renewed", []):
+        click.echo(f"{renewed['fqdn']}: certificate renewed: serial {renewed['serial']}, "
+                   f"valid until {renewed['not_after']}, served and checked from outside")
+    for fqdn, reason in fix.get("not_renewed", {}).items():
+        click.echo(f"{fqdn}: certificate not renewed: {reason}")
     if report.after:
         _table("Findings after the fix", report.after)
     click.echo("after the fix: " + _summary(report, report.after))

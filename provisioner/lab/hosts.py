@@ -63,9 +63,11 @@ def install_boot_files(host: topology.LabHost, hosts_line: str, authorized_key: 
     init = root / "usr/local/sbin/lab-init"
     init.write_text((FILES / "lab-init").read_text())
     init.chmod(0o755)
-    pdns_init = root / "etc/init.d/pdns"
-    pdns_init.write_text((FILES / "pdns.init").read_text())
-    pdns_init.chmod(0o755)
+    # Services Debian ships with a systemd unit only (or none) get an init script.
+    for service in ("pdns", "pebble"):
+        script = root / "etc/init.d" / service
+        script.write_text((FILES / f"{service}.init").read_text())
+        script.chmod(0o755)
 
     key = root / "etc/ssh/ssh_host_ed25519_key"
     if not key.exists():

@@ -3,6 +3,11 @@
 `up` is idempotent: a healthy running lab is left alone, a partial one (an
 interrupted run, a rebooted machine) is torn down and built again. Each phase
 is timed and reported through `log`.
+
+The lab's ACME server (Pebble on ca1) makes a new root at every start; the
+roots seen since `lab up` are kept in topology.ACME_ROOTS, and tests that stop
+or restart Pebble do it through `stop_acme`/`start_acme`/`restart_acme`, which
+keep that file current.
 """
 
 import fcntl
@@ -17,6 +22,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import paramiko
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from provisioner.errors import LabError, ProvisionerError
 from provisioner import tls
@@ -151,7 +159,18 @@ def pdns_api_key() -> str:
         raise LabError(f"cannot read the lab's PowerDNS API key ({err}); is the lab up?") from err
 
 
-def _role_env(host: topology.LabHost) -> dict[str, str]:
+def _acme_tls() -> tls.CertBundle:
+    """Pebble's HTTPS certificate for its address and name, from the lab CA.
+
+    Made anew at each `lab up`; the key stays in memory until it goes to ca1 in
+    the role script's text (see remote.run_script), so no file on the controller
+    and no argv ever holds it.
+    """
+    h = topology.acme_host()
+    return tls.issue_server_certificate(topology.CA_DIR, [h.name], [str(h.address)])
+
+
+def _role_env(host: topology.LabHost, acme_tls: tls.CertBundle | None = None) -> dict[str, str]:
     env = {
         "LAB_PHASE": "role",
         "LAB_ROLE": host.role,
@@ -162,6 +181,15 @@ def _role_env(host: topology.LabHost) -> dict[str, str]:
     }
     if host.role == "ns-primary":
         env["PDNS_API_KEY"] = pdns_api_key()
+    if host.role == "acme":
+        if acme_tls is None:
+            raise LabError(f"{host.name}: the acme role needs Pebble's HTTPS certificate")
+        env |= {
+            "ACME_PORT": str(topology.ACME_PORT),
+            "ACME_MANAGEMENT_PORT": str(topology.ACME_MANAGEMENT_PORT),
+            "PEBBLE_TLS_CERT": acme_tls.cert,
+            "PEBBLE_TLS_KEY": acme_tls.key,
+        }
     return env
 
 
@@ -205,12 +233,16 @@ def up(log=print) -> LabStatus:
             _parallel(remote.wait_for_ssh, topology.HOSTS)
         with phases.phase("services"):
             script = (hosts.SCRIPTS / "setup-host.sh").read_text()
-            # The primary first, so the secondary can transfer its zones at once.
+            acme_tls = _acme_tls()
+            # The primary first, so the secondary can transfer its zones at once
+            # (and Pebble, which resolves through it, finds it serving).
             remote.run_script(topology.primary_ns(), script, _role_env(topology.primary_ns()))
             others = [h for h in topology.HOSTS if h != topology.primary_ns()]
-            _parallel(lambda h: remote.run_script(h, script, _role_env(h)), others)
+            _parallel(lambda h: remote.run_script(h, script, _role_env(h, acme_tls)), others)
         with phases.phase("checks"):
             _wait_ready()
+            _wait_acme()
+            refresh_acme_roots()
         log(f"  {'total':<9} {sum(phases.took.values()):6.1f}s")
         return status()
 
@@ -238,6 +270,98 @@ def _wait_ready(timeout: float = 60.0) -> None:
             raise LabError(f"name servers not serving: {sorted(pending)}")
         if pending:
             time.sleep(0.3)
+
+
+def _lab_ca_bundle() -> str:
+    return str(topology.CA_DIR / "ca.crt")
+
+
+def _wait_acme(timeout: float = 30.0) -> None:
+    """Wait until Pebble serves its directory over HTTPS verified by the lab CA."""
+    h = topology.acme_host()
+    deadline = time.monotonic() + timeout
+    while True:
+        guard.require_lab_route(h.address)
+        try:
+            response = requests.get(topology.ACME_DIRECTORY_URL, verify=_lab_ca_bundle(), timeout=2.0)
+            if response.status_code == 200 and "newOrder" in response.json():
+                return
+            problem = f"HTTP {response.status_code}"
+        except (requests.RequestException, ValueError) as err:
+            problem = type(err).__name__
+        if time.monotonic() > deadline:
+            raise LabError(f"{h.name}: Pebble did not serve {topology.ACME_DIRECTORY_URL} within "
+                           f"{timeout:.0f}s ({problem}); see /var/log/pebble.log on {h.name}")
+        time.sleep(0.2)
+
+
+def refresh_acme_roots() -> list[x509.Certificate]:
+    """Add Pebble's current root to topology.ACME_ROOTS if it is not there yet.
+
+    Pebble makes a new root at every start; earlier roots stay in the file, as
+    certificates issued before a restart still chain to them. Returns every
+    root the file now holds.
+    """
+    h = topology.acme_host()
+    guard.require_lab_route(h.address)
+    url = f"{topology.ACME_MANAGEMENT_URL}/roots/0"
+    try:
+        response = requests.get(url, verify=_lab_ca_bundle(), timeout=10.0)
+        response.raise_for_status()
+        current = x509.load_pem_x509_certificate(response.content)
+    except (requests.RequestException, ValueError) as err:
+        raise LabError(f"{h.name}: cannot read Pebble's root from {url}: {err}") from None
+    topology.ACME_DIR.mkdir(parents=True, exist_ok=True)
+    with open(topology.ACME_DIR / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            roots = x509.load_pem_x509_certificates(topology.ACME_ROOTS.read_bytes())
+        except FileNotFoundError:
+            roots = []
+        except ValueError as err:
+            # Never rewritten from scratch: that would drop roots still in use.
+            raise LabError(f"{topology.ACME_ROOTS} is not a PEM bundle ({err}); run `provision lab up` "
+                           "again after `provision lab down`") from None
+        if current not in roots:
+            roots.append(current)
+            pem = b"".join(r.public_bytes(serialization.Encoding.PEM) for r in roots)
+            # Written whole then renamed: a reader never sees half a bundle.
+            partial = topology.ACME_ROOTS.with_suffix(".pem.new")
+            partial.write_bytes(pem)
+            os.replace(partial, topology.ACME_ROOTS)
+    return roots
+
+
+# Each action leaves Pebble in the state it names, whatever it was before.
+_PEBBLE_ACTIONS = {
+    "stop": "service pebble stop >/dev/null || true\n"
+            "if service pebble status >/dev/null; then echo 'pebble is still running' >&2; exit 1; fi\n",
+    "start": "service pebble status >/dev/null || service pebble start >/dev/null\n",
+    "restart": "service pebble restart >/dev/null\n",
+}
+
+
+def _pebble_service(action: str) -> None:
+    remote.run_script(topology.acme_host(), _PEBBLE_ACTIONS[action], {})
+
+
+def stop_acme() -> None:
+    """Stop Pebble on the ACME host (for tests of a CA that does not answer)."""
+    _pebble_service("stop")
+
+
+def start_acme() -> list[x509.Certificate]:
+    """Start Pebble if it is stopped, wait for its directory, record its root; returns every root."""
+    _pebble_service("start")
+    _wait_acme()
+    return refresh_acme_roots()
+
+
+def restart_acme() -> list[x509.Certificate]:
+    """Restart Pebble (a new root; accounts and orders are lost) and record the new root."""
+    _pebble_service("restart")
+    _wait_acme()
+    return refresh_acme_roots()
 
 
 def _service_probe(h: topology.LabHost) -> dict[str, bool]:

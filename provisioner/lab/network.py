@@ -77,7 +77,12 @@ def ensure_host_network(host: topology.LabHost) -> None:
     for public in host.public_addresses:
         run(*ns, "addr", "replace", str(public), "dev", "eth0")
     run(*ns, "link", "set", "eth0", "up")
-    # No default route: a lab host reaches the lab and nothing else.
+    # No default route: a lab host reaches the lab and nothing else. A host that
+    # must reach the web servers' public addresses gets them on-link: they sit
+    # on the same bridge, so nothing is forwarded through the controller.
+    if host.reaches_public:
+        for public_net in topology.LAB_PUBLIC_NETWORKS:
+            run(*ns, "route", "replace", str(public_net), "dev", "eth0")
 
 
 def remove_host_network(host: topology.LabHost) -> None:

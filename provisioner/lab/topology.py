@@ -54,9 +54,12 @@ PDNS_API_PORT = 8081
 class LabHost:
     name: str
     address: IPv4Address
-    role: str  # ns-primary | ns-secondary | web | db
+    role: str  # ns-primary | ns-secondary | web | db | acme
     group: str  # the Ansible inventory group
     public_addresses: tuple[IPv4Interface, ...] = field(default=())
+    # Reaches the web servers' public addresses (LAB_PUBLIC_NETWORKS) over the
+    # bridge, as the ACME server must to validate HTTP-01 challenges.
+    reaches_public: bool = False
 
     @property
     def netns(self) -> str:
@@ -82,6 +85,8 @@ HOSTS = (
         public_addresses=(IPv4Interface("203.0.113.10/28"),),
     ),
     LabHost("db1", IPv4Address("10.77.0.31"), "db", "db"),
+    # The lab's ACME CA (Pebble); the hosting code never places anything on it.
+    LabHost("ca1", IPv4Address("10.77.0.41"), "acme", "acme", reaches_public=True),
 )
 
 
@@ -98,3 +103,19 @@ def primary_ns() -> LabHost:
 
 def secondary_ns() -> LabHost:
     return next(h for h in HOSTS if h.role == "ns-secondary")
+
+
+def acme_host() -> LabHost:
+    return next(h for h in HOSTS if h.role == "acme")
+
+
+# Pebble on the ACME host. Its HTTPS (directory and management) is served with a
+# certificate from the lab CA (CA_DIR / "ca.crt"); the certificates it issues
+# chain to a root Pebble makes anew at every start, so ACME_ROOTS keeps every
+# root seen since `lab up` (certificates already served still chain to older ones).
+ACME_DIR = STATE_DIR / "acme"
+ACME_ROOTS = ACME_DIR / "roots.pem"
+ACME_PORT = 14000
+ACME_MANAGEMENT_PORT = 15000
+ACME_DIRECTORY_URL = f"https://{acme_host().address}:{ACME_PORT}/dir"
+ACME_MANAGEMENT_URL = f"https://{acme_host().address}:{ACME_MANAGEMENT_PORT}"

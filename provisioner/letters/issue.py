@@ -10,7 +10,7 @@ with its number, files and the sha256 of the PDF.
 
 import hashlib
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import select
@@ -148,6 +148,43 @@ def nameservers(inventory, zone: str) -> list[str]:
     return [f"{host.name.split('.')[0]}.{zone}" for host in hosts]
 
 
+def tls_rows(record: dict, fqdn: str, tz) -> list[tuple[str, str]]:
+    """The letter's TLS rows from the configuration record.
+
+    `record["certificate"]` is the certificate served from outside when the site was
+    last verified or renewed (issuer, not_after in ISO 8601 UTC, source). Records
+    written before it was kept have none: the letter then says so rather than
+    guessing an issuer or a date.
+    """
+    if not record.get("tls"):
+        return [("Sertifikat TLS (HTTPS)", "Tidak aktif (HTTP)")]
+    rows = [("Sertifikat TLS (HTTPS)", "Aktif, situs dilayani melalui HTTPS")]
+    certificate = record.get("certificate")
+    if certificate is None:
+        return rows + [("Data sertifikat", "Penerbit dan masa berlaku belum tercatat")]
+    if not isinstance(certificate, dict):
+        raise StateError(f"{fqdn}: configuration record field certificate must be a mapping, "
+                         f"not {type(certificate).__name__}")
+    issuer = str(certificate.get("issuer") or "").strip()
+    if not issuer:
+        raise StateError(f"{fqdn}: configuration record field certificate.issuer is empty")
+    organization = str(certificate.get("issuer_org") or "").strip()
+    if organization and organization != issuer:
+        issuer = f"{issuer} ({organization})"
+    until = render.waktu(_utc(certificate.get("not_after"), fqdn, "certificate.not_after").astimezone(tz))
+    return rows + [("Penerbit sertifikat", issuer), ("Sertifikat berlaku sampai", until)]
+
+
+def _utc(value, fqdn: str, field: str) -> datetime:
+    """An ISO 8601 time from the record; one without an offset is UTC, as the record writes them."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise StateError(f"{fqdn}: configuration record field {field} {value!r} "
+                         f"is not an ISO 8601 time") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
 def _configuration(config, request, site: SiteRow, office) -> dict:
     record = site.config or {}
     inventory = load_inventory(config.hosting.inventory)
@@ -175,7 +212,7 @@ def _configuration(config, request, site: SiteRow, office) -> dict:
         ("Host SFTP", site.public_ip),
         ("Port SFTP", "22"),
         ("Pengguna SFTP", record.get("sftp_user") or names.get("user", "-")),
-        ("Sertifikat TLS (HTTPS)", "Aktif, situs dilayani melalui HTTPS" if tls else "Tidak aktif (HTTP)"),
+        *tls_rows(record, site.fqdn, office.tz),
         ("Kuota penyimpanan", f"{render.ribuan(quota)} MB"),
         ("Batas bandwidth", f"{render.ribuan(bandwidth)} kbps" if bandwidth else "Tidak dibatasi"),
         ("Name server", ", ".join(nameservers(inventory, site.zone))),

@@ -6,7 +6,7 @@ reason) is text, never markup.
 
 import base64
 import mimetypes
-from datetime import date
+from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,6 +24,11 @@ MONTHS = ("Januari", "Februari", "Maret", "April", "Mei", "Juni", "Juli", "Agust
 def tanggal(day: date) -> str:
     """A date as Indonesian letters write it: 22 November 2026."""
     return f"{day.day} {MONTHS[day.month - 1]} {day.year}"
+
+
+def waktu(moment: datetime) -> str:
+    """An aware time as Indonesian letters write it, in its own zone: 23 November 2031 pukul 08.00 WITA."""
+    return f"{tanggal(moment.date())} pukul {moment:%H.%M} {moment.tzname()}"
 
 
 def ribuan(value: int) -> str:

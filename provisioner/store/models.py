@@ -198,3 +198,34 @@ class LetterNumber(Base):
     request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"), index=True)
     kind: Mapped[str] = mapped_column(String(20))  # configuration | reply
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CertificateRow(Base):
+    """A certificate the toolkit obtained for a site, with its key sealed like the passwords.
+
+    Rows are kept after they stop serving (superseded, revoked): they are the
+    count of what was issued under each registered domain, which the CA's weekly
+    limit is checked against. A revoked or removed row has no key any more.
+    """
+
+    __tablename__ = "certificates"
+    __table_args__ = (UniqueConstraint("source", "serial"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fqdn: Mapped[str] = mapped_column(String(255), index=True)
+    request_id: Mapped[str | None] = mapped_column(String(16), index=True)
+    source: Mapped[str] = mapped_column(String(20))  # acme | lab-ca | files
+    serial: Mapped[str] = mapped_column(String(80))  # hex
+    issuer: Mapped[str] = mapped_column(String(500))
+    names: Mapped[list] = mapped_column(JSONText)
+    registered_domain: Mapped[str | None] = mapped_column(String(255), index=True)
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime)
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # pending (obtained, not yet seen served) -> active -> superseded | revoked | removed;
+    # failed: obtained but never served (its install or check failed).
+    state: Mapped[str] = mapped_column(String(20))
+    cert_pem: Mapped[str] = mapped_column(Text)
+    chain_pem: Mapped[str] = mapped_column(Text)
+    key_sealed: Mapped[str | None] = mapped_column(Text)  # a SecretBox token, never the key itself
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

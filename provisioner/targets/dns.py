@@ -52,6 +52,25 @@ def is_ours(rrset: dict) -> bool:
     return any(c.get("account") == ACCOUNT for c in rrset.get("comments", []))
 
 
+# ACME DNS-01 answers live at _acme-challenge.<name> for a minute or so, while an order is validated.
+CHALLENGE_LABEL = "_acme-challenge"
+CHALLENGE_TTL = 60
+
+
+def is_challenge(name: str, rtype: str, rrset: dict) -> bool:
+    """A DNS-01 challenge record the toolkit put there: transient, never drift."""
+    return rtype == "TXT" and name.startswith(CHALLENGE_LABEL + ".") and is_ours(rrset)
+
+
+def zone_of(name: str, zones) -> str:
+    """The zone (the longest of `zones`) that `name` is in."""
+    name = name.rstrip(".").lower()
+    found = [z for z in zones if name == z.rstrip(".").lower() or name.endswith("." + z.rstrip(".").lower())]
+    if not found:
+        raise ConfigError(f"{name} is in none of the managed zones {sorted(zones)}")
+    return max(found, key=len)
+
+
 def _cause(err: requests.RequestException) -> str:
     """A short cause for a requests failure (its text is a long nested repr)."""
     if isinstance(err, requests.Timeout):
@@ -204,6 +223,38 @@ class DnsTarget:
                 by_zone.setdefault(site.zone, []).append(
                     {"name": _canonical(site.fqdn), "type": "A", "changetype": "DELETE", "records": []})
         return {zone: w for zone, rrsets in by_zone.items() if (w := self._patch(zone, rrsets))}
+
+
+    def challenges(self, records: dict[str, list[str]], zones, present: bool = True) -> dict[str, str]:
+        """Put (present) or take away the DNS-01 TXT records `records` (name -> values), one PATCH
+        per zone, each marked as the toolkit's. Returns warnings by zone (a failed NOTIFY).
+
+        A TXT record at one of those names that the toolkit did not create is never replaced,
+        nor deleted (the ACME client cleans up even after a publish this refused).
+        """
+        by_zone: dict[str, list] = {}
+        for name in records:
+            by_zone.setdefault(zone_of(name, zones), []).append(name)
+        live = self.read(by_zone)
+        patches: dict[str, list] = {}
+        for zone, names in sorted(by_zone.items()):
+            for name in names:
+                fqdn = _canonical(name)
+                current = live[zone].get((fqdn, "TXT"))
+                if not present:
+                    if current is not None and is_ours(current):
+                        patches.setdefault(zone, []).append(
+                            {"name": fqdn, "type": "TXT", "changetype": "DELETE", "records": []})
+                    continue
+                if current is not None and not is_ours(current):
+                    raise Conflict(f"{name}: a TXT record exists that the toolkit did not create; "
+                                   "the ACME challenge cannot be published there")
+                values = ['"%s"' % v for v in records[name]]
+                patches.setdefault(zone, []).append(RRSet(
+                    fqdn, "TXT", values, ttl=CHALLENGE_TTL,
+                    comments=[{"content": "provisioner: ACME DNS-01 challenge", "account": ACCOUNT,
+                               "modified_at": int(time.time())}]))
+        return {zone: w for zone, rrsets in patches.items() if (w := self._patch(zone, rrsets))}
 
 
 def removal_changes(sites, live) -> list:

@@ -51,14 +51,24 @@ def lab_host():
 @pytest.fixture(scope="session")
 def generated_secrets():
     """What this run made that must never leak: every office's state home (its passwords are
-    read back from it), and the SFTP hashes and TLS private keys made in this process.
+    read back from it), and the SFTP hashes, TLS private keys (lab CA and ACME site keys) and
+    ACME account keys made in this process.
     test_zz_hardening_secrets.py searches for all of them at the end."""
     from types import SimpleNamespace
 
-    from provisioner import credentials, tls
+    from provisioner import acme, credentials, tls
 
-    made = SimpleNamespace(homes=[], sftp_hashes=[], tls_keys=[])
+    made = SimpleNamespace(homes=[], sftp_hashes=[], tls_keys=[], acme_site_keys=[], acme_account_keys=[])
     hash_of, issue = credentials.sftp_hash, tls.issue
+    site_key, account_key = acme.new_site_key, acme.new_account_key
+
+    def recorded_site_key():
+        made.acme_site_keys.append(site_key())
+        return made.acme_site_keys[-1]
+
+    def recorded_account_key(*args, **kwargs):
+        made.acme_account_keys.append(account_key(*args, **kwargs))
+        return made.acme_account_keys[-1]
 
     def recorded_hash(password):
         made.sftp_hashes.append(hash_of(password))
@@ -72,6 +82,8 @@ def generated_secrets():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(credentials, "sftp_hash", recorded_hash)
         patch.setattr(tls, "issue", recorded_issue)
+        patch.setattr(acme, "new_site_key", recorded_site_key)
+        patch.setattr(acme, "new_account_key", recorded_account_key)
         yield made
 
 

@@ -168,6 +168,72 @@ def test_mariadb_accepts_a_local_root_connection(lab_host):
     assert host.socket("tcp://0.0.0.0:3306").is_listening
 
 
+ACME = topology.acme_host()
+LAB_CA = str(topology.CA_DIR / "ca.crt")
+
+
+def _pebble_root():
+    from cryptography import x509
+
+    guard.require_lab_route(ACME.address)
+    response = requests.get(f"{topology.ACME_MANAGEMENT_URL}/roots/0", verify=LAB_CA, timeout=10)
+    response.raise_for_status()
+    return x509.load_pem_x509_certificate(response.content)
+
+
+def test_pebble_serves_its_directory_over_https_verified_by_the_lab_ca():
+    from cryptography import x509
+
+    guard.require_lab_route(ACME.address)
+    directory = requests.get(topology.ACME_DIRECTORY_URL, verify=LAB_CA, timeout=10)
+    assert directory.status_code == 200
+    assert {"newAccount", "newNonce", "newOrder", "revokeCert"} <= set(directory.json())
+    assert directory.json()["newOrder"].startswith(f"https://{ACME.address}:{topology.ACME_PORT}/")
+    # Only the lab CA vouches for it: the system's trust store does not.
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(topology.ACME_DIRECTORY_URL, timeout=10)
+    # The roots file holds Pebble's current root (earlier ones may precede it).
+    roots = x509.load_pem_x509_certificates(topology.ACME_ROOTS.read_bytes())
+    assert _pebble_root() in roots
+
+
+def test_pebble_runs_unprivileged_with_real_validation_and_a_private_key(lab_host):
+    host = lab_host(ACME.name)
+    assert host.socket(f"tcp://0.0.0.0:{topology.ACME_PORT}").is_listening
+    assert host.socket(f"tcp://0.0.0.0:{topology.ACME_MANAGEMENT_PORT}").is_listening
+    key = host.file("/etc/pebble/tls.key")
+    assert (key.user, key.mode) == ("pebble", 0o600)
+    [process] = host.process.filter(comm="pebble")
+    assert process.user == "pebble"
+    assert process.args.split() == ["/usr/bin/pebble", "-config", "/etc/pebble/pebble-config.json",
+                                    "-dnsserver", f"{topology.primary_ns().address}:53"]
+    env = host.check_output(f"tr '\\0' '\\n' < /proc/{process.pid}/environ").splitlines()
+    assert {"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0"} <= set(env)
+    assert not [v for v in env if v.startswith("PEBBLE_VA_ALWAYS_VALID")]
+    # No key material in any process's arguments on the host.
+    assert "PRIVATE KEY" not in host.check_output("ps -eo args=")
+
+
+def test_pebble_reaches_the_name_servers_and_the_web_servers_public_address(lab_host):
+    """What DNS-01 and HTTP-01 validation need, seen from ca1 itself."""
+    host = lab_host(ACME.name)
+    soa = host.check_output(f"dig +short +time=2 +tries=1 @{topology.primary_ns().address} {topology.ZONES[0]} SOA")
+    assert soa.startswith(f"ns1.{topology.ZONES[0]}. ")
+    web = str(topology.host("web1").public_addresses[0].ip)
+    code = host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://{web}/ || true")
+    assert code in ("200", "404"), f"ca1 cannot reach http://{web}/ (curl said {code})"
+
+
+def test_restarting_pebble_adds_its_new_root_and_keeps_the_earlier_ones():
+    from cryptography import x509
+
+    before = x509.load_pem_x509_certificates(topology.ACME_ROOTS.read_bytes())
+    after = lifecycle.restart_acme()
+    assert after[:len(before)] == before and len(after) == len(before) + 1
+    assert after[-1] == _pebble_root() and after[-1] not in before
+    assert x509.load_pem_x509_certificates(topology.ACME_ROOTS.read_bytes()) == after
+
+
 def _route(address: str) -> str:
     return subprocess.run(["ip", "route", "get", address], capture_output=True, text=True, check=True).stdout
 

@@ -52,6 +52,14 @@ def config(tmp_path):
 
 
 @pytest.fixture
+def store(tmp_path):
+    """A fresh SQLite state database."""
+    s = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    yield s
+    s.close()
+
+
+@pytest.fixture
 def clock():
     return Clock(datetime(2024, 8, 13, 8, 0, tzinfo=WITA))
 

@@ -1,6 +1,7 @@
 """The audit's comparison without hosts: every finding kind, its severity and fix line, formats, exit codes."""
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -8,9 +9,10 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from provisioner import audit, audit_report, naming
+from provisioner import audit, audit_report, certificates, naming
 from provisioner.audit import Observed, Report, compare
 from provisioner.cli import main
+from provisioner.errors import StateError
 from provisioner.hosting import Live
 from provisioner.site import DesiredSite, sha256
 from provisioner.store import open_store
@@ -37,6 +39,18 @@ def rrset(name, rtype, contents, ours=False):
     comments = [{"content": "provisioner: request X", "account": "provisioner"}] if ours else []
     return {"name": name, "type": rtype, "ttl": 300, "records": [{"content": c, "disabled": False} for c in contents],
             "comments": comments}
+
+
+def served_facts(fqdn, days_left=60.0, names=None, trusted=True, trust_error=None, issuer="Pebble Intermediate-CA 1",
+                 issuer_org=None):
+    """What certificates.served() returns for a certificate ending `days_left` days from 2026-06-01."""
+    from datetime import datetime, timedelta, timezone
+
+    not_after = datetime(2026, 6, 1, tzinfo=timezone.utc) + timedelta(days=days_left)
+    names = [fqdn] if names is None else names
+    return {"issuer": issuer, "issuer_org": issuer_org, "serial": "1f", "names": names,
+            "not_before": (not_after - timedelta(days=90)).isoformat(), "not_after": not_after.isoformat(),
+            "days_left": days_left, "covers": certificates.covers(names, fqdn), "trusted": trusted, "trust_error": trust_error}
 
 
 def clean_world(sites):
@@ -70,7 +84,9 @@ def clean_world(sites):
         ns[s.fqdn] = {name: {"addresses": [s.public_ip], "authoritative": True, "error": None}
                       for name in ("ns1", "ns2")}
         records[s.fqdn] = s.record()
-    observed = Observed(live=Live(web=web, db=db, dns={ZONE: zone}), ns=ns, nameservers=["ns1", "ns2"])
+    served = {s.fqdn: served_facts(s.fqdn) for s in sites if s.tls}
+    observed = Observed(live=Live(web=web, db=db, dns={ZONE: zone}), ns=ns, nameservers=["ns1", "ns2"],
+                        served=served, trust="/etc/provisioner/acme-roots.pem")
     return observed, records
 
 
@@ -140,6 +156,15 @@ CASES = {
     "pool-missing": ("high", SIMKES, lambda o: _web(o).update(pool_sha256=None)),
     "pool-changed": ("medium", SIMKES, lambda o: _web(o).update(pool_sha256="f" * 64)),
     "tls-missing": ("high", SIMKES, lambda o: _web(o).update(tls_cert=False)),
+    "tls-expired": ("critical", SIMKES, lambda o: o.served.__setitem__(SIMKES, served_facts(
+        SIMKES, days_left=-3.2, trusted=False, trust_error="certificate has expired"))),
+    "tls-expiring": ("high", SIMKES, lambda o: o.served.__setitem__(SIMKES, served_facts(SIMKES, days_left=8.0))),
+    "tls-name": ("high", SIMKES, lambda o: o.served.__setitem__(SIMKES, served_facts(
+        SIMKES, names=[f"other.{ZONE}"]))),
+    "tls-issuer": ("high", SIMKES, lambda o: o.served.__setitem__(SIMKES, served_facts(
+        SIMKES, trusted=False, trust_error="self-signed certificate", issuer=SIMKES))),
+    "tls-unreachable": ("high", SIMKES, lambda o: o.served.__setitem__(SIMKES, {
+        "error": f"{SIMKES}: no TLS answer at {SHARED}:443: [Errno 111] Connection refused"})),
     "vhost-missing": ("critical", SIMKES, lambda o: _web(o).update(vhost_sha256=None)),
     "vhost-disabled": ("critical", SIMKES, lambda o: _web(o).update(vhost_enabled=False)),
     "vhost-changed": ("medium", SIMKES, lambda o: _web(o).update(vhost_sha256="e" * 64)),
@@ -158,7 +183,7 @@ def test_each_drift_is_one_finding_with_severity_and_fix(world, kind):
     (finding,) = findings
     assert finding.fix and "\n" not in finding.fix
     assert finding.expected != finding.found
-    if site is not None and kind not in ("dns-foreign", "dns-answer"):
+    if site is not None and kind not in ("dns-foreign", "dns-answer", "tls-unreachable"):
         assert finding.fix.endswith(f"provision audit --fix --apply --site {site}")
 
 
@@ -228,13 +253,101 @@ def test_the_record_not_the_template_is_what_a_vhost_is_compared_with(world):
 
 
 def test_a_suspended_site_is_held_to_its_suspended_vhost(world):
-    import dataclasses
-
     sites, observed, records = world
     suspended = dataclasses.replace(sites[0], suspended=True)
     _web(observed)["vhost_sha256"] = sha256(suspended.vhost())
     assert compare([suspended, sites[1]], records, observed, [ZONE]) == []
     assert [f.kind for f in compare(sites, records, observed, [ZONE])] == ["vhost-changed"]
+
+
+def _served(world, fqdn=SIMKES, **facts):
+    world[1].served[fqdn] = served_facts(fqdn, **facts)
+    return run(world)
+
+
+def test_a_healthy_certificate_is_no_finding_and_a_site_without_tls_is_not_read(world):
+    sites, observed, _ = world
+    assert set(observed.served) == {SIMKES} and not sites[1].tls
+    assert _served(world, days_left=audit.EXPIRING_DAYS + 0.1) == []
+    assert _served(world, names=[f"*.{ZONE}"]) == []  # a wildcard one label deep covers it
+    observed.served.pop(SIMKES)
+    assert run(world) == []  # not read: no opinion (the real audit reads every TLS site)
+
+
+def test_expiry_findings_carry_the_date_and_the_days_left(world):
+    (finding,) = _served(world, days_left=8.0)
+    assert (finding.kind, finding.target, finding.host) == ("tls-expiring", "web", "web1")
+    assert finding.found == "expires 2026-06-09 (8.0 days left)"
+    assert finding.expected == "at least 21 days left"
+    assert finding.fix == f"renew: provision audit --fix --apply --site {SIMKES}"
+    (finding,) = _served(world, days_left=audit.EXPIRING_DAYS - 0.1)
+    assert finding.kind == "tls-expiring"
+    (finding,) = _served(world, days_left=-3.2, trusted=False, trust_error="certificate has expired")
+    assert (finding.kind, finding.severity, finding.found) == ("tls-expired", "critical",
+                                                               "expired 2026-05-28 (3.2 days ago)")
+
+
+def test_a_foreign_certificate_for_another_name_is_two_findings(world):
+    findings = _served(world, names=["evil.example"], trusted=False, issuer="evil.example",
+                       issuer_org="Somebody", trust_error="self-signed certificate")
+    assert [(f.kind, f.severity) for f in findings] == [("tls-issuer", "high"), ("tls-name", "high")]
+    issuer, name = findings
+    assert name.found == "names evil.example" and SIMKES in name.expected
+    assert issuer.found == "issuer evil.example (Somebody): self-signed certificate"
+    assert "/etc/provisioner/acme-roots.pem" in issuer.expected
+
+
+def test_an_expired_certificate_from_another_ca_is_both(world):
+    findings = _served(world, days_left=-1.0, trusted=False, trust_error="unable to get local issuer certificate")
+    assert sorted(f.kind for f in findings) == ["tls-expired", "tls-issuer"]
+
+
+def test_nothing_on_443_names_the_address_and_the_host(world):
+    world[1].served[SIMKES] = {"error": "no TLS answer at 203.0.113.10:443: timed out"}
+    (finding,) = run(world)
+    assert (finding.kind, finding.host, finding.found) == ("tls-unreachable", "web1",
+                                                           "no TLS answer at 203.0.113.10:443: timed out")
+    assert "203.0.113.10:443" in finding.expected and "apache2ctl -S" in finding.fix
+
+
+def test_acme_challenge_records_of_the_toolkit_are_not_drift_but_others_are(world):
+    name = f"_acme-challenge.x.{ZONE}."
+    world[1].live.dns[ZONE][(name, "TXT")] = rrset(name, "TXT", ['"token"'], ours=True)
+    assert run(world) == []
+    world[1].live.dns[ZONE][(name, "TXT")] = rrset(name, "TXT", ['"token"'])
+    (finding,) = run(world)
+    assert (finding.kind, finding.what) == ("dns-extra", f"TXT record _acme-challenge.x.{ZONE}")
+
+
+def test_the_report_carries_the_certificate_figures(world):
+    sites, observed, _ = world
+    figures = audit.certificate_figures({**observed.served, "x." + ZONE: {"error": "refused"}})
+    report = Report(findings=[], sites=[SIMKES], zones=[ZONE], certificates=figures)
+    data = json.loads(audit_report.to_json(report))
+    assert data["certificates"][SIMKES] == {"issuer": "Pebble Intermediate-CA 1", "issuer_org": None,
+                                            "names": [SIMKES], "not_after": "2026-07-31T00:00:00+00:00",
+                                            "days_left": 60.0, "trusted": True}
+    assert data["certificates"]["x." + ZONE] == {"error": "refused"}
+
+
+def test_served_certificates_reads_each_tls_site_and_keeps_errors(monkeypatch):
+    from provisioner.errors import HostError
+
+    calls = []
+
+    def fake_served(address, fqdn, trust):
+        calls.append((address, fqdn, trust))
+        if fqdn.startswith("down."):
+            raise HostError(f"{fqdn}: no TLS answer at {address}:443: refused")
+        return served_facts(fqdn)
+
+    monkeypatch.setattr(audit.certificates, "served", fake_served)
+    sites = [make_site(), make_site("down", ip="203.0.113.131"), make_site("plain", tls=False)]
+    got = audit.served_certificates(sites, "/ca.pem")
+    assert sorted(calls) == [("203.0.113.10", SIMKES, "/ca.pem"), ("203.0.113.131", f"down.{ZONE}", "/ca.pem")]
+    assert got[SIMKES]["covers"] and got[f"down.{ZONE}"] == {"error": f"down.{ZONE}: no TLS answer at "
+                                                                       "203.0.113.131:443: refused"}
+    assert f"plain.{ZONE}" not in got
 
 
 def test_findings_sort_by_severity_first(world):
@@ -486,6 +599,9 @@ class WorldHosting(FakeWork):
     def recorded_sites(self, fqdns):
         return [s for s in self.sites if s.fqdn in fqdns]
 
+    def ca_file(self):
+        return self.observed.trust
+
     def apply(self, request_ids, checksum=None):
         self.applied.append((request_ids, checksum))
         self.observed.live = self.clean.live
@@ -514,6 +630,8 @@ def hosted(tmp_path, monkeypatch, world):
     monkeypatch.setattr(audit.web_target, "read", lambda inventory, sites: work.observed.live.web)
     monkeypatch.setattr(audit.db_target, "read", lambda inventory, sites: work.observed.live.db)
     monkeypatch.setattr(audit, "ns_answers", lambda inventory, sites: work.observed.ns)
+    monkeypatch.setattr(audit, "served_certificates", lambda sites, trust: {
+        s.fqdn: work.observed.served[s.fqdn] for s in sites if s.fqdn in work.observed.served})
     yield work
     store.close()
 
@@ -560,3 +678,114 @@ def test_fix_without_apply_changes_nothing_and_with_apply_audits_again(hosted):
     assert done.fix["applied"] and done.after == [] and done.exit_code == 0
     assert [e["fqdn"] for e in _events(hosted.store, "audit_fix")] == [SIMKES]
     assert _events(hosted.store, "audit_fix")[0]["findings"] == ["sftp-missing"]
+
+
+# -- --fix with certificates: the renewal merged into the fix ---------------------------
+
+
+class FakeRenewals:
+    """tls_renewal.renew with the real plan classes: forced sites are due; apply serves a good certificate."""
+
+    def __init__(self, hosted):
+        from provisioner import tls_renewal
+
+        self.tls_renewal, self.hosted, self.calls = tls_renewal, hosted, []
+
+    def _plan(self, force_sites):
+        from datetime import datetime, timezone
+
+        due = [self.tls_renewal.Due(fqdn=f, web_host="web1", request_id="HST-2024-0007", serial="1f",
+                                    not_after=datetime(2026, 7, 31, tzinfo=timezone.utc), days_left=60.0,
+                                    reason="renewal asked for (forced)") for f in force_sites]
+        return self.tls_renewal.RenewalPlan(within=0, due=due, checked=1)
+
+    def __call__(self, config, store, *, site=None, within=None, apply=False, checksum=None, force_sites=None,
+                 jitter=0, source="cli"):
+        self.calls.append({"site": site, "within": within, "apply": apply, "force_sites": force_sites})
+        planned = self._plan(force_sites or [])
+        if checksum and checksum != planned.checksum:
+            raise StateError("the renewal plan changed since it was reviewed")
+        result = self.tls_renewal.RenewalResult(plan=planned, applied=apply)
+        if apply:
+            for due in planned.due:
+                self.hosted.observed.served[due.fqdn] = served_facts(due.fqdn, days_left=90.0)
+                result.renewed.append({"fqdn": due.fqdn, "old_serial": "1f", "serial": "2a",
+                                       "not_after": "2026-08-30T00:00:00+00:00", "issuer": "Pebble"})
+        return result
+
+
+@pytest.fixture
+def renewals(hosted, monkeypatch):
+    fake = FakeRenewals(hosted)
+    monkeypatch.setattr(audit.tls_renewal, "renew", fake)
+    return fake
+
+
+def test_fix_plans_a_renewal_for_a_certificate_that_does_not_cover_the_name(hosted, renewals):
+    hosted.observed.served[SIMKES] = served_facts(SIMKES, names=["evil.example"])
+    dry = audit.audit_fix(None, hosted.store, work=hosted)
+    assert renewals.calls == [{"site": None, "within": 0, "apply": False, "force_sites": [SIMKES]}]
+    assert [f.kind for f in dry.findings] == ["tls-name"] and dry.fix["by_hand"] == []
+    assert f"TLS certificate: {SIMKES} (renew: renewal asked for (forced))" in dry.fix["rendered"]
+    assert "Update web web1" in dry.fix["rendered"]
+    assert [(c["kind"], c["site"]) for c in dry.fix["plan"]["changes"]] == [("TLS certificate", SIMKES)]
+    hosting, renewal = dry.fix["hosting"]["checksum"], dry.fix["renewals"]["checksum"]
+    assert dry.fix["plan"]["checksum"] not in (hosting, renewal)
+    assert f"checksum {dry.fix['plan']['checksum']}" in dry.fix["rendered"]
+    assert hosted.applied == [] and not dry.fix["applied"]
+
+    done = audit.audit_fix(None, hosted.store, apply=True, checksum=dry.fix["plan"]["checksum"], work=hosted)
+    assert hosted.applied == []  # nothing but the certificate to put right: no hosting run
+    assert renewals.calls[-1] == {"site": None, "within": 0, "apply": True, "force_sites": [SIMKES]}
+    assert [r["fqdn"] for r in done.fix["renewed"]] == [SIMKES] and done.fix["not_renewed"] == {}
+    assert done.after == [] and done.exit_code == 0
+    (event,) = _events(hosted.store, "audit_fix")
+    assert event["renewal"] is True and event["findings"] == ["tls-name"]
+
+
+def test_the_fix_checksum_covers_the_hosting_changes_and_the_renewals(hosted, renewals):
+    _web(hosted.observed)["sftp"] = False
+    hosted.observed.served[SIMKES] = served_facts(SIMKES, days_left=8.0)
+    dry = audit.audit_fix(None, hosted.store, work=hosted)
+    assert sorted(c["kind"] for c in dry.fix["plan"]["changes"]) == ["SFTP account", "TLS certificate"]
+    combined, hosting = dry.fix["plan"]["checksum"], dry.fix["hosting"]["checksum"]
+    renewal_only = audit.fix_checksum(audit.Plan(), renewals._plan([SIMKES]).plan)
+    assert combined != hosting and combined != renewal_only
+
+    for stale in (hosting, dry.fix["renewals"]["checksum"], "0" * 64):
+        with pytest.raises(StateError, match="changed since it was reviewed"):
+            audit.audit_fix(None, hosted.store, apply=True, checksum=stale, work=hosted)
+    assert hosted.applied == [] and not any(c["apply"] for c in renewals.calls)
+
+    done = audit.audit_fix(None, hosted.store, apply=True, checksum=combined, work=hosted)
+    # The hosting plan is applied with its own checksum, then the renewal.
+    assert hosted.applied == [(["HST-2024-0007"], hosting)]
+    assert renewals.calls[-1]["apply"] is True and done.fix["renewed"][0]["serial"] == "2a"
+    assert done.after == []
+
+
+def test_without_a_certificate_finding_the_fix_is_as_before(hosted, renewals):
+    _web(hosted.observed)["sftp"] = False
+    dry = audit.audit_fix(None, hosted.store, work=hosted)
+    assert renewals.calls == [] and "renewals" not in dry.fix
+    empty = audit.Plan()
+    assert audit.fix_checksum(empty, None) == empty.checksum == audit.fix_checksum(empty, audit.Plan())
+    assert "TLS certificate" not in dry.fix["rendered"]
+
+
+def test_unreachable_and_suspended_sites_are_left_to_a_person(hosted, renewals):
+    hosted.observed.served[SIMKES] = {"error": "no TLS answer at 203.0.113.10:443: refused"}
+    dry = audit.audit_fix(None, hosted.store, work=hosted)
+    assert renewals.calls == [] and [f["kind"] for f in dry.fix["by_hand"]] == ["tls-unreachable"]
+
+    from provisioner.store.models import SiteRow
+
+    with hosted.store.session() as session:
+        session.get(SiteRow, SIMKES).state = "suspended"
+    hosted.observed.served[SIMKES] = served_facts(SIMKES, days_left=-2.0, trusted=False,
+                                                  trust_error="certificate has expired")
+    hosted.sites[0] = dataclasses.replace(hosted.sites[0], suspended=True)
+    _web(hosted.observed)["vhost_sha256"] = sha256(hosted.sites[0].vhost())
+    dry = audit.audit_fix(None, hosted.store, work=hosted)
+    assert renewals.calls == [] and [f["kind"] for f in dry.fix["by_hand"]] == ["tls-expired"]
+    assert "suspended" in dry.fix["refused"][SIMKES]

@@ -16,18 +16,10 @@ from provisioner.errors import ConfigError, StateError
 from provisioner.inventory import load_inventory
 from provisioner.plan import REMOVAL_ORDER, Plan
 from provisioner.secretbox import SecretBox, new_password
-from provisioner.store import open_store
 from provisioner.store.models import Event, IPAllocation
 
 ROOT = Path(__file__).resolve().parents[2]
 DB_NAME = re.compile(r"[a-z][a-z0-9]{0,31}")
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = open_store(f"sqlite:///{tmp_path / 'state.db'}")
-    yield s
-    s.close()
 
 
 @pytest.mark.parametrize("label", ["simkes", "a", "9lives", "e-office", "x" * 63, "a-b-c-d-e-f-g-h"])

@@ -58,6 +58,7 @@ def test_vagrantfile_validates_and_defines_the_same_hosts(tmp_path):
     # Each machine says it is validated: "==> web1: Ignoring provider config for validation..."
     machines = set(re.findall(r"^==> ([a-z0-9]+): Ignoring provider config", validate.stdout, re.M))
     assert machines == {h.name for h in topology.HOSTS}
+    assert "ca1" in machines
 
 
 def test_package_list_is_shared_and_complete():
@@ -107,3 +108,146 @@ def test_lab_up_refuses_to_shadow_the_package_mirror(monkeypatch):
         lifecycle._check_mirror_outside_lab()
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [(0, 0, 0, "", ("203.0.113.80", 0))])
     lifecycle._check_mirror_outside_lab()
+
+
+# -- the ACME host (Pebble on ca1) ------------------------------------------------------
+
+
+def test_acme_host_and_its_urls_come_from_the_topology():
+    ca1 = topology.acme_host()
+    assert (ca1.name, str(ca1.address), ca1.role, ca1.group) == ("ca1", "10.77.0.41", "acme", "acme")
+    assert topology.ACME_DIRECTORY_URL == "https://10.77.0.41:14000/dir"
+    assert topology.ACME_MANAGEMENT_URL == "https://10.77.0.41:15000"
+    assert (topology.ACME_PORT, topology.ACME_MANAGEMENT_PORT) == (14000, 15000)
+    assert topology.ACME_ROOTS == topology.STATE_DIR / "acme" / "roots.pem"
+    # Only the ACME host is routed to the web servers' public addresses (for HTTP-01).
+    assert [h.name for h in topology.HOSTS if h.reaches_public] == ["ca1"]
+
+
+def test_inventory_public_networks_match_topology():
+    data = yaml.safe_load((ROOT / "inventory/lab/hosts.yml").read_text())
+    assert data["all"]["vars"]["lab_public_networks"] == [str(n) for n in topology.LAB_PUBLIC_NETWORKS]
+
+
+def test_pebble_is_in_the_package_list_and_its_init_script_ships():
+    assert "pebble" in rootfs.packages()
+    init = (ROOT / "provisioner/lab/files/pebble.init").read_text()
+    for action in ("start)", "stop)", "restart|", "status)"):
+        assert action in init
+    setup = (ROOT / "provisioner/lab/scripts/setup-host.sh").read_text()
+    # Pebble's settings, for the init script and the systemd unit alike.
+    defaults = re.search(r"cat > /etc/default/pebble <<CONF\n(.*?)\nCONF\n", setup, re.S).group(1).split("\n")
+    assert defaults == ["PEBBLE_DNS_SERVER=$ns1:53", "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0",
+                        "PEBBLE_AUTHZREUSE=0"]
+    # Real validation in both labs: never the shortcut that accepts every challenge.
+    assert "PEBBLE_VA_ALWAYS_VALID=" not in setup
+
+
+@pytest.fixture
+def lab_ca(tmp_path, monkeypatch):
+    from provisioner import tls
+
+    monkeypatch.setattr(topology, "CA_DIR", tmp_path / "ca")
+    tls.ensure_lab_ca(topology.CA_DIR)
+    return topology.CA_DIR
+
+
+def test_pebble_https_certificate_is_signed_by_the_lab_ca_for_its_address_and_name(lab_ca):
+    import ipaddress
+
+    from cryptography import x509
+
+    from provisioner.lab import lifecycle
+
+    bundle = lifecycle._acme_tls()
+    cert = x509.load_pem_x509_certificate(bundle.cert.encode())
+    ca = x509.load_pem_x509_certificate((lab_ca / "ca.crt").read_bytes())
+    cert.verify_directly_issued_by(ca)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["ca1"]
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("10.77.0.41")]
+    assert "PRIVATE KEY" in bundle.key and "PRIVATE KEY" not in bundle.cert
+    # Only ca1's role script receives it; the key is in the script's text, not argv.
+    env = lifecycle._role_env(topology.acme_host(), bundle)
+    assert env["PEBBLE_TLS_KEY"] == bundle.key and env["LAB_ROLE"] == "acme"
+    assert env["ACME_PORT"] == "14000" and env["ACME_MANAGEMENT_PORT"] == "15000"
+    assert "PEBBLE_TLS_KEY" not in lifecycle._role_env(topology.host("web1"), bundle)
+
+
+def _root(name):
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def test_refresh_acme_roots_adds_each_new_root_and_keeps_the_earlier_ones(tmp_path, monkeypatch, lab_ca):
+    from cryptography import x509
+
+    from provisioner.errors import LabError
+    from provisioner.lab import guard, lifecycle
+
+    monkeypatch.setattr(topology, "ACME_DIR", tmp_path / "acme")
+    monkeypatch.setattr(topology, "ACME_ROOTS", tmp_path / "acme" / "roots.pem")
+    checked, asked = [], []
+    monkeypatch.setattr(guard, "require_lab_route", lambda a: checked.append(str(a)) or a)
+    served = {"root": _root("Pebble Root CA 1")}
+
+    class Response:
+        def __init__(self, content, status=200):
+            self.content, self.status_code = content, status
+
+        def raise_for_status(self):
+            if self.status_code != 200:
+                raise lifecycle.requests.HTTPError(f"{self.status_code}")
+
+    def get(url, verify, timeout):
+        asked.append((url, verify))
+        return Response(served["root"]) if served["root"] else Response(b"", 503)
+
+    monkeypatch.setattr(lifecycle.requests, "get", get)
+    first = lifecycle.refresh_acme_roots()
+    assert len(first) == 1
+    # The same root again (no restart): nothing is added.
+    assert lifecycle.refresh_acme_roots() == first
+    # A restart makes a new root: added after the first, which stays.
+    served["root"] = _root("Pebble Root CA 2")
+    both = lifecycle.refresh_acme_roots()
+    stored = x509.load_pem_x509_certificates(topology.ACME_ROOTS.read_bytes())
+    assert stored == both and len(both) == 2 and both[0] == first[0]
+    assert [r.subject.rfc4514_string() for r in stored] == ["CN=Pebble Root CA 1", "CN=Pebble Root CA 2"]
+    # Every request went to the management interface, verified by the lab CA, behind the guard.
+    assert set(asked) == {("https://10.77.0.41:15000/roots/0", str(lab_ca / "ca.crt"))}
+    assert checked == ["10.77.0.41"] * 3
+    # Pebble not answering: a LabError naming the host and the file is left as it was.
+    served["root"] = None
+    with pytest.raises(LabError, match="ca1: cannot read Pebble's root"):
+        lifecycle.refresh_acme_roots()
+    assert x509.load_pem_x509_certificates(topology.ACME_ROOTS.read_bytes()) == both
+
+
+def test_a_damaged_roots_file_is_reported_not_overwritten(tmp_path, monkeypatch, lab_ca):
+    from provisioner.errors import LabError
+    from provisioner.lab import guard, lifecycle
+
+    monkeypatch.setattr(topology, "ACME_DIR", tmp_path / "acme")
+    monkeypatch.setattr(topology, "ACME_ROOTS", tmp_path / "acme" / "roots.pem")
+    topology.ACME_DIR.mkdir()
+    topology.ACME_ROOTS.write_bytes(b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    monkeypatch.setattr(guard, "require_lab_route", lambda a: a)
+    root = _root("Pebble Root CA 3")
+    monkeypatch.setattr(lifecycle.requests, "get", lambda url, verify, timeout: type(
+        "R", (), {"content": root, "raise_for_status": lambda self: None})())
+    with pytest.raises(LabError, match="roots.pem is not a PEM bundle"):
+        lifecycle.refresh_acme_roots()
+    assert b"not base64" in topology.ACME_ROOTS.read_bytes()

@@ -418,3 +418,98 @@ def test_a_letter_is_still_written_after_the_office_dropped_the_service(office):
             "sops": {k: v for k, v in tarakan.sops.items() if k != "hosting"}}))})
     letter = office.letter(request_id)
     assert "SOP Layanan Hosting Nomor 067/28/SOP/DKISP/2022" in open(letter.html, encoding="utf-8").read()
+
+
+# The certificate as hosting records it after checking what the site serves from outside.
+CERTIFICATE = {"issuer": "Pebble Intermediate CA 3a4b5c", "issuer_org": "Pebble",
+               "not_before": "2031-08-24T23:30:00+00:00", "not_after": "2031-11-22T23:30:00Z",
+               "serial": "5f1e0c2a9b", "names": ["simkes.tarakankota.go.id"], "source": "acme"}
+
+
+def _approved_site(office, raw, name="tarakan-simkes.yaml", **record):
+    """An approved request whose configuration record carries `record` on top of hosting's."""
+    request_id = office.through_review(raw, name)
+    registry = office.engine.actions.copy()
+    registry.register("render_letter", lambda ctx: {"skipped": True}, replace=True)
+    office.engine.actions = registry
+    office.engine.decide(request_id, True, "kadis")
+    with office.store.session() as session:
+        site = session.query(SiteRow).filter_by(request_id=request_id).one()
+        site.config = {**site.config, **record}  # a new dict: the JSON column sees the change
+    return request_id
+
+
+def test_indonesian_time_in_the_offices_zone():
+    from zoneinfo import ZoneInfo
+
+    from provisioner.letters.render import waktu
+
+    expiry = datetime(2031, 11, 22, 23, 30, tzinfo=timezone.utc)
+    assert waktu(expiry.astimezone(WITA)) == "23 November 2031 pukul 07.30 WITA"
+    assert waktu(expiry.astimezone(ZoneInfo("Asia/Jakarta"))) == "23 November 2031 pukul 06.30 WIB"
+    assert waktu(expiry.astimezone(ZoneInfo("Asia/Jayapura"))) == "23 November 2031 pukul 08.30 WIT"
+
+
+@pytest.mark.parametrize("zone, until", [
+    ("Asia/Makassar", "23 November 2031 pukul 07.30 WITA"),
+    ("Asia/Jakarta", "23 November 2031 pukul 06.30 WIB"),
+])
+def test_the_letter_states_the_certificates_issuer_and_validity(office, zone, until):
+    tarakan = office.config.offices["tarakan"]
+    office.config = office.config.model_copy(update={"offices": dict(
+        office.config.offices, tarakan=tarakan.model_copy(update={"timezone": zone}))})
+    request_id = _approved_site(office, (EXAMPLES / "tarakan-simkes.yaml").read_bytes(), certificate=CERTIFICATE)
+    text = pdf_text(office.letter(request_id).pdf)
+    for field in ("https://simkes.tarakankota.go.id/", "Sertifikat TLS (HTTPS) Aktif",
+                  "Penerbit sertifikat Pebble Intermediate CA 3a4b5c (Pebble)",
+                  f"Sertifikat berlaku sampai {until}"):
+        assert field in text, f"{field!r} not in the letter:\n{text}"
+    # The date is the office's, not UTC's (22 November), and nothing is said about a missing record.
+    assert "22 November 2031" not in text and "belum tercatat" not in text
+
+
+def test_an_issuer_without_organisation_is_named_alone(office):
+    certificate = dict(CERTIFICATE, issuer="DKISP Lab CA", issuer_org=None, source="lab-ca")
+    request_id = _approved_site(office, (EXAMPLES / "tarakan-simkes.yaml").read_bytes(), certificate=certificate)
+    text = pdf_text(office.letter(request_id).pdf)
+    assert re.search(r"Penerbit sertifikat DKISP Lab CA \d+\. Sertifikat berlaku sampai 23 November 2031", text), text
+    assert "(None)" not in text and "()" not in text
+
+
+def test_an_older_record_without_certificate_data_says_so(office):
+    request_id = _approved_site(office, (EXAMPLES / "tarakan-simkes.yaml").read_bytes())
+    assert "certificate" not in office.site(request_id).config
+    text = pdf_text(office.letter(request_id).pdf)
+    assert "Sertifikat TLS (HTTPS) Aktif" in text
+    assert "Data sertifikat Penerbit dan masa berlaku belum tercatat" in text, text
+    assert "Penerbit sertifikat " not in text and "berlaku sampai" not in text
+
+
+def test_a_site_without_tls_has_no_certificate_rows(office):
+    raw = (EXAMPLES / "tarakan-simkes.yaml").read_bytes().replace(b"tls: true", b"tls: false")
+    # Even a stray certificate in the record (TLS since turned off) is not stated.
+    request_id = _approved_site(office, raw, certificate=CERTIFICATE)
+    assert office.site(request_id).config["tls"] is False
+    text = pdf_text(office.letter(request_id).pdf)
+    assert "http://simkes.tarakankota.go.id/" in text and "https://" not in text
+    assert "Sertifikat TLS (HTTPS) Tidak aktif (HTTP)" in text
+    for absent in ("Penerbit", "Pebble", "berlaku", "Data sertifikat", "2031"):
+        assert absent not in text, absent
+
+
+@pytest.mark.parametrize("certificate, field", [
+    (dict(CERTIFICATE, not_after="next year"), "certificate.not_after 'next year' is not an ISO 8601 time"),
+    ({k: v for k, v in CERTIFICATE.items() if k != "not_after"}, "certificate.not_after None"),
+    (dict(CERTIFICATE, issuer=""), "certificate.issuer is empty"),
+    ("Pebble", "certificate must be a mapping"),
+])
+def test_a_malformed_certificate_record_is_refused_naming_the_field(certificate, field):
+    record = {"tls": True, "certificate": certificate}
+    with pytest.raises(StateError, match=re.escape(f"simkes.tarakankota.go.id: configuration record field {field}")):
+        letters.tls_rows(record, "simkes.tarakankota.go.id", WITA)
+
+
+def test_a_naive_record_time_is_read_as_utc():
+    rows = dict(letters.tls_rows({"tls": True, "certificate": dict(CERTIFICATE, not_after="2031-11-22T23:30:00")},
+                                 "simkes.tarakankota.go.id", WITA))
+    assert rows["Sertifikat berlaku sampai"] == "23 November 2031 pukul 07.30 WITA"

@@ -77,7 +77,8 @@ def _site(**changes) -> DesiredSite:
 def test_the_suspended_vhost_answers_503_on_https_and_keeps_everything_else():
     normal, suspended = _site().vhost(), _site(suspended=True).vhost()
     assert "R=503" not in normal and suspended.count("R=503") == 1
-    assert "Redirect permanent / https://simkes.tarakankota.go.id/" in suspended
+    assert 'RedirectMatch permanent "^/(?!\\.well-known/acme-challenge/)(.*)$" ' \
+           '"https://simkes.tarakankota.go.id/$1"' in suspended
     assert 'DocumentRoot "/srv/www/simkes.tarakankota.go.id/public"' in suspended
 
 

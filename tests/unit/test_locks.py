@@ -7,15 +7,7 @@ import pytest
 
 from provisioner import locks
 from provisioner.errors import StateError
-from provisioner.store import open_store
 from provisioner.store.models import Lock
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = open_store(f"sqlite:///{tmp_path / 'state.db'}")
-    yield s
-    s.close()
 
 
 def _holders(store):

@@ -12,7 +12,6 @@ from provisioner import records
 from provisioner.cli import main
 from provisioner.errors import NotFound
 from provisioner.naming import site_names
-from provisioner.store import open_store
 from provisioner.store.events import add_event
 from provisioner.store.models import IPAllocation, RequestRow, SiteRow
 
@@ -43,13 +42,6 @@ def add_site(store, label, zone="tarakankota.go.id", state="provisioned", dedica
                                      allocated_at=T0))
         add_event(session, request_id, "site_provisioned", fqdn=names.fqdn)
     return names.fqdn
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = open_store(f"sqlite:///{tmp_path / 'state.db'}")
-    yield s
-    s.close()
 
 
 @pytest.fixture

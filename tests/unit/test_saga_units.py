@@ -392,21 +392,61 @@ def test_a_failure_that_is_not_about_one_site_is_not_run_again_per_site(work, mo
     assert reads == [[a.fqdn, b.fqdn]]
 
 
-def test_a_certificate_is_issued_once_per_apply_even_when_the_step_runs_again(work, monkeypatch):
-    from types import SimpleNamespace
-
+def _lab_ca_work(work, tmp_path):
+    """The same Hosting with certificates from a lab CA made in tmp_path (real certificates)."""
     from provisioner import tls
 
+    tls.ensure_lab_ca(tmp_path / "ca")
+    work.config = work.config.model_copy(update={"hosting": work.config.hosting.model_copy(
+        update={"tls_source": "lab-ca", "tls_dir": tmp_path / "ca"})})
+    return work
+
+
+def test_a_certificate_is_obtained_once_per_apply_and_reused_by_the_next(work, tmp_path, monkeypatch):
+    work = _lab_ca_work(work, tmp_path)
     site = make_site("pi", 116, dedicated=False)
     plan = Plan(changes=[Create("web", "web1", site.fqdn, "TLS certificate", site.fqdn)], sites=[site.fqdn])
-    issued = []
-    monkeypatch.setattr(tls, "issue", lambda source, directory, fqdn: issued.append(fqdn) or SimpleNamespace(
-        cert=f"cert {len(issued)}", key=f"key {len(issued)}", chain=""))
+    previous = start(work, [site], plan)
+    orders = []
+    obtain = work.certs.obtain
+    monkeypatch.setattr(work.certs, "obtain", lambda sites, reason="new": orders.append(
+        [s.fqdn for s in sites]) or obtain(sites, reason))
 
+    assert work._obtain_certificates([site], plan, {}, previous) == {}
     first = work._secrets([site], plan, {}, "web")
     again = work._secrets([site], plan, {}, "web")
+    work._issued = {}  # a later apply: the recorded certificate is installed again, not ordered again
+    assert work._obtain_certificates([site], plan, {}, previous) == {}
+    later = work._secrets([site], plan, {}, "web")
 
-    assert issued == [site.fqdn] and first["tls"] == again["tls"]
+    assert orders == [[site.fqdn]]
+    assert first["tls"] == again["tls"] == later["tls"]
+    assert "BEGIN CERTIFICATE" in first["tls"][site.fqdn]["cert"]
+    (stored,) = work.certs.rows(site.fqdn)
+    assert stored.state == "pending" and "PRIVATE KEY" not in stored.key_sealed
+
+
+def test_a_site_whose_certificate_cannot_be_had_fails_before_anything_is_built(work, monkeypatch):
+    from provisioner.errors import AcmeError
+
+    site, other = make_site("rho", 119, dedicated=False), make_site("tau", 120, dedicated=False)
+    plan = Plan(changes=[Create("web", "web1", s.fqdn, "TLS certificate", s.fqdn) for s in (site, other)],
+                sites=[site.fqdn, other.fqdn])
+    previous = start(work, [site, other], plan)
+    monkeypatch.setattr(work, "_live_removal", lambda sites: Plan(sites=[s.fqdn for s in sites]))
+    refused = AcmeError("ACME CA https://ca.test/dir: ordering a certificate for rho: rejectedIdentifier: no",
+                        url="https://ca.test/dir", code="rejectedIdentifier")
+    bundle = SimpleNamespace(serial="ab", secrets=lambda: {"cert": "c", "key": "k", "chain": ""})
+    monkeypatch.setattr(work.certs, "obtain", lambda sites, reason="new": (
+        {other.fqdn: bundle}, {site.fqdn: refused}))
+
+    errors = work._obtain_certificates([site, other], plan, {}, previous)
+
+    assert list(errors) == [site.fqdn] and "rejectedIdentifier" in str(errors[site.fqdn])
+    assert row(work, site.fqdn).state == "failed" and "rejectedIdentifier" in row(work, site.fqdn).reason
+    assert work.steps.calls == []  # nothing was built for it, so nothing to undo
+    assert events(work, "saga_failed", site.fqdn)[0]["step"] == "tls"
+    assert events(work, "saga_done", other.fqdn)[0]["serial"] == "ab"
 
 
 # -- review fixes: an apply refused before it starts keeps no address ---------------------

@@ -8,11 +8,13 @@
 #   base  - deploy account with the lab's SSH key, sshd settings, /etc/hosts.
 #           The local lab runs it in the image before boot; Vagrant runs it first.
 #   role  - the role's services (PowerDNS primary/secondary, Apache+PHP-FPM,
-#           MariaDB), configured and started. Idempotent.
+#           MariaDB, the Pebble ACME server), configured and started. Idempotent.
 #
 # Inputs (environment): LAB_PHASE, LAB_ROLE, LAB_HOSTS ("name=address ..."),
 # LAB_NETWORK (CIDR), LAB_ZONES ("zone ..."), LAB_USER, LAB_AUTHORIZED_KEY,
-# LAB_PACKAGES (packages phase), PDNS_API_KEY (ns-primary only), PDNS_API_PORT, LAB_PUBLIC_ADDRESSES (web).
+# LAB_PACKAGES (packages phase), PDNS_API_KEY (ns-primary only), PDNS_API_PORT, LAB_PUBLIC_ADDRESSES (web),
+# ACME_PORT, ACME_MANAGEMENT_PORT, PEBBLE_TLS_CERT, PEBBLE_TLS_KEY (PEM text, acme only),
+# LAB_PUBLIC_ROUTES (acme, Vagrant only: the web servers' public networks, reached on-link).
 set -eu
 umask 022
 
@@ -191,6 +193,75 @@ CONF
     enable_service mariadb
 }
 
+role_acme() {
+    : "${PEBBLE_TLS_CERT:?the acme role needs PEBBLE_TLS_CERT}" "${PEBBLE_TLS_KEY:?the acme role needs PEBBLE_TLS_KEY}"
+    ns1=$(address_of ns1)
+    # Pebble runs under its own account; Debian's package makes none.
+    id pebble >/dev/null 2>&1 || useradd --system --home-dir /var/lib/pebble --shell /usr/sbin/nologin pebble
+    install -d -o pebble -g pebble -m 0700 /var/lib/pebble
+    install -d -m 0755 /etc/pebble
+    # Pebble's HTTPS identity, signed by the lab CA. The key arrives in this
+    # script's text (never in argv) and only the shell's own printf writes it.
+    printf '%s\n' "$PEBBLE_TLS_CERT" > /etc/pebble/tls.crt
+    (umask 077 && printf '%s\n' "$PEBBLE_TLS_KEY" > /etc/pebble/tls.key)
+    unset PEBBLE_TLS_KEY
+    chown pebble:pebble /etc/pebble/tls.key
+    chmod 0600 /etc/pebble/tls.key
+    # httpPort/tlsPort are where Pebble connects to validate HTTP-01 and TLS-ALPN-01.
+    cat > /etc/pebble/pebble-config.json <<CONF
+{
+  "pebble": {
+    "listenAddress": "0.0.0.0:${ACME_PORT:-14000}",
+    "managementListenAddress": "0.0.0.0:${ACME_MANAGEMENT_PORT:-15000}",
+    "certificate": "/etc/pebble/tls.crt",
+    "privateKey": "/etc/pebble/tls.key",
+    "httpPort": 80,
+    "tlsPort": 443,
+    "ocspResponderURL": "",
+    "externalAccountBindingRequired": false
+  }
+}
+CONF
+    # Read by the init script and the systemd unit alike. Validation is real:
+    # Pebble resolves names through the lab's primary name server and checks
+    # every challenge (never PEBBLE_VA_ALWAYS_VALID); it does not sleep before
+    # validating, never rejects a good nonce and never reuses an authorization,
+    # so every issuance runs the whole challenge path.
+    cat > /etc/default/pebble <<CONF
+PEBBLE_DNS_SERVER=$ns1:53
+PEBBLE_VA_NOSLEEP=1
+PEBBLE_WFE_NONCEREJECT=0
+PEBBLE_AUTHZREUSE=0
+CONF
+    if [ -d /run/systemd/system ]; then
+        cat > /etc/systemd/system/pebble.service <<'UNIT'
+[Unit]
+Description=Pebble ACME test server (lab CA)
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+User=pebble
+Group=pebble
+EnvironmentFile=/etc/default/pebble
+WorkingDirectory=/var/lib/pebble
+ExecStart=/usr/bin/pebble -config /etc/pebble/pebble-config.json -dnsserver ${PEBBLE_DNS_SERVER}
+Restart=on-failure
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+        systemctl daemon-reload
+    fi
+    enable_service pebble
+    # HTTP-01 reaches the web servers' public addresses. The local lab routes
+    # them on eth0 itself; Vagrant routes them on the lab network's interface.
+    for net in ${LAB_PUBLIC_ROUTES:-}; do
+        dev=$(ip -o route get "$ns1" | sed -n 's/.* dev \([^ ]*\).*/\1/p')
+        ip route replace "$net" dev "$dev"
+    done
+}
+
 case "$LAB_PHASE" in
     packages)
         export DEBIAN_FRONTEND=noninteractive
@@ -205,6 +276,7 @@ case "$LAB_PHASE" in
             ns-secondary) role_ns_secondary ;;
             web) role_web ;;
             db) role_db ;;
+            acme) role_acme ;;
             *) echo "unknown role: $LAB_ROLE" >&2; exit 2 ;;
         esac
         ;;
