@@ -7,12 +7,13 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 
 # What the controller needs: the lab builder's tools, SSH and Vagrant (the
-# Vagrantfile is validated by a test), DNS tools for people, and Pebble (the
-# ACME test CA that tests/unit/test_acme.py runs on 127.0.0.1).
+# Vagrantfile is validated by a test), DNS tools for people, Pebble (the
+# ACME test CA that tests/unit/test_acme.py runs on 127.0.0.1) and PostgreSQL
+# (the state database tests start a throwaway server on 127.0.0.1, tests/unit/pg.py).
 APT_PACKAGES := debootstrap iproute2 util-linux mount openssh-client \
 	python3-venv vagrant bind9-dnsutils curl ca-certificates \
 	libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-liberation2 poppler-utils \
-	pebble
+	pebble postgresql
 
 .PHONY: install apt venv demo test unit lab-up lab-down clean
 

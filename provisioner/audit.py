@@ -20,7 +20,7 @@ import dns.query
 import dns.rdatatype
 from sqlalchemy import select
 
-from provisioner import certificates, ssh, tls_renewal
+from provisioner import adopted, certificates, ssh, tls_renewal
 from provisioner.errors import Conflict, HostError, NotFound, StateError
 from provisioner.hosting import Hosting, Live
 from provisioner.plan import Plan
@@ -122,21 +122,27 @@ def sort_key(f: Finding):
 
 
 def compare(sites: list[DesiredSite], records: dict[str, dict], observed: Observed, zones: list[str],
-            explained: dict[str, set] | None = None, extras: bool = True) -> list[Finding]:
+            explained: dict[str, set] | None = None, extras: bool = True,
+            unmanaged: set[str] | frozenset = frozenset()) -> list[Finding]:
     """Findings for recorded sites against the live state.
 
     records: fqdn -> the configuration record's body (SiteRow.config).
     explained: zone -> names whose A record a configuration record explains
     (any site not removed); defaults to the audited sites.
+    unmanaged: names the office leaves unmanaged (config `unmanaged`): never extra.
+    An adopted site is held to what was found when it was adopted (provisioner.adopted).
     """
     findings = []
     for site in sites:
         record = records.get(site.fqdn, {})
         findings += _dns(site, observed)
         findings += _ip(site, observed.live.web)
-        findings += _web(site, record, observed.live.web)
+        if site.adopted is not None:
+            findings += adopted.findings(site, record, observed.live.web, observed.live.db)
+        else:
+            findings += _web(site, record, observed.live.web)
+            findings += _db(site, observed.live.db)
         findings += _served(site, observed)
-        findings += _db(site, observed.live.db)
     findings += _shared_addresses(sites, observed.live.web)
     findings += _default_vhosts(sites, observed.live.web)
     if extras:
@@ -144,7 +150,7 @@ def compare(sites: list[DesiredSite], records: dict[str, dict], observed: Observ
             explained = {}
             for site in sites:
                 explained.setdefault(site.zone, set()).add(site.fqdn)
-        findings += extra_records(observed.live.dns, zones, explained)
+        findings += extra_records(observed.live.dns, zones, explained, unmanaged)
     return sorted(findings, key=sort_key)
 
 
@@ -161,7 +167,8 @@ def _dns(site: DesiredSite, observed: Observed) -> list[Finding]:
         return [finding("critical", "dns-missing", "no A record in the zone",
                         _restore(site.fqdn, "recreate it through the PowerDNS API"))]
     addresses = sorted(r["content"] for r in rrset["records"] if not r.get("disabled"))
-    if not is_ours(rrset):
+    # An adopted record stays as the office made it (no marker) until the site is normalized.
+    if not is_ours(rrset) and site.adopted is None:
         return [finding("high", "dns-foreign", f"{', '.join(addresses) or 'no address'} "
                         "(not marked as the toolkit's)",
                         f"someone replaced the record in {site.zone}: find out who and why, then restore "
@@ -184,8 +191,10 @@ def _dns(site: DesiredSite, observed: Observed) -> list[Finding]:
     return findings
 
 
-def extra_records(dns_live: dict, zones: list[str], explained: dict[str, set]) -> list[Finding]:
-    """Rrsets in managed zones that neither the zone's own setup nor a record explains."""
+def extra_records(dns_live: dict, zones: list[str], explained: dict[str, set],
+                  unmanaged: set[str] | frozenset = frozenset()) -> list[Finding]:
+    """Rrsets in managed zones that neither the zone's own setup, a record, nor the list of
+    names left unmanaged explains."""
     findings = []
     for zone in zones:
         rrsets = dns_live.get(zone)
@@ -203,6 +212,8 @@ def extra_records(dns_live: dict, zones: list[str], explained: dict[str, set]) -
                 continue
             if is_challenge(name, rtype, rrset):
                 continue  # an ACME order in progress (or one whose cleanup is retried): not drift
+            if name.rstrip(".").lower() in unmanaged:
+                continue  # the office leaves it unmanaged on purpose
             content = ", ".join(r["content"] for r in rrset["records"]) or "no records"
             if rtype == "A" and is_ours(rrset):
                 fix = ("marked as the toolkit's but no configuration record explains it (a removed or failed "
@@ -242,7 +253,8 @@ def _shared_addresses(sites: list[DesiredSite], web_live: dict) -> list[Finding]
 def _default_vhosts(sites: list[DesiredSite], web_live: dict) -> list[Finding]:
     """Every address the recorded sites use needs its default vhosts, or a name nobody serves gets a site."""
     findings = []
-    for host, address in sorted({(s.web_host, s.public_ip) for s in sites}):
+    # An adopted site's address is the office's own setup: only the toolkit's sites need its default vhosts.
+    for host, address in sorted({(s.web_host, s.public_ip) for s in sites if s.adopted is None}):
         if not web_target.default_vhost_missing(web_live[host], address):
             continue
         ports = web_live[host]["default_vhosts"].get(address, [])
@@ -259,7 +271,7 @@ def _default_fix_sites(sites: list[DesiredSite], web_live: dict) -> set[str]:
     """One site per address that lacks its default vhosts: its web run restores them."""
     chosen = {}
     for s in sorted(sites, key=lambda s: s.fqdn):
-        if web_target.default_vhost_missing(web_live[s.web_host], s.public_ip):
+        if s.adopted is None and web_target.default_vhost_missing(web_live[s.web_host], s.public_ip):
             chosen.setdefault((s.web_host, s.public_ip), s.fqdn)
     return set(chosen.values())
 
@@ -510,7 +522,8 @@ def _audit(work: Hosting, site: str | None):
                         nameservers=[h.name for h in work.inventory.group("nameservers")],
                         served=served_certificates(sites, trust), trust=trust)
     findings = compare(sites, {f: r.config for f, r in rows.items()}, observed, zones,
-                       explained=_explained(work), extras=site is None)
+                       explained=_explained(work), extras=site is None,
+                       unmanaged=work.config.unmanaged())
     report = Report(findings=findings, sites=[s.fqdn for s in sites], zones=zones,
                     certificates=certificate_figures(observed.served))
     _record_run(work.store, report, site)
@@ -537,6 +550,11 @@ def fix_plan(work: Hosting, sites: list[DesiredSite], live: Live, rows: dict[str
         if rows[site.fqdn].state != "provisioned":
             refused[site.fqdn] = f"the site is {rows[site.fqdn].state}: fix it after it is back in service"
             continue
+        if site.adopted is not None:
+            refused[site.fqdn] = ("an adopted site's files are the office's: the toolkit does not rewrite them; "
+                                  f"plan the move to its own layout with provision import --site {site.fqdn} "
+                                  "--normalize")
+            continue
         try:
             plan = work.compute_plan([site], live)
         except Conflict as err:
@@ -554,8 +572,9 @@ def renewal_plan(work: Hosting, site: str | None, findings: list[Finding], rows:
     due soon out of the audit's fix (the daily `tls renew` takes them). Only provisioned sites,
     like the rest of the fix. (None, []) when no finding asks for a renewal.
     """
+    # An adopted site's certificate is the office's: the audit reports it, the toolkit does not renew it.
     forced = sorted({f.site for f in findings if f.kind in RENEWED_KINDS and f.site is not None
-                     and rows[f.site].state == "provisioned"})
+                     and rows[f.site].state == "provisioned" and not adopted.is_adopted(rows[f.site].config)})
     if not forced:
         return None, []
     planned = tls_renewal.renew(work.config, work.store, site=site, within=0, force_sites=forced, apply=False)

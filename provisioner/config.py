@@ -113,6 +113,8 @@ class Office(_Strict):
     # How the ACME CA checks this office's names: dns-01 through the office's PowerDNS
     # API (works before the name is public) or http-01 on the site's port 80.
     tls_challenge: Literal["dns-01", "http-01"] = "dns-01"
+    # Names on the hosts and in the zones that the office leaves unmanaged (see Hosting.unmanaged).
+    unmanaged: list[str] = Field(default_factory=list)
 
     @field_validator("sops")
     @classmethod
@@ -231,6 +233,10 @@ class Hosting(_Strict):
     # ansible-runner artifacts and credentials sheets (default: under the state home).
     artifacts_dir: Path | None = None
     credentials_dir: Path | None = None
+    # Names the office leaves unmanaged on purpose (a site name, vhost file, PHP-FPM pool,
+    # database or database user): the audit does not report them as extra and `provision
+    # import` lists them as ignored. Offices may add their own in offices.<key>.unmanaged.
+    unmanaged: list[str] = Field(default_factory=list)
 
 
 class Config(_Strict):
@@ -287,6 +293,14 @@ class Config(_Strict):
 
     def credentials_dir(self):
         return self.hosting.credentials_dir or self.home() / "credentials"
+
+    def unmanaged(self, office=None):
+        """The names left unmanaged: the hosting list, plus one office's (or every office's)."""
+        offices = [self.offices[office]] if office in self.offices else list(self.offices.values())
+        names = set(self.hosting.unmanaged)
+        for o in offices:
+            names |= set(o.unmanaged)
+        return {n.rstrip(".").lower() for n in names}
 
     @property
     def zones(self):

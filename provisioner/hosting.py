@@ -24,7 +24,7 @@ from typing import NoReturn
 
 from sqlalchemy import func, select
 
-from provisioner import certificates, credentials, faults, ipam, locks, verify
+from provisioner import adopted, certificates, credentials, faults, ipam, locks, verify
 from provisioner.errors import ConfigError, Conflict, HostError, NotFound, ProvisionerError, StateError
 from provisioner.inventory import Host, load_inventory
 from provisioner.plan import REMOVAL_ORDER, Plan
@@ -38,6 +38,7 @@ from provisioner.store.models import IPAllocation, RequestRow, SiteRow
 from provisioner.targets import db as db_target
 from provisioner.targets import ip as ip_target
 from provisioner.targets import probe
+from provisioner.targets import adopted as adopted_target
 from provisioner.targets import web as web_target
 from provisioner.targets.dns import DnsTarget
 
@@ -533,6 +534,17 @@ class Hosting:
                   state: str = "present") -> dict[str, str]:
         """Run one step for these sites; returns warnings by zone (a NOTIFY that failed)."""
         artifacts, timeout = self.config.artifacts_dir(), self.config.hosting.step_timeout
+        taken = [s for s in sites if s.adopted is not None]
+        if taken and step in ("web", "db"):
+            # An adopted site is taken apart as it was found (targets/adopted.py), never by the roles
+            # that build the toolkit's own layout (it is never built: only a removal gets here).
+            if state != "absent":
+                raise StateError(f"{', '.join(s.fqdn for s in taken)}: an adopted site is not built by hosting")
+            adopted_target.apply(self.inventory_path, taken, state="absent", step=step, artifact_dir=artifacts,
+                                 timeout=timeout)
+            sites = [s for s in sites if s.adopted is None]
+            if not sites:
+                return {}
         if step == "ip":
             ip_target.apply(self.inventory_path, sites, state=state, artifact_dir=artifacts, timeout=timeout)
         elif step == "db":
@@ -725,10 +737,14 @@ class Hosting:
             if row is None:
                 raise NotFound(f"no site {fqdn!r} in the records")
             rows.append(row)
-        requests = self.load_requests([r.request_id for r in rows], provisioning=False)
-        sites = [from_request(req, self.inventory.host(row.web_host),
+        # An adopted site is what its record says was found, with the names found (no request built it).
+        built = [r for r in rows if not adopted.is_adopted(r.config)]
+        requests = dict(zip([r.fqdn for r in built],
+                            self.load_requests([r.request_id for r in built], provisioning=False)))
+        sites = [adopted.desired(row, self.inventory) if row.fqdn not in requests else
+                 from_request(requests[row.fqdn], self.inventory.host(row.web_host),
                               self.inventory.host(row.db_host) if row.db_host else None,
-                              row.public_ip, row.dedicated_ip) for req, row in zip(requests, rows)]
+                              row.public_ip, row.dedicated_ip) for row in rows]
         # A site that went live over HTTP while the CA's limit held its certificate back is
         # served as recorded until a hosting run gives it TLS.
         return [dataclasses.replace(s, tls=False) if (row.config or {}).get("tls") is False and s.tls else s
@@ -738,8 +754,11 @@ class Hosting:
         live = self.read_live(sites)
         from provisioner.targets.dns import removal_changes as dns_removal
 
-        changes = (dns_removal(sites, live.dns) + web_target.removal_changes(sites, live.web)
-                   + db_target.removal_changes(sites, live.db) + ip_target.removal_changes(sites, live.web))
+        # An adopted site's removal takes what was recorded as found, not the toolkit's paths and names.
+        built = [s for s in sites if s.adopted is None]
+        changes = (dns_removal(sites, live.dns) + web_target.removal_changes(built, live.web)
+                   + adopted_target.removal_changes([s for s in sites if s.adopted is not None], live)
+                   + db_target.removal_changes(built, live.db) + ip_target.removal_changes(built, live.web))
         return Plan(changes=changes, sites=[s.fqdn for s in sites], order=REMOVAL_ORDER)
 
     def remove(self, fqdns: list[str], actor: str = "system", **details) -> dict[str, dict]:
@@ -881,14 +900,11 @@ def next_free_preview(store, inventory, web: Host, in_use: set[str]) -> str:
 
 def provision_site_action(ctx) -> dict:
     """The SOP action bound to "Pembuatan dan konfigurasi server" (the approval hook)."""
-    from provisioner.store import open_store
+    from provisioner.sop.hooks import action_store
 
-    store = open_store(ctx.config.resolved_state_url())
-    try:
+    with action_store(ctx) as store:
         result = Hosting(ctx.config, store, source=ctx.source).apply(
             [ctx.request.id], checksum=ctx.options.get("checksum"))
-    finally:
-        store.close()
     if "results" in ctx.options:
         ctx.options["results"].append(result)  # the CLI prints the full result
     site = result.sites[0]
@@ -910,6 +926,9 @@ def rotate_credentials(config, store, fqdn: str, kinds=("db", "sftp"), source: s
     row = work._site_row(fqdn)
     if row is None or row.state != "provisioned":
         raise StateError(f"{fqdn} is not a provisioned site")
+    if adopted.is_adopted(row.config):
+        raise StateError(f"{fqdn} is an adopted site: its accounts and passwords are the office's own, "
+                         f"not in the toolkit's store; normalize it first (provision import --site {fqdn} --normalize)")
     # The site exists already: its approval was checked when it was provisioned.
     (request,) = work.load_requests([row.request_id], provisioning=False)
     with locks.held(store, [f"site:{fqdn}"]):

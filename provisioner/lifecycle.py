@@ -37,6 +37,7 @@ from provisioner.site import DesiredSite
 from provisioner.sop.sla import utcnow
 from provisioner.store.events import add_event
 from provisioner.store.models import SiteRow
+from provisioner.targets import adopted as adopted_target
 from provisioner.targets import web as web_target
 
 SUSPENDABLE = ("provisioned", "suspended")
@@ -130,7 +131,7 @@ class Lifecycle:
                                  why_noop="not suspended")
         site = self._site(fqdn, suspended=suspend)
         live = web_target.read(self.hosting.inventory, [site])
-        plan = Plan(changes=web_target.plan([site], live), sites=[fqdn])
+        plan = Plan(changes=_web(site).plan([site], live), sites=[fqdn])
         if plan.empty and row.state == TARGET_STATE[action]:
             return LifecyclePlan(action, fqdn, row.state, plan, noop=True,
                                  why_noop="already suspended" if suspend else "not suspended")
@@ -185,7 +186,7 @@ class Lifecycle:
                         checksum=planned.checksum)
             try:
                 if not planned.plan.empty:
-                    web_target.apply(self.hosting.inventory_path, [site], {"sftp_password_hashes": {}, "tls": {}},
+                    _web(site).apply(self.hosting.inventory_path, [site], {"sftp_password_hashes": {}, "tls": {}},
                                      artifact_dir=self.config.artifacts_dir(),
                                      timeout=self.config.hosting.step_timeout)
                 status = http_status(site, self.hosting.ca_file(), expect=503 if suspend else 200)
@@ -224,6 +225,11 @@ class Lifecycle:
                 self._event(site.request_id, "maintenance_failed", fqdn=fqdn, action="remove", error=str(error))
                 reraise(error, err)
             return LifecycleResult("remove", fqdn, True, "removed", planned, checks=checks, archive=archive)
+
+
+def _web(site: DesiredSite):
+    """The web target that suspends a site: the web_site role, or for an adopted site the vhost swap."""
+    return adopted_target if site.adopted is not None else web_target
 
 
 # -- outside checks ----------------------------------------------------------------
@@ -296,7 +302,8 @@ def backup(inventory, root: Path, site: DesiredSite, backups: list[dict], actor:
             digest, size = stream_to_file(inventory.host(site.db_host), command, path)
             _check_dump(path)
         else:
-            members = [site.names.home.lstrip("/"), site.names.logdir.lstrip("/")]
+            # An adopted site's home and log directory may be one directory (its document root).
+            members = sorted({site.names.home.lstrip("/"), site.names.logdir.lstrip("/")})
             # --ignore-failed-read: a missing log directory is not a failed backup; exit 1 means a
             # file (a log being written) changed while it was read, which is fine for an archive.
             command = ("tar --create --gzip --file=- --ignore-failed-read --directory=/ -- "

@@ -6,7 +6,7 @@ the configuration record.
 """
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -42,6 +42,9 @@ class DesiredSite:
     suspended: bool = False
     allow_exec: bool = False  # PHP may start processes (request option site.allow_exec)
     tls_optional: bool = False  # may go live over HTTP while the CA's limit holds its certificate back
+    # An adopted site (provisioner.adopted): its layout as found on the hosts (vhost file and
+    # links, pool file, listen addresses, TLS files...); None for a site the toolkit built.
+    adopted: dict | None = field(default=None, hash=False)
 
     @property
     def fqdn(self) -> str:

@@ -55,7 +55,9 @@ def _sites(store, site: str | None) -> list[SiteRow]:
         query = select(SiteRow).where(SiteRow.state.in_(RENEWED_STATES))
         if site:
             query = query.where(SiteRow.fqdn == site)
-        rows = [r for r in session.scalars(query.order_by(SiteRow.fqdn)) if (r.config or {}).get("tls")]
+        # An adopted site's certificate is the office's own until the site is normalized.
+        rows = [r for r in session.scalars(query.order_by(SiteRow.fqdn))
+                if (r.config or {}).get("tls") and (r.config or {}).get("origin") != "adopted"]
     if site and not rows:
         raise StateError(f"{site} is not a provisioned or suspended site with TLS in the records")
     return rows

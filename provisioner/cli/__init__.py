@@ -83,5 +83,17 @@ def _register():
 
     main.add_command(tls.tls)
 
+    from provisioner.cli import inventory
+
+    main.add_command(inventory.inventory)
+
+    from provisioner.cli import host
+
+    main.add_command(host.host)
+
+    from provisioner.cli import import_
+
+    main.add_command(import_.import_)
+
 
 _register()

@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import paramiko
 import requests
@@ -33,6 +34,19 @@ from provisioner.lab.system import require_root, run
 
 REQUIRED_TOOLS = ("debootstrap", "ip", "nsenter", "unshare", "mount", "umount", "chroot", "ssh-keygen")
 LOCK_FILE = "/run/provisioner-lab.lock"
+
+# The switch to the production way of configuring servers: with
+# PROVISIONER_LAB_HOST_PREPARE=1, `lab up` configures PowerDNS, MariaDB, Apache
+# and PHP-FPM with `provision host prepare --apply` on the lab's inventory (the
+# playbooks an office runs on its own servers) instead of setup-host.sh's role
+# phase; setup-host.sh then adds only what a lab needs (its `lab` phase: the
+# ACME server). Off until the lab has been proven with it.
+HOST_PREPARE_SWITCH = "PROVISIONER_LAB_HOST_PREPARE"
+LAB_INVENTORY = Path(__file__).resolve().parents[2] / "inventory" / "lab"
+
+
+def prepare_with_playbooks() -> bool:
+    return os.environ.get(HOST_PREPARE_SWITCH, "") == "1"
 
 
 @dataclass
@@ -170,16 +184,16 @@ def _acme_tls() -> tls.CertBundle:
     return tls.issue_server_certificate(topology.CA_DIR, [h.name], [str(h.address)])
 
 
-def _role_env(host: topology.LabHost, acme_tls: tls.CertBundle | None = None) -> dict[str, str]:
+def _role_env(host: topology.LabHost, acme_tls: tls.CertBundle | None = None, phase: str = "role") -> dict[str, str]:
     env = {
-        "LAB_PHASE": "role",
+        "LAB_PHASE": phase,
         "LAB_ROLE": host.role,
         "LAB_HOSTS": _hosts_line(),
         "LAB_NETWORK": str(topology.LAB_NETWORK),
         "LAB_ZONES": " ".join(topology.ZONES),
         "PDNS_API_PORT": str(topology.PDNS_API_PORT),
     }
-    if host.role == "ns-primary":
+    if host.role == "ns-primary" and phase == "role":
         env["PDNS_API_KEY"] = pdns_api_key()
     if host.role == "acme":
         if acme_tls is None:
@@ -232,19 +246,42 @@ def up(log=print) -> LabStatus:
                 hosts.start(h)
             _parallel(remote.wait_for_ssh, topology.HOSTS)
         with phases.phase("services"):
-            script = (hosts.SCRIPTS / "setup-host.sh").read_text()
-            acme_tls = _acme_tls()
-            # The primary first, so the secondary can transfer its zones at once
-            # (and Pebble, which resolves through it, finds it serving).
-            remote.run_script(topology.primary_ns(), script, _role_env(topology.primary_ns()))
-            others = [h for h in topology.HOSTS if h != topology.primary_ns()]
-            _parallel(lambda h: remote.run_script(h, script, _role_env(h, acme_tls)), others)
+            if prepare_with_playbooks():
+                _services_by_playbooks(log)
+            else:
+                _services_by_script()
         with phases.phase("checks"):
             _wait_ready()
             _wait_acme()
             refresh_acme_roots()
         log(f"  {'total':<9} {sum(phases.took.values()):6.1f}s")
         return status()
+
+
+def _services_by_script() -> None:
+    script = (hosts.SCRIPTS / "setup-host.sh").read_text()
+    acme_tls = _acme_tls()
+    # The primary first, so the secondary can transfer its zones at once
+    # (and Pebble, which resolves through it, finds it serving).
+    remote.run_script(topology.primary_ns(), script, _role_env(topology.primary_ns()))
+    others = [h for h in topology.HOSTS if h != topology.primary_ns()]
+    _parallel(lambda h: remote.run_script(h, script, _role_env(h, acme_tls)), others)
+
+
+def _services_by_playbooks(log) -> None:
+    """The name, database and web servers as an office's are: `host prepare --apply`, then the lab's extras."""
+    from provisioner import host_prepare
+
+    # Name servers first (the primary before the secondaries), then db and web;
+    # raises if a second look still finds something to change.
+    result = host_prepare.apply(LAB_INVENTORY)
+    made = sum(len(h.changes) for h in result.applied.hosts.values())
+    log(f"  host prepare: {made} change(s) on {', '.join(sorted(result.applied.hosts))}; a second look finds none")
+    script = (hosts.SCRIPTS / "setup-host.sh").read_text()
+    acme_tls = _acme_tls()
+    # Pebble after the primary serves, as it resolves through it.
+    extras = [h for h in topology.HOSTS if h.role in ("acme", "web")]
+    _parallel(lambda h: remote.run_script(h, script, _role_env(h, acme_tls, phase="lab")), extras)
 
 
 def _wait_ready(timeout: float = 60.0) -> None:

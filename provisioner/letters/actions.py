@@ -1,16 +1,13 @@
 """The SOP actions that write letters: hosting step 7, and the reply on a rejection."""
 
 from provisioner.letters.issue import issue
-from provisioner.store import open_store
+from provisioner.sop.hooks import action_store
 
 
 def _issue(ctx, kind, reason=None):
-    store = open_store(ctx.config.resolved_state_url())
-    try:
+    with action_store(ctx) as store:
         letter = issue(ctx.config, store, ctx.request.id, kind=kind, reason=reason, source=ctx.source,
                        out=ctx.options.get("letters_dir"))
-    finally:
-        store.close()
     return {"kind": letter.kind, "number": letter.number, "pdf": letter.pdf, "sha256": letter.sha256}
 
 

@@ -2,10 +2,13 @@
 
 A number is taken by one INSERT ... SELECT max+1 in its own transaction, before
 anything is rendered; the unique (office, year, number) makes two racing
-writers collide, and the loser tries again. The row names the request and the
-kind of letter, so a rerun for the same letter finds and keeps its number, and
-a render that fails afterwards leaves the number taken (the migration refuses
-UPDATE and DELETE on the table).
+writers collide, and the loser tries again. That holds on PostgreSQL under
+READ COMMITTED too: both may compute the same max, but the second INSERT waits
+on the first's index entry and fails once it commits, so numbers stay unique
+and gapless (tests/unit/test_letters.py races processes on both backends).
+The row names the request and the kind of letter, so a rerun for the same
+letter finds and keeps its number, and a render that fails afterwards leaves
+the number taken (the migration refuses UPDATE and DELETE on the table).
 """
 
 import random

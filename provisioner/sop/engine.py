@@ -386,7 +386,7 @@ class Engine:
                 request = validate(content, self.config, source=f"stored {request_id}", stored=True)
                 context = ActionContext(request=request, sop=sop, step=pending.step,
                                         branch=pending.branch, reason=reason, config=self.config,
-                                        options=dict(options or {}), source=source)
+                                        options=dict(options or {}), source=source, store=self.store)
                 result = self.actions.get(pending.action)(context) or {}
             except Exception as err:
                 self._action_failed(request_id, pending, err)

@@ -8,6 +8,7 @@ The default registry holds the toolkit's actions. Those whose issue has not
 landed yet raise ActionError saying so.
 """
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from provisioner.errors import ActionError
@@ -25,6 +26,24 @@ class ActionContext:
     # operator reviewed); empty when the approval hook runs it.
     options: dict = field(default_factory=dict)
     source: str = "hook"
+    # The state database the engine runs on: an action writes its rows there,
+    # not to whatever database the configuration would open.
+    store: object = None
+
+
+@contextmanager
+def action_store(ctx):
+    """The engine's store for the action; one opened from the configuration if it ran without one."""
+    if ctx.store is not None:
+        yield ctx.store
+        return
+    from provisioner.store import open_store
+
+    store = open_store(ctx.config.resolved_state_url())
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 class ActionRegistry:

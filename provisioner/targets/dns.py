@@ -219,7 +219,7 @@ class DnsTarget:
         by_zone: dict[str, list] = {}
         for site in sites:
             current = live[site.zone].get((_canonical(site.fqdn), "A"))
-            if current is not None and is_ours(current):
+            if current is not None and _removable(site, current):
                 by_zone.setdefault(site.zone, []).append(
                     {"name": _canonical(site.fqdn), "type": "A", "changetype": "DELETE", "records": []})
         return {zone: w for zone, rrsets in by_zone.items() if (w := self._patch(zone, rrsets))}
@@ -257,6 +257,11 @@ class DnsTarget:
         return {zone: w for zone, rrsets in patches.items() if (w := self._patch(zone, rrsets))}
 
 
+def _removable(site, rrset: dict) -> bool:
+    """The toolkit deletes its own A records, and an adopted site's (adopting it took it over)."""
+    return is_ours(rrset) or getattr(site, "adopted", None) is not None
+
+
 def removal_changes(sites, live) -> list:
     return [Delete("dns", s.zone, s.fqdn, "A record", s.fqdn)
-            for s in sites if (r := live[s.zone].get((_canonical(s.fqdn), "A"))) is not None and is_ours(r)]
+            for s in sites if (r := live[s.zone].get((_canonical(s.fqdn), "A"))) is not None and _removable(s, r)]

@@ -78,8 +78,10 @@ for s in INPUT["sites"]:
         user = {"home": pw.pw_dir, "shell": pw.pw_shell}
     except KeyError:
         user = None
-    vhost = "/etc/apache2/sites-available/%s.conf" % s["fqdn"]
-    pool = "/etc/php/%s/fpm/pool.d/%s.conf" % (s["php_version"], s["pool"])
+    # An adopted site's files are where they were found; a built one's where the toolkit puts them.
+    vhost = s.get("vhost_file") or "/etc/apache2/sites-available/%s.conf" % s["fqdn"]
+    pool = s.get("pool_file") or "/etc/php/%s/fpm/pool.d/%s.conf" % (s["php_version"], s["pool"])
+    links = s["links"] if "links" in s else ["/etc/apache2/sites-enabled/%s.conf" % s["fqdn"]]
     server_names, document_roots = directives(vhost)
     sites[s["fqdn"]] = {
         "user": user,
@@ -88,12 +90,16 @@ for s in INPUT["sites"]:
         "docroot": stat(s["docroot"]),
         "logdir": stat(s["logdir"]),
         "vhost_sha256": sha(vhost),
-        "vhost_enabled": os.path.exists("/etc/apache2/sites-enabled/%s.conf" % s["fqdn"]),
+        "vhost_enabled": all(os.path.exists(link) for link in links),
+        "links_present": [link for link in links if os.path.lexists(link)],
         "server_names": server_names,
         "document_roots": document_roots,
         "pool_sha256": sha(pool),
-        "tls_cert": os.path.exists("/etc/ssl/provisioner/%s.crt" % s["fqdn"]),
+        "tls_cert": os.path.exists(s.get("tls_cert_file") or "/etc/ssl/provisioner/%s.crt" % s["fqdn"]),
     }
+    if s.get("suspend_file"):
+        sites[s["fqdn"]]["suspend_sha256"] = sha(s["suspend_file"])
+        sites[s["fqdn"]]["suspend_enabled"] = os.path.lexists(s["suspend_link"])
 addrs = json.loads(subprocess.run(["ip", "-j", "-4", "addr"], capture_output=True, text=True).stdout or "[]")
 print(json.dumps({"sites": sites,
                   "addresses": sorted(a["local"] for i in addrs for a in i.get("addr_info", [])),

@@ -3,7 +3,7 @@
 from provisioner import runner
 from provisioner.changes import Create, Delete, Update
 from provisioner.site import DesiredSite, sha256
-from provisioner.targets import probe
+from provisioner.targets import adopted, probe
 
 VHOST_DIR = "/etc/apache2/sites-available"
 # Modes of a site's directories (see the web_site role's defaults): other site
@@ -14,7 +14,8 @@ DOCROOT_MODE = "0750"
 
 def probe_items(sites: list[DesiredSite]) -> list[dict]:
     return [{"fqdn": s.fqdn, "user": s.names.user, "home": s.names.home, "docroot": s.names.docroot,
-             "logdir": s.names.logdir, "pool": s.names.pool, "php_version": s.php_version} for s in sites]
+             "logdir": s.names.logdir, "pool": s.names.pool, "php_version": s.php_version}
+            | (adopted.probe_paths(s) if s.adopted is not None else {}) for s in sites]
 
 
 def read(inventory, sites: list[DesiredSite]) -> dict[str, dict]:

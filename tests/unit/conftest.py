@@ -9,6 +9,8 @@ from provisioner.sop.engine import Engine
 from provisioner.sop.hooks import ACTIONS
 from provisioner.store import open_store
 
+import pg
+
 WITA = ZoneInfo("Asia/Makassar")
 EXAMPLES = REPO_ROOT / "examples"
 
@@ -51,10 +53,44 @@ def config(tmp_path):
     return Config(offices=default_offices(), state_dir=tmp_path)
 
 
+# The state database backends the store's tests run on.
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One throwaway PostgreSQL server for the session (tests/unit/pg.py); skipped when
+    none can be started, unless PROVISIONER_REQUIRE_PG or PROVISIONER_REQUIRE_LAB is set."""
+    try:
+        server = pg.start()
+    except pg.Unavailable as err:
+        if pg.required():
+            pytest.fail(f"PostgreSQL required: {err}")
+        pytest.skip(str(err))
+    yield server
+    server.stop()
+
+
+def state_url_for(request, tmp_path, backend):
+    """A fresh, empty state database on `backend`: a SQLite file, or a new PostgreSQL database."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    server = request.getfixturevalue("pg_server")
+    url = server.new_database()
+    request.addfinalizer(lambda: server.drop_database(url))
+    return url
+
+
+@pytest.fixture(params=BACKENDS)
+def state_url(request, tmp_path):
+    """The URL of a fresh state database, once on SQLite and once on PostgreSQL."""
+    return state_url_for(request, tmp_path, request.param)
+
+
 @pytest.fixture
-def store(tmp_path):
-    """A fresh SQLite state database."""
-    s = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+def store(state_url):
+    """A fresh state database (on each backend)."""
+    s = open_store(state_url)
     yield s
     s.close()
 
@@ -70,8 +106,8 @@ def actions():
 
 
 @pytest.fixture
-def engine(config, tmp_path, clock, actions):
-    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+def engine(config, state_url, clock, actions):
+    store = open_store(state_url)
     yield Engine(config, store, actions=actions.registry, clock=clock)
     store.close()
 

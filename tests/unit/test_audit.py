@@ -591,7 +591,7 @@ class WorldHosting(FakeWork):
     def __init__(self, store, sites, observed, clean):
         super().__init__()
         self.store, self.sites, self.observed, self.clean = store, sites, observed, clean
-        self.config = type("C", (), {"zones": {ZONE: "tarakan"}})()
+        self.config = type("C", (), {"zones": {ZONE: "tarakan"}, "unmanaged": lambda self: set()})()
         self.inventory = Inv()
         self.dns.read = lambda zones: self.observed.live.dns
         self.applied = []

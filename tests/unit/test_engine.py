@@ -416,33 +416,34 @@ def test_a_recorded_site_accepted_under_older_rules_can_still_be_read_but_not_pr
     assert _hosting(engine)._site_row(fqdn).state == "removed"
 
 
-def test_the_migration_closes_requests_whose_site_was_removed_before_it(tmp_path):
+def test_the_migration_closes_requests_whose_site_was_removed_before_it(state_url):
     """A store from before closed_at: A removed then B took the name and was removed; C owns a live site."""
     from sqlalchemy import create_engine
 
     from provisioner.store.migrate import upgrade
 
-    db = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    db = create_engine(state_url)
     upgrade(db, "0003")
+    assert current_revision(db) == "0003"
     with db.begin() as connection:
         for request_id, fqdn in (("HST-2024-0001", "a.tarakankota.go.id"), ("HST-2024-0002", "a.tarakankota.go.id"),
                                  ("HST-2024-0003", "c.tarakankota.go.id")):
             connection.execute(text(
                 "INSERT INTO requests (id, service, office, fqdn, sha256, content, source, submitted_at, state, "
-                "decision, current_step) VALUES (:id, 'hosting', 'tarakan', :fqdn, '0', x'00', 't', "
-                "'2024-08-13 00:00:00', 'approved', 'approve', NULL)"), {"id": request_id, "fqdn": fqdn})
-        for request_id, at_ in (("HST-2024-0001", "2024-08-20 00:00:00"), ("HST-2024-0002", "2024-08-21 00:00:00"),
-                                ("HST-2024-0003", "2024-08-22 00:00:00")):
+                "decision, current_step) VALUES (:id, 'hosting', 'tarakan', :fqdn, '0', :content, 't', "
+                ":submitted, 'approved', 'approve', NULL)"),
+                {"id": request_id, "fqdn": fqdn, "content": b"\0", "submitted": datetime(2024, 8, 13)})
+        for request_id, day in (("HST-2024-0001", 20), ("HST-2024-0002", 21), ("HST-2024-0003", 22)):
             connection.execute(text("INSERT INTO events (request_id, at, actor, source, kind, payload) "
                                     "VALUES (:id, :at, 'system', 'cli', 'site_removed', '{}')"),
-                               {"id": request_id, "at": at_})
+                               {"id": request_id, "at": datetime(2024, 8, day)})
         for fqdn, owner, state in (("a.tarakankota.go.id", "HST-2024-0002", "removed"),
                                    ("c.tarakankota.go.id", "HST-2024-0003", "provisioned")):
             connection.execute(text(
                 "INSERT INTO sites (fqdn, request_id, office, zone, label, state, web_host, dedicated_ip, config, "
                 "created_at, updated_at) VALUES (:fqdn, :owner, 'tarakan', 'tarakankota.go.id', 'a', :state, "
-                "'web1', 0, '{}', '2024-08-13 00:00:00', '2024-08-13 00:00:00')"),
-                {"fqdn": fqdn, "owner": owner, "state": state})
+                "'web1', :dedicated, '{}', :created, :created)"),
+                {"fqdn": fqdn, "owner": owner, "state": state, "dedicated": False, "created": datetime(2024, 8, 13)})
     upgrade(db)
     with db.connect() as connection:
         closed = dict(connection.execute(text("SELECT id, closed_at FROM requests")).all())

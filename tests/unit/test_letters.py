@@ -28,7 +28,7 @@ from provisioner.sop.sla import utcnow
 from provisioner.store import open_store
 from provisioner.store.models import SiteRow
 
-from conftest import EXAMPLES, WITA
+from conftest import BACKENDS, EXAMPLES, WITA, state_url_for
 
 pytestmark = pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler-utils not installed")
 
@@ -45,9 +45,9 @@ class Office:
     """A state database with requests taken through the SOP; provisioning is a stand-in
     that writes the configuration record and passwords the way hosting does."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, url):
         self.config = Config(offices=default_offices(), state_dir=tmp_path)
-        self.store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+        self.store = open_store(url)
         self.box = SecretBox(tmp_path / "secret.key")
         self.out = tmp_path / "out"
         self.now = datetime(2024, 9, 3, 8, 0, tzinfo=WITA)
@@ -88,12 +88,17 @@ class Office:
 
 
 @pytest.fixture
-def office(tmp_path, monkeypatch):
+def office(request, tmp_path, monkeypatch):
+    """An office on SQLite; the numbering tests ask for each backend (`on_both_backends`)."""
     for name in (ENV_HOME, ENV_CONFIG, ENV_STATE_URL):
         monkeypatch.delenv(name, raising=False)
-    made = Office(tmp_path)
+    made = Office(tmp_path, state_url_for(request, tmp_path, getattr(request, "param", "sqlite")))
     yield made
     made.store.close()
+
+
+# Letter numbering runs on SQLite and on a real PostgreSQL server (tests/unit/pg.py).
+on_both_backends = pytest.mark.parametrize("office", BACKENDS, indirect=True)
 
 
 def rejected_raw():
@@ -167,6 +172,7 @@ def test_configuration_letter_has_every_field_and_no_secret(office, example, num
     assert events[-1]["payload"]["sha256"] == __import__("hashlib").sha256(pdf).hexdigest()
 
 
+@on_both_backends
 def test_the_sop_step_writes_the_letter_and_a_rerun_keeps_its_number(office):
     request_id = office.through_review((EXAMPLES / "tarakan-simkes.yaml").read_bytes())
     outcome = office.engine.decide(request_id, True, "kadis")
@@ -214,6 +220,7 @@ def test_buleleng_application_reply_uses_the_same_letter(office):
     assert office.engine.show("KOM-2024-0040")["current_step"] == "alasan_ke_kabid"
 
 
+@on_both_backends
 def test_numbers_increase_per_office_and_year_and_survive_a_failed_render(office, monkeypatch):
     tarakan = office.through_review((EXAMPLES / "tarakan-simkes.yaml").read_bytes())
     office.engine.actions.register("render_letter", lambda ctx: {}, replace=True)
@@ -289,13 +296,16 @@ def _allocate_all(url, request_ids, store=None):
             store.close()
 
 
-def test_racing_writers_never_share_a_number(tmp_path):
+def test_racing_writers_never_share_a_number(state_url):
+    """Four processes, each with its own store on the same database, and four threads
+    sharing one: on SQLite and on PostgreSQL (READ COMMITTED) the numbers are unique
+    and gapless."""
     import concurrent.futures
     import multiprocessing
 
-    from provisioner.store.models import RequestRow
+    from provisioner.store.models import LetterNumber, RequestRow
 
-    url = f"sqlite:///{tmp_path / 'race.db'}"
+    url = state_url
     store = open_store(url)
     ids = [f"HST-2026-{n:04d}" for n in range(1, 41)]
     with store.session() as session:
@@ -312,9 +322,26 @@ def test_racing_writers_never_share_a_number(tmp_path):
         futures = [processes.submit(_allocate_all, url, order) for order in orders]
         futures += [threads.submit(_allocate_all, url, list(reversed(order)), store) for order in orders]
         results = [f.result(timeout=120) for f in futures]
+    with store.session() as session:
+        given = sorted((row.number, row.request_id) for row in session.query(LetterNumber))
     store.close()
     assert all(result == results[0] for result in results)
     assert sorted(results[0].values()) == list(range(1, 41))
+    assert given == sorted((number, rid) for rid, number in results[0].items())  # one row per letter
+
+
+@on_both_backends
+def test_a_number_given_is_never_changed_nor_freed(office):
+    from sqlalchemy import text
+    from sqlalchemy.exc import DatabaseError
+
+    request_id = office.through_review(rejected_raw())
+    given = office.engine.decide(request_id, False, "kadis", reason=REJECTION).actions[0]["result"]["number"]
+    for statement in ("UPDATE letter_numbers SET number = 99", "DELETE FROM letter_numbers"):
+        with pytest.raises(DatabaseError, match="letter numbers are never"):
+            with office.store.session() as session:
+                session.execute(text(statement))
+    assert office.letter(request_id).number == given
 
 
 def test_profiles_in_the_example_config_match_the_defaults(monkeypatch, tmp_path):

@@ -84,3 +84,50 @@ def test_a_waiting_hold_gets_the_lock_once_the_other_apply_releases_it(store):
         holder = _holders(store)["ippool:web1"]
     t.join(10)
     assert holder.startswith(locks.me() + ":")
+
+
+def _hold_in_another_process(url, name, inside, release, refused):
+    """A second process with its own store: take `name` and keep it until told, or
+    record that it was refused."""
+    from provisioner.store import open_store
+
+    store = open_store(url)
+    try:
+        with locks.held(store, [name]):
+            inside.set()
+            release.wait(60)
+    except StateError as err:
+        refused.put(str(err))
+    finally:
+        store.close()
+
+
+def test_a_lock_held_by_one_process_is_refused_to_another(state_url, store):
+    """Two processes, each opening its own store on the same database."""
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    inside, release, refused = spawn.Event(), spawn.Event(), spawn.Queue()
+    other = spawn.Process(target=_hold_in_another_process,
+                          args=(state_url, "site:a.tarakankota.go.id", inside, release, refused))
+    other.start()
+    try:
+        assert inside.wait(60), "the other process never took the lock"
+        assert _holders(store)["site:a.tarakankota.go.id"].startswith(f"{locks.me().split(':')[0]}:{other.pid}:")
+        with pytest.raises(StateError, match=f":{other.pid}:.*another apply is running"):
+            with locks.held(store, ["site:a.tarakankota.go.id"]):
+                pass
+    finally:
+        release.set()
+        other.join(60)
+    assert other.exitcode == 0 and _holders(store) == {}
+    # The other way round: this process holds it and the other process is refused.
+    with locks.held(store, ["site:a.tarakankota.go.id"]):
+        inside, release = spawn.Event(), spawn.Event()
+        other = spawn.Process(target=_hold_in_another_process,
+                              args=(state_url, "site:a.tarakankota.go.id", inside, release, refused))
+        other.start()
+        other.join(60)
+        assert other.exitcode == 0 and not inside.is_set()
+        assert f"is locked by {locks.me()}:" in refused.get(timeout=10)
+    assert _holders(store) == {}

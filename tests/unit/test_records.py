@@ -118,8 +118,8 @@ def test_xlsx_export_reads_back(store, sites, tmp_path, which):
     assert states[sites["removed"]] == "removed" and states[sites["suspended"]] == "suspended"
 
 
-def test_cli_list_show_export(store, sites, tmp_path, monkeypatch):
-    monkeypatch.setenv("PROVISIONER_STATE_URL", f"sqlite:///{tmp_path / 'state.db'}")
+def test_cli_list_show_export(store, sites, state_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("PROVISIONER_STATE_URL", state_url)
     monkeypatch.setenv("PROVISIONER_HOME", str(tmp_path))
     runner = CliRunner()
     listed = runner.invoke(main, ["site", "list"])

@@ -9,6 +9,11 @@
 #           The local lab runs it in the image before boot; Vagrant runs it first.
 #   role  - the role's services (PowerDNS primary/secondary, Apache+PHP-FPM,
 #           MariaDB, the Pebble ACME server), configured and started. Idempotent.
+#   lab   - only what the lab needs beyond `provision host prepare` (which
+#           configures PowerDNS, MariaDB, Apache and PHP-FPM with the same
+#           playbooks as production): the ACME server, and for Vagrant the web
+#           servers' public addresses. Used instead of `role` when
+#           PROVISIONER_LAB_HOST_PREPARE=1 (see provisioner/lab/lifecycle.py).
 #
 # Inputs (environment): LAB_PHASE, LAB_ROLE, LAB_HOSTS ("name=address ..."),
 # LAB_NETWORK (CIDR), LAB_ZONES ("zone ..."), LAB_USER, LAB_AUTHORIZED_KEY,
@@ -175,7 +180,11 @@ role_web() {
     apache2ctl configtest
     enable_service php8.2-fpm
     enable_service apache2
-    # Public addresses for Vagrant; the local lab puts them on eth0 itself.
+    lab_public_addresses
+}
+
+# Public addresses for Vagrant; the local lab puts them on eth0 itself.
+lab_public_addresses() {
     for public in ${LAB_PUBLIC_ADDRESSES:-}; do
         dev=$(ip -o route get "$(address_of db1)" | sed -n 's/.* dev \([^ ]*\).*/\1/p')
         ip addr replace "$public" dev "$dev"
@@ -277,6 +286,14 @@ case "$LAB_PHASE" in
             web) role_web ;;
             db) role_db ;;
             acme) role_acme ;;
+            *) echo "unknown role: $LAB_ROLE" >&2; exit 2 ;;
+        esac
+        ;;
+    lab)
+        case "$LAB_ROLE" in
+            acme) role_acme ;;
+            web) lab_public_addresses ;;
+            ns-primary|ns-secondary|db) : ;;
             *) echo "unknown role: $LAB_ROLE" >&2; exit 2 ;;
         esac
         ;;

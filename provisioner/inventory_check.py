@@ -1,0 +1,473 @@
+"""Check an Ansible inventory for what the toolkit needs, and report every problem at once.
+
+`provisioner.inventory` reads an inventory and fails on the first thing it
+cannot use, often deep inside a run (a grant to a host name, a pool that
+overlaps another web server's). This module reads the same files the same way
+and lists every problem before anything runs, each with the file and line
+where the variable is written (or where it is missing), the host or group,
+the key and the rule.
+
+Files named by the inventory (the PowerDNS API key, the SSH key) live on the
+controller that runs `provision`. `offline=True` skips looking at them, for
+checking an inventory anywhere else (a laptop, CI, this repository's example).
+"""
+
+import os
+import stat
+from dataclasses import asdict, dataclass, field
+from ipaddress import ip_address, ip_network
+from pathlib import Path
+from urllib.parse import urlparse
+
+from provisioner import yamlsrc
+from provisioner.errors import ConfigError
+from provisioner.inventory import GROUPS, load_inventory
+
+# Why each group must have hosts: said in the problem, so the fix is obvious.
+GROUP_PURPOSE = {
+    "nameservers": "the PowerDNS servers that hold the zones",
+    "web": "the Apache servers that sites are placed on",
+    "db": "the MariaDB servers that sites' databases are placed on",
+}
+PDNS_ROLES = ("primary", "secondary")
+# Secret files the controller reads: checked like the toolkit's own key file.
+SECRET_FILES = ("pdns_api_key_file", "ansible_ssh_private_key_file")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem (or warning): where, about what, which key, which rule."""
+
+    file: str
+    line: int | None
+    subject: str  # a host name, or "group NAME"
+    key: str
+    rule: str
+
+    def __str__(self):
+        return f"{self.file}:{self.line or 0}: {self.subject}: {self.key}: {self.rule}"
+
+
+@dataclass
+class Report:
+    path: str
+    offline: bool
+    problems: list[Finding] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    primary: str | None = None
+    pools: dict[str, str] = field(default_factory=dict)  # web host -> "first-last (N)"
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        hosts = {name for members in self.groups.values() for name in members}
+        groups = ", ".join(f"{g} {len(m)}" for g, m in self.groups.items())
+        pools = ", ".join(f"{host} {pool}" for host, pool in self.pools.items()) or "none"
+        files = "; key files not checked (--offline)" if self.offline else ""
+        state = "ok" if self.ok else f"{len(self.problems)} problem(s)"
+        return (f"{self.path}: {state}: {len(hosts)} hosts in {len(self.groups)} groups ({groups}); "
+                f"primary name server {self.primary or 'none'}; pools {pools}{files}")
+
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, "path": self.path, "offline": self.offline,
+                "problems": [asdict(p) for p in self.problems], "warnings": [asdict(w) for w in self.warnings],
+                "groups": self.groups, "primary": self.primary, "pools": self.pools}
+
+
+@dataclass
+class _Host:
+    """A host as the check sees it: groups, where it is written, where each variable comes from."""
+
+    name: str
+    file: str
+    line: int
+    groups: list[str] = field(default_factory=list)
+    vars: dict = field(default_factory=dict)
+    origin: dict = field(default_factory=dict)  # key -> (file, line, scope)
+
+
+class _Checker:
+    def __init__(self, path: Path, offline: bool):
+        self.path = Path(path)
+        self.hosts_file = self.path / "hosts.yml" if self.path.is_dir() else self.path
+        self.base = self.hosts_file.parent
+        self.report = Report(path=str(self.path), offline=offline)
+        self.hosts: dict[str, _Host] = {}
+        self.group_lines: dict[str, int] = {}
+        self.children_line: int | None = None
+
+    # -- reporting -------------------------------------------------------------
+
+    def problem(self, file, line, subject, key, rule):
+        self.report.problems.append(Finding(str(file), line, subject, key, rule))
+
+    def warning(self, file, line, subject, key, rule):
+        self.report.warnings.append(Finding(str(file), line, subject, key, rule))
+
+    def on_host(self, host: _Host, key: str, rule: str):
+        """A problem with a host's variable: at the line it is written, or at the host if it is missing."""
+        file, line, _scope = host.origin.get(key, (host.file, host.line, host.name))
+        self.problem(file, line, host.name, key, rule)
+
+    # -- reading ---------------------------------------------------------------
+
+    def read_yaml(self, file: Path) -> yamlsrc.Document | None:
+        try:
+            text = file.read_text()
+        except OSError as err:
+            self.problem(file, None, "(file)", "(document)", f"cannot be read: {err.strerror or err}")
+            return None
+        doc = yamlsrc.load(text)
+        for p in doc.problems:
+            self.problem(file, p.line, "(file)", p.field, p.rule)
+        return None if doc.problems else doc
+
+    def mapping(self, doc, path, file, subject, what) -> dict:
+        """The mapping at `path`, or {} with a problem if something else is written there."""
+        value = doc.data
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(file, doc.line_of(path), subject, yamlsrc.field_name(path),
+                         f"must be a mapping of {what}, not {type(value).__name__}")
+            return {}
+        return value
+
+    def group_vars(self, group: str) -> tuple[dict, Path | None, yamlsrc.Document | None]:
+        folder = self.base / "group_vars"
+        if (folder / group).is_dir():
+            self.warning(folder / group, None, f"group {group}", "group_vars",
+                         f"is a directory; the toolkit reads only group_vars/{group}.yml")
+        for candidate in (folder / f"{group}.yml", folder / f"{group}.yaml"):
+            if candidate.is_file():
+                doc = self.read_yaml(candidate)
+                if doc is None or doc.data is None:
+                    return {}, candidate, doc
+                if not isinstance(doc.data, dict):
+                    self.problem(candidate, 1, f"group {group}", "(document)", "must be a mapping of variables")
+                    return {}, candidate, doc
+                return doc.data, candidate, doc
+        return {}, None, None
+
+    def load(self) -> bool:
+        """Walk hosts.yml and group_vars/ the way load_inventory does, remembering where each variable is."""
+        if not self.hosts_file.is_file():
+            self.problem(self.hosts_file, None, "(file)", "(document)", "does not exist (an inventory is a "
+                         "directory with hosts.yml and group_vars/, or a YAML hosts file)")
+            return False
+        doc = self.read_yaml(self.hosts_file)
+        if doc is None:
+            return False
+        file = self.hosts_file
+        if not isinstance(doc.data, dict) or not isinstance(doc.data.get("all"), dict):
+            self.problem(file, 1, "(file)", "all", "missing: the inventory starts with `all:` and its `children:`")
+            return False
+        if (self.base / "host_vars").is_dir():
+            self.warning(self.base / "host_vars", None, "(inventory)", "host_vars",
+                         "is not read by the toolkit; write host variables in hosts.yml")
+        if self.mapping(doc, ("all", "hosts"), file, "group all", "hosts"):
+            self.warning(file, doc.line_of(("all", "hosts")), "group all", "all.hosts",
+                         "hosts directly under all are in no group the toolkit reads")
+
+        top_origin = {}
+        for key in self.mapping(doc, ("all", "vars"), file, "group all", "variables"):
+            top_origin[key] = (file, doc.line_of(("all", "vars", key)), "group all")
+        all_vars, all_file, all_doc = self.group_vars("all")
+        for key in all_vars:
+            top_origin[key] = (all_file, all_doc.line_of((key,)), "group all")
+
+        children = self.mapping(doc, ("all", "children"), file, "group all", "groups")
+        self.children_line = doc.line_of(("all", "children"))
+        for group in children:
+            where = ("all", "children", group)
+            self.group_lines[group] = doc.line_of(where)
+            self.mapping(doc, where, file, f"group {group}", "hosts and vars")
+            if self.mapping(doc, where + ("children",), file, f"group {group}", "groups"):
+                self.problem(file, doc.line_of(where + ("children",)), f"group {group}", "children",
+                             "nested groups are not read by the toolkit; list hosts under the group itself")
+            origin = {key: (file, doc.line_of(where + ("vars", key)), f"group {group}")
+                      for key in self.mapping(doc, where + ("vars",), file, f"group {group}", "variables")}
+            extra, extra_file, extra_doc = self.group_vars(group)
+            origin |= {key: (extra_file, extra_doc.line_of((key,)), f"group {group}") for key in extra}
+            for name in self.mapping(doc, where + ("hosts",), file, f"group {group}", "hosts"):
+                host = self.hosts.get(name)
+                if host is None:
+                    host = self.hosts[name] = _Host(name, str(file), doc.line_of(where + ("hosts", name)),
+                                                    origin=dict(top_origin))
+                host.groups.append(group)
+                host.origin |= origin
+                host_vars = self.mapping(doc, where + ("hosts", name), file, name, "variables")
+                host.origin |= {key: (file, doc.line_of(where + ("hosts", name, key)), name) for key in host_vars}
+        if self.report.problems:
+            return False  # load_inventory would fail on (or misread) a malformed structure
+        try:
+            inventory = load_inventory(self.path)
+        except ConfigError as err:
+            self.problem(file, None, "(file)", "(document)", str(err))
+            return False
+        for name, loaded in inventory.hosts.items():
+            self.hosts[name].vars = loaded.vars
+        return True
+
+    # -- rules -----------------------------------------------------------------
+
+    def check(self) -> Report:
+        if self.load():
+            self.report.groups = {}
+            for host in self.hosts.values():
+                for group in host.groups:
+                    self.report.groups.setdefault(group, []).append(host.name)
+            self.check_groups()
+            self.check_addresses()
+            self.check_web()
+            self.check_nameservers()
+            self.check_secret_files()
+        self.report.problems.sort(key=lambda f: (f.file, f.line or 0))
+        return self.report
+
+    def members(self, group: str) -> list[_Host]:
+        return [h for h in self.hosts.values() if group in h.groups]
+
+    def check_groups(self):
+        for group in GROUPS:
+            if not self.members(group):
+                line = self.group_lines.get(group)
+                rule = "has no hosts" if line else "is missing"
+                self.problem(self.hosts_file, line or self.children_line, f"group {group}", "all.children",
+                             f"group {group!r} {rule}: it lists {GROUP_PURPOSE[group]}")
+
+    def check_addresses(self):
+        seen: dict[str, str] = {}
+        for host in self.hosts.values():
+            value = host.vars.get("ansible_host")
+            if value is None:
+                self.on_host(host, "ansible_host", "missing: without it Ansible connects to the host name, and "
+                             "database grants and the public IP role would be given the name, not the address")
+                continue
+            address = _address(value)
+            if address is None:
+                self.on_host(host, "ansible_host", f"{value!r} is not an IP address (database grants and the "
+                             "public IP role match the host by its address)")
+                continue
+            if str(address) in seen:
+                self.on_host(host, "ansible_host", f"{address} is also the address of {seen[str(address)]}")
+            seen.setdefault(str(address), host.name)
+
+    def check_web(self):
+        web = self.members("web")
+        shared: dict[str, str] = {}  # shared address -> web host
+        pools = []  # (host, first, last)
+        for host in web:
+            network = self.shared_network(host)
+            if network is not None:
+                address = str(_address(host.vars["public_ip"]))
+                if address in shared:
+                    self.on_host(host, "public_ip", f"{address} is also the shared address of {shared[address]}")
+                shared.setdefault(address, host.name)
+            networks = ([network] if network is not None else []) + self.routed_networks(host)
+            pool = self.pool(host)
+            if pool is None:
+                continue
+            first, last = pool
+            pools.append((host, first, last))
+            self.report.pools[host.name] = f"{first}-{last} ({int(last) - int(first) + 1})"
+            if networks and not any(first in n and last in n for n in networks):
+                self.on_host(host, "public_ip_pool", f"{first}-{last} is outside the host's public network "
+                             f"({', '.join(str(n) for n in networks)}); add the block routed to it to "
+                             "public_routed_networks")
+            if network is not None and network.prefixlen < network.max_prefixlen - 1:
+                for edge, what in ((network.network_address, "network"), (network.broadcast_address, "broadcast")):
+                    if first <= edge <= last:
+                        self.on_host(host, "public_ip_pool", f"contains {edge}, the {what} address of {network}")
+        for host, first, last in pools:
+            for address, owner in shared.items():
+                if first <= ip_address(address) <= last and ip_address(address).version == first.version:
+                    whose = "this host" if owner == host.name else owner
+                    self.on_host(host, "public_ip_pool", f"contains {address}, the shared address of {whose}")
+            for other in self.hosts.values():
+                managed = _address(other.vars.get("ansible_host"))
+                if managed is not None and managed.version == first.version and first <= managed <= last:
+                    self.on_host(host, "public_ip_pool", f"contains {managed}, the ansible_host of {other.name}")
+        for i, (host, first, last) in enumerate(pools):
+            for other, o_first, o_last in pools[:i]:
+                if first.version == o_first.version and first <= o_last and o_first <= last:
+                    self.on_host(host, "public_ip_pool", f"{first}-{last} overlaps the pool of {other.name} "
+                                 f"({o_first}-{o_last}); an address would be given on two servers")
+
+    def shared_network(self, host: _Host):
+        """The on-link public network of a web host (public_ip/public_prefix), or None after a problem."""
+        value, prefix = host.vars.get("public_ip"), host.vars.get("public_prefix")
+        if value is None:
+            self.on_host(host, "public_ip", "missing: the web server's shared address, which sites without a "
+                         "dedicated address and the DNS records point at")
+            return None
+        address = _address(value)
+        if address is None:
+            self.on_host(host, "public_ip", f"{value!r} is not an IP address")
+            return None
+        if prefix is None:
+            self.on_host(host, "public_prefix", "missing: the prefix length of the public network "
+                         f"{address} is on (24 for a /24)")
+            return None
+        if isinstance(prefix, bool) or not isinstance(prefix, int) or not 0 < prefix <= address.max_prefixlen:
+            self.on_host(host, "public_prefix", f"{prefix!r} is not a prefix length (1-{address.max_prefixlen})")
+            return None
+        network = ip_network(f"{address}/{prefix}", strict=False)
+        if network.prefixlen < network.max_prefixlen - 1 and address in (network.network_address,
+                                                                         network.broadcast_address):
+            self.on_host(host, "public_ip", f"{address} is not a host address of {network}")
+        return network
+
+    def routed_networks(self, host: _Host) -> list:
+        """Blocks routed to the host besides its on-link network: pools may come from them too."""
+        value = host.vars.get("public_routed_networks")
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.on_host(host, "public_routed_networks", "must be a list of networks like 203.0.113.64/26")
+            return []
+        networks = []
+        for item in value:
+            try:
+                networks.append(ip_network(str(item)))
+            except ValueError:
+                self.on_host(host, "public_routed_networks", f"{item!r} is not a network like 203.0.113.64/26 "
+                             "(address bits past the prefix must be zero)")
+        return networks
+
+    def pool(self, host: _Host):
+        """(first, last) of the dedicated-address pool, or None after a problem."""
+        spec = host.vars.get("public_ip_pool")
+        if spec is None or spec == "":
+            self.on_host(host, "public_ip_pool", "missing: dedicated addresses are allocated from it "
+                         "(write first-last, like 198.51.100.100-198.51.100.150)")
+            return None
+        parts = str(spec).split("-")
+        ends = [_address(p.strip()) for p in parts]
+        if len(parts) != 2 or None in ends:
+            self.on_host(host, "public_ip_pool", f"{spec!r} is not first-last, like 198.51.100.100-198.51.100.150")
+            return None
+        first, last = ends
+        if first.version != last.version:
+            self.on_host(host, "public_ip_pool", f"{spec!r} mixes IPv4 and IPv6")
+            return None
+        if last < first:
+            self.on_host(host, "public_ip_pool", f"{spec!r} is reversed (the first address is after the last)")
+            return None
+        return first, last
+
+    def check_nameservers(self):
+        servers = self.members("nameservers")
+        for host in servers:
+            role = host.vars.get("pdns_role")
+            if role not in PDNS_ROLES:
+                self.on_host(host, "pdns_role", f"{'missing' if role is None else repr(role) + ' is wrong'}: "
+                             "must be primary or secondary")
+        primaries = [h for h in servers if h.vars.get("pdns_role") == "primary"]
+        if servers and not primaries:
+            self.problem(self.hosts_file, self.group_lines.get("nameservers"), "group nameservers", "pdns_role",
+                         "no name server has pdns_role: primary (the one whose API the toolkit writes records to)")
+        for extra in primaries[1:]:
+            self.on_host(extra, "pdns_role", f"primary again: {primaries[0].name} is already the primary, "
+                         "and the toolkit writes to exactly one")
+        if len(primaries) != 1:
+            return
+        primary = primaries[0]
+        self.report.primary = primary.name
+        url = primary.vars.get("pdns_api_url")
+        if not url:
+            self.on_host(primary, "pdns_api_url", "missing on the primary: the URL of the PowerDNS HTTP API, "
+                         "like http://192.0.2.11:8081/api/v1")
+        else:
+            rule = _api_url_problem(str(url))
+            if rule:
+                self.on_host(primary, "pdns_api_url", rule)
+        if not primary.vars.get("pdns_api_key_file"):
+            self.on_host(primary, "pdns_api_key_file", "missing on the primary: the file on this machine that "
+                         "holds the PowerDNS API key")
+
+    def check_secret_files(self):
+        """The key files the controller reads: the API key of the primary, every host's SSH key."""
+        users = []
+        primary = self.hosts.get(self.report.primary) if self.report.primary else None
+        if primary is not None and primary.vars.get("pdns_api_key_file"):
+            users.append((primary, "pdns_api_key_file"))
+        users += [(h, "ansible_ssh_private_key_file") for h in self.hosts.values()
+                  if h.vars.get("ansible_ssh_private_key_file")]
+        checked = set()
+        for host, key in users:
+            file, line, scope = host.origin.get(key, (host.file, host.line, host.name))
+            value = host.vars[key]
+            if (key, str(value), scope) in checked:
+                continue  # a key file set for a whole group is reported once, for the group
+            checked.add((key, str(value), scope))
+            rule = _secret_file_problem(value, self.report.offline)
+            if rule:
+                self.problem(file, line, scope, key, rule)
+
+
+def _address(value):
+    """An IP address from an inventory value, or None (an integer is not an address here)."""
+    if value is None or isinstance(value, (bool, int)):
+        return None
+    try:
+        return ip_address(str(value).strip())
+    except ValueError:
+        return None
+
+
+def _api_url_problem(url: str) -> str | None:
+    """Why a PowerDNS API URL cannot work, or None. The URL itself is not echoed (it may carry a password)."""
+    shape = "must look like http(s)://HOST:8081/api/v1"
+    try:
+        parts = urlparse(url)
+        parts.port  # reading it raises ValueError for a port that is not a number in range
+    except ValueError:
+        return f"{shape} (the port is not a number from 1 to 65535)"
+    if parts.scheme not in ("http", "https"):
+        return f"{shape} (the scheme is {parts.scheme or 'missing'!r})"
+    if parts.username or parts.password:
+        return f"{shape} (no user or password in the URL: the key is read from pdns_api_key_file)"
+    if not parts.hostname:
+        return f"{shape} (no host)"
+    if parts.query or parts.fragment:
+        return f"{shape} (no query or fragment)"
+    if parts.path.rstrip("/") != "/api/v1":
+        return f"{shape} (the path is {parts.path or '/'!r}, not /api/v1)"
+    return None
+
+
+def _secret_file_problem(value, offline: bool) -> str | None:
+    """Why a key file named in the inventory will not do, or None. Never reads the secret itself."""
+    if not isinstance(value, str):
+        return f"{value!r} is not a file path"
+    path = Path(value)
+    if not path.is_absolute():
+        return f"{value} is relative: it would depend on the directory provision runs in; give an absolute path"
+    if offline:
+        return None
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return f"{value} does not exist on this machine (use --offline to check an inventory away from the controller)"
+    except OSError as err:
+        return f"{value} cannot be examined: {err.strerror}"
+    if not stat.S_ISREG(info.st_mode):
+        return f"{value} is not a regular file"
+    if not os.access(path, os.R_OK):
+        return f"{value} cannot be read by this user (uid {os.geteuid()})"
+    if info.st_mode & 0o077:
+        return f"{value} is open to others (mode {oct(info.st_mode & 0o777)}); chmod 600 it"
+    if info.st_size == 0:
+        return f"{value} is empty"
+    return None
+
+
+def check_inventory(path, offline: bool = False) -> Report:
+    """Every problem of the inventory at `path` (a directory with hosts.yml, or the hosts file)."""
+    return _Checker(Path(path), offline).check()

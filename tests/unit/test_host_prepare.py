@@ -1,0 +1,333 @@
+"""`provision host prepare`: the plan read from a recorded run, host selection, secrets, CLI, playbook.
+
+tests/unit/data/host_prepare_events.json holds the ansible-runner events of two
+real check-mode runs of playbooks/host_prepare.yml on one Debian 12 host (the
+lab's image, no systemd) in all three groups: `fresh` before anything was
+prepared, `prepared` after an apply.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from provisioner import host_prepare
+from provisioner.cli import main
+from provisioner.config import REPO_ROOT
+from provisioner.errors import ConfigError, HostError
+from provisioner.inventory import load_inventory
+from provisioner.lab import lifecycle
+
+EVENTS = json.loads((Path(__file__).parent / "data" / "host_prepare_events.json").read_text())
+ROLES = REPO_ROOT / "playbooks" / "roles"
+LAB = REPO_ROOT / "inventory" / "lab"
+
+
+def _changes(plan, host="sb1"):
+    return {c.title(): c for c in plan.hosts[host].changes}
+
+
+# --- The plan, from a recorded run ----------------------------------------------
+
+def test_a_fresh_host_plans_every_part_with_its_diff():
+    plan = host_prepare.parse_events(EVENTS["fresh"], ["sb1"])
+    changes = _changes(plan)
+    assert plan.changed and plan.check
+
+    settings = changes["host_ns: Write the PowerDNS settings"]
+    # The destination names the file, not the template's temporary copy.
+    assert settings.detail[0] == "--- /etc/powerdns/pdns.d/provisioner.conf (now)"
+    assert "+launch=gsqlite3" in settings.detail
+    assert "+api=yes" in settings.detail
+    assert "+webserver-allow-from=127.0.0.0/8,127.0.0.1/32" in settings.detail
+
+    assert changes["host_ns: Name the zones a real run would create [tarakankota.go.id]"].detail == [
+        "would create primary zone tarakankota.go.id (NS sb1.tarakankota.go.id, sb2.tarakankota.go.id)"]
+    assert "+bind-address = 127.0.0.1" in changes["host_db: Let the web servers reach MariaDB"].detail
+    assert changes["host_web: Enable the Apache modules [ssl.load]"].detail == [
+        "/etc/apache2/mods-enabled/ssl.load: state absent -> link"]
+    assert changes["host_web: Create the directories the sites live in [/srv/www]"].detail == [
+        "/srv/www: state absent -> directory"]
+    # Services are restarted by `service` on a host without systemd: the plan says so.
+    assert changes["host_common: Name what a real run would do to pdns"].detail == ["would restart pdns"]
+
+
+def test_loop_items_are_the_changes_and_their_summary_is_not_counted_again():
+    plan = host_prepare.parse_events(EVENTS["fresh"], ["sb1"])
+    modules = [c for c in plan.hosts["sb1"].changes if c.task == "Enable the Apache modules"]
+    # setenvif is enabled by Debian already: 9 of the 11 module files change.
+    assert sorted(c.item for c in modules) == sorted([
+        "headers.load", "proxy.conf", "proxy.load", "proxy_fcgi.load", "ratelimit.load", "rewrite.load",
+        "socache_shmcb.load", "ssl.conf", "ssl.load"])
+    # Every task Ansible counted as changed is in the plan, and no other.
+    stats = next(e for e in EVENTS["fresh"] if e["event"] == "playbook_on_stats")["event_data"]
+    assert len({(c.role, c.task) for c in plan.hosts["sb1"].changes}) == stats["changed"]["sb1"]
+
+
+def test_the_api_key_task_is_a_change_without_any_detail():
+    plan = host_prepare.parse_events(EVENTS["fresh"], ["sb1"])
+    key = _changes(plan)["host_ns: Write the API key"]
+    assert key.censored and key.item == ""
+    assert key.detail == ["(details hidden: the task handles a secret)"]
+    # The recorded no_log results carry nothing but the censored note.
+    for event in EVENTS["fresh"]:
+        if event["event_data"].get("task") in ("Write the API key", "Check that the API answers with the key"):
+            assert set(event["event_data"].get("res") or {"censored": 1}) == {"censored"}
+
+
+def test_a_prepared_host_has_nothing_to_change():
+    plan = host_prepare.parse_events(EVENTS["prepared"], ["sb1"])
+    assert not plan.changed
+    assert plan.lines() == ["sb1: nothing to change"]
+    assert plan.as_dict() == {"check": True, "changed": False, "counted": {}, "hosts": {"sb1": []}}
+
+
+def test_a_change_ansible_counted_but_the_events_did_not_show_still_counts():
+    plan = host_prepare.parse_events(EVENTS["prepared"], ["sb1"])
+    plan.counted = {"sb1": 1}
+    assert plan.changed
+    assert plan.lines() == ["sb1: 1 change(s) the run's events did not describe"]
+
+
+def test_a_host_the_run_did_not_touch_is_listed_with_nothing_to_change():
+    plan = host_prepare.parse_events(EVENTS["fresh"], ["sb1", "web9"])
+    lines = plan.lines()
+    assert lines[0].startswith("sb1: ") and "web9: nothing to change" in lines
+    assert json.loads(json.dumps(plan.as_dict()))["hosts"]["web9"] == []
+
+
+def test_read_events_orders_the_artifact_files_and_skips_broken_ones(tmp_path):
+    events = tmp_path / "ident" / "job_events"
+    events.mkdir(parents=True)
+    for n, event in enumerate(EVENTS["prepared"][:5]):
+        (events / f"{n}-x.json").write_text(json.dumps(event | {"counter": 5 - n}))
+    (events / "9-partial.json").write_text('{"event": ')
+    assert [e["counter"] for e in host_prepare.read_events(tmp_path)] == [1, 2, 3, 4, 5]
+
+
+# --- Hosts and secrets ----------------------------------------------------------------
+
+def test_targets_are_hosts_or_groups_of_the_groups_the_playbook_prepares():
+    inventory = load_inventory(LAB)
+    assert host_prepare.select_hosts(inventory) == ["db1", "ns1", "ns2", "web1"]
+    assert host_prepare.select_hosts(inventory, "all") == ["db1", "ns1", "ns2", "web1"]
+    assert host_prepare.select_hosts(inventory, "nameservers") == ["ns1", "ns2"]
+    assert host_prepare.select_hosts(inventory, "web1") == ["web1"]
+    with pytest.raises(ConfigError, match="'ca1' is in none of the groups nameservers, db, web"):
+        host_prepare.select_hosts(inventory, "ca1")
+    with pytest.raises(ConfigError, match="group 'acme' has no host in the groups"):
+        host_prepare.select_hosts(inventory, "acme")
+    with pytest.raises(ConfigError, match="'mail1' is neither a host nor a group"):
+        host_prepare.select_hosts(inventory, "mail1")
+
+
+@pytest.fixture
+def lab_copy(tmp_path):
+    """The lab inventory with its API key file on a path of the test's own."""
+    copy = tmp_path / "inventory"
+    shutil.copytree(LAB, copy)
+    key_file = tmp_path / "pdns-api-key"
+    vars_file = copy / "group_vars" / "nameservers.yml"
+    data = yaml.safe_load(vars_file.read_text())
+    data["pdns_api_key_file"] = str(key_file)
+    vars_file.write_text(yaml.safe_dump(data))
+    return copy, key_file
+
+
+def test_the_api_key_is_read_only_when_the_primary_is_prepared(lab_copy):
+    copy, key_file = lab_copy
+    key_file.write_text("k3y-from-the-file-0123456789\n")
+    inventory = load_inventory(copy)
+    assert host_prepare.secrets_for(inventory, ["ns1", "ns2"]) == {"pdns_api_key": "k3y-from-the-file-0123456789"}
+    key_file.unlink()
+    # Nothing else needs it, so a missing key file does not stop them.
+    assert host_prepare.secrets_for(inventory, ["ns2", "db1", "web1"]) == {}
+
+
+def test_an_unreadable_or_empty_key_file_is_named_and_its_content_never_shown(lab_copy):
+    copy, key_file = lab_copy
+    inventory = load_inventory(copy)
+    with pytest.raises(ConfigError, match=f"cannot read the PowerDNS API key {key_file} \\(pdns_api_key_file\\)"):
+        host_prepare.secrets_for(inventory, ["ns1"])
+    key_file.write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        host_prepare.secrets_for(inventory, ["ns1"])
+
+
+def test_apply_runs_for_real_then_looks_again_and_fails_on_anything_left(monkeypatch):
+    runs = []
+    left = host_prepare.parse_events(EVENTS["fresh"], ["sb1"])
+    nothing = host_prepare.parse_events(EVENTS["prepared"], ["sb1"])
+    monkeypatch.setattr(host_prepare, "_prepare", lambda path, target: (Path(path), ["sb1"], {}))
+
+    def fake_run(path, hosts, secrets, check, timeout):
+        runs.append(check)
+        return proofs.pop(0)
+    monkeypatch.setattr(host_prepare, "_run", fake_run)
+
+    proofs = [left, nothing]
+    assert host_prepare.apply("inv", "sb1").proof is nothing
+    assert runs == [False, True]
+
+    proofs = [left, left]
+    with pytest.raises(HostError, match="a second look still finds changes: sb1: host_ns: Write the PowerDNS"):
+        host_prepare.apply("inv", "sb1")
+
+
+# --- The CLI ---------------------------------------------------------------------------
+
+@pytest.fixture
+def cli(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.delenv("PROVISIONER_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    def fake_plan(inventory, target, timeout):
+        calls.append(("plan", Path(inventory), target, timeout))
+        return host_prepare.parse_events(EVENTS["fresh"], ["sb1"])
+
+    def fake_apply(inventory, target, timeout):
+        calls.append(("apply", Path(inventory), target, timeout))
+        return host_prepare.ApplyResult(host_prepare.parse_events(EVENTS["fresh"], ["sb1"], check=False),
+                                        host_prepare.parse_events(EVENTS["prepared"], ["sb1"]))
+    monkeypatch.setattr(host_prepare, "plan", fake_plan)
+    monkeypatch.setattr(host_prepare, "apply", fake_apply)
+
+    def invoke(*args):
+        return CliRunner().invoke(main, ["host", "prepare", *args], catch_exceptions=False)
+    return invoke, calls
+
+
+def test_cli_plans_everything_by_default_on_the_configured_inventory(cli):
+    invoke, calls = cli
+    result = invoke()
+    assert result.exit_code == 0
+    assert calls == [("plan", LAB, None, 1800)]
+    assert result.output.startswith("sb1: 37 change(s)\n")
+    assert "  ~ host_ns: Write the PowerDNS settings\n" in result.output
+    assert result.output.endswith("plan only: run again with --apply to make these changes\n")
+
+
+def test_cli_applies_to_a_target_of_another_inventory_and_prints_json(cli, tmp_path):
+    invoke, calls = cli
+    result = invoke("web", "--apply", "--inventory", str(tmp_path / "inv"), "--json")
+    assert result.exit_code == 0
+    assert calls == [("apply", tmp_path / "inv", "web", 1800)]
+    out = json.loads(result.output)
+    assert out["applied"]["check"] is False and out["left"] == {
+        "check": True, "changed": False, "counted": {}, "hosts": {"sb1": []}}
+
+
+def test_cli_apply_says_a_second_look_found_nothing(cli):
+    invoke, _calls = cli
+    result = invoke("sb1", "--apply")
+    assert result.output.splitlines()[0] == "sb1: 37 change(s) made"
+    assert result.output.endswith("checked again: nothing left to change\n")
+
+
+def test_cli_refuses_unknown_options(cli):
+    invoke, calls = cli
+    result = invoke("--aply")
+    assert result.exit_code == 2 and "No such option '--aply'" in result.output and calls == []
+
+
+# --- The playbook and roles --------------------------------------------------------------
+
+def test_the_playbook_passes_ansible_syntax_check():
+    playbook_bin = Path(sys.executable).parent / "ansible-playbook"
+    if not playbook_bin.exists():
+        pytest.skip("ansible-playbook is not installed beside this interpreter")
+    result = subprocess.run([str(playbook_bin), "--syntax-check", "-i", str(LAB), "playbooks/host_prepare.yml"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "playbook: playbooks/host_prepare.yml" in result.stdout
+
+
+def test_the_playbook_passes_ansible_lint_when_it_is_installed():
+    lint = shutil.which("ansible-lint") or str(Path(sys.executable).parent / "ansible-lint")
+    if not Path(lint).exists():
+        pytest.skip("ansible-lint is not installed")
+    result = subprocess.run([lint, "playbooks/host_prepare.yml"], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _tasks(path):
+    found = {}
+
+    def walk(tasks):
+        for task in tasks or ():
+            found[task.get("name")] = task
+            for key in ("block", "rescue", "always"):
+                walk(task.get(key))
+    walk(yaml.safe_load(path.read_text()))
+    return found
+
+
+def test_host_web_writes_the_php_fpm_umask_exactly_as_the_web_site_role_does():
+    # Both roles write these files; any difference would make each undo the other at every run.
+    web = _tasks(ROLES / "host_web" / "tasks" / "configure.yml")
+    site = _tasks(ROLES / "web_site" / "tasks" / "php_fpm.yml")
+    name = "Give PHP-FPM umask 0027 under systemd"
+    assert web[name]["ansible.builtin.copy"]["content"] == site[name]["ansible.builtin.copy"]["content"]
+    name = "Give PHP-FPM umask 0027 when its init script starts it"
+    for key in ("regexp", "line"):
+        assert web[name]["ansible.builtin.lineinfile"][key] == site[name]["ansible.builtin.lineinfile"][key]
+    drop_in = web["Write the sshd drop-in that chroots site accounts"]["ansible.builtin.template"]
+    assert drop_in["src"].endswith("/../web_site/templates/etc/ssh/sshd_config.d/20-provisioner-sftp.conf.j2")
+    web_defaults = yaml.safe_load((ROLES / "host_web" / "defaults" / "main.yml").read_text())
+    site_defaults = yaml.safe_load((ROLES / "web_site" / "defaults" / "main.yml").read_text())
+    for key in ("sftp_group", "sshd_dropin", "tls_dir", "home_base", "log_base"):
+        assert web_defaults[f"host_web__{key}"] == site_defaults[f"web_site__{key}"]
+
+
+def test_the_roles_install_the_lab_image_packages():
+    listed = {line.strip() for line in (REPO_ROOT / "provisioner" / "lab" / "packages.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+    for role in ("host_web", "host_db", "host_ns"):
+        packages = yaml.safe_load((ROLES / role / "defaults" / "main.yml").read_text())[f"{role}__packages"]
+        assert set(packages) <= listed, f"{role}: {set(packages) - listed} not in packages.txt"
+
+
+# --- The lab's switch ----------------------------------------------------------------------
+
+def test_the_lab_uses_the_playbooks_only_when_switched_on(monkeypatch):
+    monkeypatch.delenv(lifecycle.HOST_PREPARE_SWITCH, raising=False)
+    assert not lifecycle.prepare_with_playbooks()
+    monkeypatch.setenv(lifecycle.HOST_PREPARE_SWITCH, "1")
+    assert lifecycle.prepare_with_playbooks()
+    assert lifecycle.LAB_INVENTORY == LAB
+
+
+def test_with_the_switch_the_lab_script_adds_only_the_lab_extras(monkeypatch):
+    applied, scripts = [], []
+    result = host_prepare.ApplyResult(host_prepare.parse_events(EVENTS["fresh"], ["sb1"], check=False),
+                                      host_prepare.parse_events(EVENTS["prepared"], ["sb1"]))
+    monkeypatch.setattr(host_prepare, "apply", lambda path: applied.append(path) or result)
+    monkeypatch.setattr(lifecycle, "_acme_tls", lambda: SimpleNamespace(cert="CERT", key="KEY"))
+    monkeypatch.setattr(lifecycle.remote, "run_script", lambda h, script, env: scripts.append((h.name, env)))
+    # The key reaches the primary through host prepare's secrets, not the script's environment.
+    monkeypatch.setattr(lifecycle, "pdns_api_key", lambda: pytest.fail("the lab phase must not need the API key"))
+    logged = []
+    lifecycle._services_by_playbooks(log=logged.append)
+    assert applied == [LAB]
+    assert logged == ["  host prepare: 37 change(s) on sb1; a second look finds none"]
+    envs = dict(scripts)
+    assert sorted(envs) == ["ca1", "web1"]
+    assert {env["LAB_PHASE"] for env in envs.values()} == {"lab"}
+    assert envs["ca1"]["LAB_ROLE"] == "acme" and envs["ca1"]["PEBBLE_TLS_KEY"] == "KEY"
+    assert envs["web1"]["LAB_ROLE"] == "web" and "PDNS_API_KEY" not in envs["web1"]
+
+
+def test_the_lab_phase_of_the_script_configures_no_production_service():
+    script = (REPO_ROOT / "provisioner" / "lab" / "scripts" / "setup-host.sh").read_text()
+    lab_phase = script[script.index("    lab)\n"):script.index("    *) echo \"unknown phase")]
+    assert "role_acme" in lab_phase and "lab_public_addresses" in lab_phase
+    for production in ("role_ns_primary", "role_ns_secondary", "role_web", "role_db"):
+        assert production not in lab_phase

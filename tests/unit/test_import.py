@@ -1,0 +1,600 @@
+"""`provision import` without hosts: the probe's parsing, discovery's grouping, adoption's records and
+events, the DesiredSite and audit of an adopted site, its suspension swap, the unmanaged list."""
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from sqlalchemy import select
+
+from provisioner import audit, importer, naming
+from provisioner.audit import Observed, compare
+from provisioner.config import Config, default_offices, load_config
+from provisioner.errors import Conflict, NotFound, StateError, UserError
+from provisioner.hosting import Hosting, Live
+from provisioner.lifecycle import Lifecycle
+from provisioner.plan import Plan
+from provisioner.site import sha256
+from provisioner.sop.binding import check_hosting_approval
+from provisioner.store.models import Event, RequestRow, SiteRow
+from provisioner.targets import adopted as adopted_target
+from provisioner.targets import import_probe
+from provisioner.targets import web as web_target
+
+ZONE = "tarakankota.go.id"
+WEB_ADDR = "10.77.0.21"
+SHARED = "203.0.113.10"
+OLD = "simkeslama." + ZONE
+AVAILABLE = "/etc/apache2/sites-available"
+ENABLED = "/etc/apache2/sites-enabled"
+TOOLKIT = naming.site_names("simkes", ZONE)
+
+
+# -- fake live data ------------------------------------------------------------------
+
+
+def block(name, listen=f"{SHARED}:80", aliases=(), docroot="/var/www/simkeslama", owner="simkeslama",
+          sockets=("/run/php/simkeslama.sock",), cert=None):
+    return {"listen": [listen], "server_name": name, "aliases": list(aliases), "docroot": docroot,
+            "cert_file": cert, "key_file": cert and cert.replace(".crt", ".key"), "chain_file": None,
+            "error_log": "${APACHE_LOG_DIR}/simkeslama-error.log", "fpm_sockets": list(sockets),
+            "docroot_stat": {"owner": owner, "group": owner, "mode": "0755", "dir": True},
+            "cert_not_after": "Jan  1 00:00:00 2030 GMT" if cert else None}
+
+
+def vhost_file(name, blocks, enabled=True, sha="a" * 64):
+    path = f"{AVAILABLE}/{name}"
+    links = [{"path": f"{ENABLED}/{name}", "target": f"../sites-available/{name}"}] if enabled else []
+    return {"path": path, "links": links, "sha256": sha, "vhosts": blocks}
+
+
+def pool(name, user, listen, version="8.2", sha="b" * 64):
+    return {"file": f"/etc/php/{version}/fpm/pool.d/{name}.conf", "php_version": version, "name": name,
+            "user": user, "group": user, "listen": listen, "sha256": sha}
+
+
+def rrset(name, contents, rtype="A", ours=False, ttl=3600):
+    comments = [{"content": "provisioner: request X", "account": "provisioner"}] if ours else []
+    return {"name": name, "type": rtype, "ttl": ttl, "records": [{"content": c, "disabled": False} for c in contents],
+            "comments": comments}
+
+
+def web_live():
+    return {
+        "files": [
+            vhost_file("simkes-lama.conf", [block(OLD, aliases=["www." + OLD])]),
+            vhost_file("000-default.conf", [block(None, listen="*:80", docroot="/var/www/html", owner="root")]),
+            vhost_file(f"{TOOLKIT.fqdn}.conf", [block(TOOLKIT.fqdn, docroot=TOOLKIT.docroot, owner=TOOLKIT.user,
+                                                      sockets=(f"/run/php/{TOOLKIT.fqdn}.sock",))]),
+            vhost_file("intranet.conf", [block("intranet." + ZONE, docroot="/var/www/intranet", owner="root",
+                                               sockets=())]),
+        ],
+        "pools": [pool("simkeslama", "simkeslama", "/run/php/simkeslama.sock"),
+                  pool("www", "www-data", "/run/php/php8.2-fpm.sock"),
+                  pool(TOOLKIT.fqdn, TOOLKIT.user, f"/run/php/{TOOLKIT.fqdn}.sock"),
+                  pool("aplikasi-lain", "lain", "127.0.0.1:9001")],
+        "users": {}, "addresses": [WEB_ADDR, SHARED],
+    }
+
+
+def db_live():
+    grants = ["GRANT USAGE ON *.* TO `simkeslama_u`@`10.77.0.21`",
+              "GRANT ALL PRIVILEGES ON `db_simkeslama`.* TO `simkeslama_u`@`10.77.0.21`"]
+    return {"databases": ["arsip", "db_simkeslama", TOOLKIT.db_name],
+            "accounts": [{"user": "simkeslama_u", "host": WEB_ADDR, "grants": grants, "databases": ["db_simkeslama"]},
+                         {"user": "simkeslama_u", "host": "localhost",
+                          "grants": ["GRANT USAGE ON *.* TO `simkeslama_u`@`localhost`"], "databases": []},
+                         {"user": TOOLKIT.db_user, "host": WEB_ADDR, "grants": [], "databases": [TOOLKIT.db_name]},
+                         {"user": "backup", "host": "localhost", "grants": ["GRANT SELECT ON *.* TO `backup`@`localhost`"],
+                          "databases": []}]}
+
+
+def dns_live():
+    apex = ZONE + "."
+    return {ZONE: {(apex, "SOA"): rrset(apex, ["ns1.x. hostmaster.x. 1 10800 3600 604800 3600"], "SOA"),
+                   (apex, "NS"): rrset(apex, [f"ns1.{apex}"], "NS"),
+                   (f"ns1.{apex}", "A"): rrset(f"ns1.{apex}", ["203.0.113.1"]),
+                   (OLD + ".", "A"): rrset(OLD + ".", [SHARED]),
+                   ("intranet." + apex, "A"): rrset("intranet." + apex, [SHARED]),
+                   ("lupa." + apex, "A"): rrset("lupa." + apex, ["203.0.113.5"]),
+                   (TOOLKIT.fqdn + ".", "A"): rrset(TOOLKIT.fqdn + ".", [SHARED], ours=True)},
+            "bulelengkab.go.id": {}}
+
+
+class FakeReader:
+    def __init__(self):
+        self.web_data, self.db_data, self.dns_data = web_live(), db_live(), dns_live()
+        self.read = []
+
+    def web(self, host):
+        self.read.append(host.name)
+        return self.web_data
+
+    def db(self, host):
+        self.read.append(host.name)
+        return self.db_data
+
+    def dns(self, zones):
+        return {z: self.dns_data.get(z, {}) for z in zones}
+
+
+@pytest.fixture
+def config(tmp_path):
+    return Config(offices=default_offices(), state_dir=tmp_path,
+                  hosting={"unmanaged": ["intranet.tarakankota.go.id"]})
+
+
+def record_toolkit_site(store):
+    """A site the toolkit built: everything of it on the hosts is explained by its record."""
+    now = datetime.now(timezone.utc)
+    with store.session() as session:
+        session.add(RequestRow(id="HST-2024-0007", service="hosting", office="tarakan", fqdn=TOOLKIT.fqdn,
+                               sha256="0" * 64, content=b"x", source="t", submitted_at=now, state="done",
+                               decision="approve", current_step=None))
+        session.flush()
+        session.add(SiteRow(fqdn=TOOLKIT.fqdn, request_id="HST-2024-0007", office="tarakan", zone=ZONE,
+                            label="simkes", state="provisioned", web_host="web1", db_host="db1", public_ip=SHARED,
+                            dedicated_ip=False, config={"names": vars(TOOLKIT)}, plan_checksum=None,
+                            created_at=now, provisioned_at=now, updated_at=now))
+
+
+# -- the probe program ---------------------------------------------------------------
+
+
+def _self_signed(path, name, days=30):
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(7).not_valid_before(now).not_valid_after(now + timedelta(days=days))
+            .sign(key, hashes.SHA256()))
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert
+
+
+def test_the_web_probe_lists_every_vhost_block_pool_and_link(tmp_path):
+    root = tmp_path / "host"
+    available = root / "etc/apache2/sites-available"
+    enabled = root / "etc/apache2/sites-enabled"
+    pools = root / "etc/php/8.2/fpm/pool.d"
+    for d in (available, enabled, pools, root / "var/www/simkeslama"):
+        d.mkdir(parents=True)
+    cert = _self_signed(root / "simkeslama.crt", OLD)
+    (available / "simkes-lama.conf").write_text(f"""# made by hand in 2019
+<VirtualHost {SHARED}:80>
+    ServerName {OLD}
+    ServerAlias www.{OLD} lama.{ZONE}
+    DocumentRoot "{root}/var/www/simkeslama"
+    ErrorLog ${{APACHE_LOG_DIR}}/simkeslama-error.log
+    <FilesMatch "\\.php$">
+        SetHandler "proxy:unix:/run/php/simkeslama.sock|fcgi://localhost"
+    </FilesMatch>
+</VirtualHost>
+<VirtualHost {SHARED}:443>
+    ServerName {OLD}
+    DocumentRoot {root}/var/www/simkeslama
+    SSLEngine on
+    SSLCertificateFile {root}/simkeslama.crt
+</VirtualHost>
+""")
+    (available / "disabled.conf").write_text("<VirtualHost *:80>\n  ServerName mati.tarakankota.go.id\n</VirtualHost>\n")
+    os.symlink("../sites-available/simkes-lama.conf", enabled / "simkes-lama.conf")
+    (pools / "simkeslama.conf").write_text("; pool\n[simkeslama]\nuser = simkeslama\nlisten = /run/php/simkeslama.sock\n")
+    program = import_probe.WEB_PROBE.replace("__INPUT__", repr(json.dumps({"root": str(root)})))
+    out = subprocess.run([sys.executable, "-"], input=program, capture_output=True, text=True, check=True)
+    live = json.loads(out.stdout)
+    files = {f["path"].rsplit("/", 1)[1]: f for f in live["files"]}
+    assert set(files) == {"simkes-lama.conf", "disabled.conf"}
+    lama = files["simkes-lama.conf"]
+    assert lama["links"] == [{"path": str(enabled / "simkes-lama.conf"), "target": "../sites-available/simkes-lama.conf"}]
+    assert lama["sha256"] == sha256((available / "simkes-lama.conf").read_text())
+    http, https = lama["vhosts"]
+    assert http["listen"] == [f"{SHARED}:80"] and https["listen"] == [f"{SHARED}:443"]
+    assert http["server_name"] == OLD and http["aliases"] == ["www." + OLD, "lama." + ZONE]
+    assert http["docroot"] == f"{root}/var/www/simkeslama" and http["docroot_stat"]["dir"]
+    assert http["fpm_sockets"] == ["/run/php/simkeslama.sock"] and http["cert_file"] is None
+    assert https["cert_file"] == f"{root}/simkeslama.crt"
+    assert str(cert.not_valid_after_utc.year) in https["cert_not_after"]
+    assert files["disabled.conf"]["links"] == []
+    assert live["pools"] == [{"file": str(pools / "simkeslama.conf"), "php_version": "8.2", "name": "simkeslama",
+                              "user": "simkeslama", "group": None, "listen": "/run/php/simkeslama.sock",
+                              "sha256": sha256((pools / "simkeslama.conf").read_text())}]
+
+
+# -- discovery -----------------------------------------------------------------------
+
+
+def test_discovery_groups_what_no_record_explains_by_site(config, store):
+    record_toolkit_site(store)
+    found = importer.discover(config, store, reader=FakeReader())
+    sites = {s["fqdn"]: s for s in found["sites"]}
+    # The toolkit's own site, Debian's stock vhost and pool are not listed; the unmanaged name is set aside.
+    assert set(sites) == {OLD, "lupa." + ZONE}
+    lama = sites[OLD]
+    (vhost,) = lama["vhosts"]
+    assert vhost["file"] == f"{AVAILABLE}/simkes-lama.conf" and vhost["enabled"]
+    assert vhost["docroot"] == "/var/www/simkeslama" and vhost["owner"] == "simkeslama"
+    assert vhost["server_names"] == [OLD] and vhost["aliases"] == ["www." + OLD]
+    (p,) = lama["pools"]
+    assert p["name"] == "simkeslama" and "socket" in p["matched_by"]
+    (db,) = lama["databases"]
+    assert db["name"] == "db_simkeslama"
+    assert [(a["user"], a["host"]) for a in db["accounts"]] == [("simkeslama_u", WEB_ADDR), ("simkeslama_u", "localhost")]
+    assert lama["dns"] == [{"zone": ZONE, "name": OLD, "addresses": [SHARED], "ttl": 3600, "marked": False}]
+    # An A record alone still makes a group; what resembles no site stays unassigned.
+    assert sites["lupa." + ZONE]["vhosts"] == [] and sites["lupa." + ZONE]["dns"][0]["addresses"] == ["203.0.113.5"]
+    assert [p["name"] for p in found["unassigned"]["pools"]] == ["aplikasi-lain"]
+    assert [d["name"] for d in found["unassigned"]["databases"]] == ["arsip"]
+    assert [a["user"] for a in found["unassigned"]["accounts"]] == ["backup"]
+    ignored = {(i["kind"], i["name"]) for i in found["ignored"]}
+    assert ignored == {("vhost", f"{AVAILABLE}/intranet.conf"), ("A record", "intranet." + ZONE)}
+    # Nothing of the toolkit's own site shows anywhere.
+    assert TOOLKIT.db_name not in json.dumps(found) and TOOLKIT.fqdn not in json.dumps(found)
+
+
+def test_discovery_by_pool_owner_when_no_socket_matches(config, store):
+    reader = FakeReader()
+    reader.web_data["files"][0]["vhosts"][0]["fpm_sockets"] = []
+    reader.web_data["pools"][0]["listen"] = "127.0.0.1:9005"
+    found = importer.discover(config, store, reader=reader)
+    lama = next(s for s in found["sites"] if s["fqdn"] == OLD)
+    assert [p["name"] for p in lama["pools"]] == ["simkeslama"]
+    assert "owns the document root" in lama["pools"][0]["matched_by"]
+
+
+def test_discovery_limited_to_a_zone_and_a_host(config, store):
+    reader = FakeReader()
+    found = importer.discover(config, store, host="db1", reader=reader)
+    assert reader.read == ["db1"] and found["hosts"] == {"web": [], "db": ["db1"]}
+    assert [d["name"] for d in found["unassigned"]["databases"]] == ["arsip", "db_simkeslama",
+                                                                      TOOLKIT.db_name]
+    found = importer.discover(config, store, zone="bulelengkab.go.id", reader=FakeReader())
+    assert found["sites"] == [] and found["zones"] == ["bulelengkab.go.id"]
+    with pytest.raises(UserError, match="not a zone"):
+        importer.discover(config, store, zone="example.org", reader=FakeReader())
+    with pytest.raises(Exception, match="no host 'web9'"):
+        importer.discover(config, store, host="web9", reader=FakeReader())
+
+
+# -- adoption ------------------------------------------------------------------------
+
+
+def test_adoption_without_apply_records_nothing(config, store):
+    shown = importer.adopt(config, store, OLD, reader=FakeReader(), actor="budi")
+    assert not shown["applied"] and shown["record"]["origin"] == "adopted"
+    assert shown["record"]["names"]["user"] == "simkeslama"
+    with store.session() as session:
+        assert session.get(SiteRow, OLD) is None
+        assert session.scalars(select(RequestRow)).all() == []
+        assert session.scalars(select(Event)).all() == []
+
+
+def adopt(config, store, **kw):
+    return importer.adopt(config, store, OLD, reader=FakeReader(), actor="budi", apply=True, **kw)
+
+
+def test_adoption_records_the_site_as_found_with_who_and_when(config, store):
+    done = adopt(config, store)
+    assert done["applied"] and done["request"]["id"].startswith("ADP-") and done["request"]["id"].endswith("-0001")
+    with store.session() as session:
+        row = session.get(SiteRow, OLD)
+        request = session.get(RequestRow, row.request_id)
+        events = session.scalars(select(Event).where(Event.request_id == row.request_id).order_by(Event.id)).all()
+    assert (row.state, row.web_host, row.db_host, row.public_ip, row.label) == ("provisioned", "web1", "db1",
+                                                                                 SHARED, "simkeslama")
+    c = row.config
+    assert c["origin"] == "adopted" and c["vhost_sha256"] == "a" * 64 and c["pool_sha256"] == "b" * 64
+    assert c["names"] == {"fqdn": OLD, "slug": naming.site_slug("simkeslama", ZONE), "user": "simkeslama",
+                          "home": "/var/www/simkeslama", "docroot": "/var/www/simkeslama",
+                          "logdir": "/var/www/simkeslama", "pool": "simkeslama", "db_name": "db_simkeslama",
+                          "db_user": "simkeslama_u"}
+    found = c["found"]
+    assert found["vhost_file"] == f"{AVAILABLE}/simkes-lama.conf" and found["links"][0]["path"] == \
+        f"{ENABLED}/simkes-lama.conf"
+    assert found["database"]["user_hosts"] == [WEB_ADDR, "localhost"] and len(found["database"]["grants"]) == 3
+    assert found["dns"]["addresses"] == [SHARED] and not found["dns"]["marked"]
+    assert c["adopted"]["by"] == "budi" and c["adopted"]["request"] == row.request_id
+    # The SOP record: an adopted request with no approval and no step to run.
+    assert (request.state, request.decision, request.current_step, request.service) == ("done", None, None, "hosting")
+    assert b"Adopted site" in request.content
+    assert [(e.kind, e.actor) for e in events] == [("request_adopted", "budi"), ("site_adopted", "budi")]
+    assert events[1].payload["record"]["names"]["docroot"] == "/var/www/simkeslama"
+    # Nothing provisions it: its request was never approved in the hosting SOP.
+    with store.session() as session, pytest.raises(StateError, match="no approval"):
+        check_hosting_approval(session, config, session.get(RequestRow, row.request_id))
+    # Adopted once: a second adoption is refused, and discovery no longer lists it.
+    with pytest.raises(Conflict, match="already recorded"):
+        adopt(config, store)
+    assert OLD not in [s["fqdn"] for s in importer.discover(config, store, reader=FakeReader())["sites"]]
+
+
+def test_adoption_with_the_offices_request_file(config, store, tmp_path):
+    text = (importer.__file__.rsplit("/provisioner/", 1)[0] + "/examples/tarakan-simkes.yaml")
+    request = tmp_path / "lama.yaml"
+    request.write_text(open(text).read().replace("HST-2024-0007", "HST-2019-0001").replace("subdomain: simkes",
+                                                                                           "subdomain: simkeslama"))
+    other = tmp_path / "other.yaml"
+    other.write_text(open(text).read().replace("HST-2024-0007", "HST-2019-0002"))
+    with pytest.raises(UserError, match="not hosting of"):
+        importer.adopt(config, store, OLD, reader=FakeReader(), request_file=other)
+    done = adopt(config, store, request_file=request)
+    assert done["request"]["id"] == "HST-2019-0001"
+    with store.session() as session:
+        row = session.get(RequestRow, "HST-2019-0001")
+        assert row.content == request.read_bytes() and row.decision is None
+
+
+def test_adoption_refuses_what_it_cannot_take_whole(config, store):
+    with pytest.raises(NotFound):
+        importer.adopt(config, store, "intranet." + ZONE, reader=FakeReader())  # unmanaged
+    with pytest.raises(StateError, match="no vhost"):
+        importer.adopt(config, store, "lupa." + ZONE, reader=FakeReader())
+    reader = FakeReader()
+    reader.db_data["databases"].append("simkeslama_arsip")
+    with pytest.raises(Conflict, match="2 databases"):
+        importer.adopt(config, store, OLD, reader=reader)
+
+
+# -- an adopted site afterwards --------------------------------------------------------
+
+
+def test_an_adopted_site_is_desired_with_the_names_found(config, store):
+    adopt(config, store)
+    (site,) = Hosting(config, store).recorded_sites([OLD])
+    assert site.adopted is not None and not site.dedicated_ip
+    assert (site.names.user, site.names.docroot, site.names.pool, site.names.db_name, site.names.db_user) == (
+        "simkeslama", "/var/www/simkeslama", "simkeslama", "db_simkeslama", "simkeslama_u")
+    (item,) = web_target.probe_items([site])
+    assert item["vhost_file"] == f"{AVAILABLE}/simkes-lama.conf"
+    assert item["pool_file"] == "/etc/php/8.2/fpm/pool.d/simkeslama.conf"
+    assert item["links"] == [f"{ENABLED}/simkes-lama.conf"]
+
+
+def _observed(site, **web_changes):
+    grants = [g for a in db_live()["accounts"] if a["user"] == "simkeslama_u" for g in a["grants"]]
+    web = {"user": {"home": "/home/simkeslama", "shell": "/bin/bash"}, "sftp": False, "home": None,
+           "docroot": {"owner": "simkeslama", "group": "simkeslama", "mode": "0755"}, "logdir": None,
+           "vhost_sha256": "a" * 64, "vhost_enabled": True, "links_present": [f"{ENABLED}/simkes-lama.conf"],
+           "server_names": [OLD], "document_roots": ["/var/www/simkeslama"], "pool_sha256": "b" * 64,
+           "tls_cert": False, "suspend_sha256": None, "suspend_enabled": False} | web_changes
+    live = Live(web={"web1": {"sites": {OLD: web}, "addresses": [WEB_ADDR, SHARED], "default_vhosts": {}}},
+                db={"db1": {"databases": {"db_simkeslama": {"exists": True, "user_hosts": [WEB_ADDR, "localhost"],
+                                                             "grants": grants}}}},
+                dns=dns_live())
+    return Observed(live=live, ns={OLD: {"ns1": {"addresses": [SHARED], "authoritative": True, "error": None}}},
+                    nameservers=["ns1"])
+
+
+def test_an_adopted_site_audits_clean_against_what_was_found(config, store):
+    adopt(config, store)
+    work = Hosting(config, store)
+    sites, rows = audit.recorded(work, OLD)
+    records = {f: r.config for f, r in rows.items()}
+    # Unmarked A record, 0755 docroot, no SFTP, its own vhost: all as adopted, so no finding.
+    assert compare(sites, records, _observed(sites[0]), [ZONE], extras=False) == []
+    changed = compare(sites, records, _observed(sites[0], vhost_sha256="c" * 64, links_present=[]), [ZONE],
+                      extras=False)
+    assert sorted(f.kind for f in changed) == ["vhost-changed", "vhost-disabled"]
+    observed = _observed(sites[0])
+    observed.live.db["db1"]["databases"]["db_simkeslama"]["grants"].append(
+        "GRANT ALL PRIVILEGES ON *.* TO `simkeslama_u`@`10.77.0.21`")
+    (wider,) = compare(sites, records, observed, [ZONE], extras=False)
+    assert (wider.kind, wider.severity) == ("grant-changed", "critical")
+
+
+def test_the_audit_fix_leaves_an_adopted_site_to_normalization(config, store):
+    adopt(config, store)
+    work = Hosting(config, store)
+    sites, rows = audit.recorded(work, OLD)
+    observed = _observed(sites[0], vhost_sha256="c" * 64)
+    findings = compare(sites, {f: r.config for f, r in rows.items()}, observed, [ZONE], extras=False)
+    plan, refused = audit.fix_plan(work, sites, observed.live, rows, findings)
+    assert plan.empty and "--normalize" in refused[OLD]
+
+
+def test_the_unmanaged_list_keeps_names_out_of_the_audits_extra_records(config):
+    zones = dns_live()
+    found = audit.extra_records(zones, [ZONE], {ZONE: set()}, config.unmanaged())
+    names = {f.what for f in found}
+    assert "A record intranet." + ZONE not in names and "A record lupa." + ZONE in names
+    assert "A record intranet." + ZONE in {f.what for f in audit.extra_records(zones, [ZONE], {ZONE: set()})}
+
+
+def test_the_unmanaged_list_is_read_from_the_configuration_and_per_office(tmp_path):
+    path = tmp_path / "provisioner.yaml"
+    path.write_text("hosting:\n  unmanaged: [Intranet.tarakankota.go.id.]\n"
+                    "offices:\n  tarakan:\n    name: D\n    short_name: D\n    zones: [tarakankota.go.id]\n"
+                    "    unmanaged: [arsip]\n")
+    config = load_config(path)
+    assert config.unmanaged() == {"intranet.tarakankota.go.id", "arsip"}
+    assert config.unmanaged("tarakan") == {"intranet.tarakankota.go.id", "arsip"}
+
+
+# -- suspension, removal, normalization -------------------------------------------------
+
+
+def test_suspending_an_adopted_site_swaps_its_vhost_for_a_503_one(config, store):
+    adopt(config, store)
+    (site,) = Hosting(config, store).recorded_sites([OLD])
+    suspended = site.__class__(**{**vars(site), "suspended": True})
+    content = adopted_target.suspension_vhost(suspended)
+    assert f"<VirtualHost {SHARED}:80>" in content and f"ServerName {OLD}" in content
+    assert f"ServerAlias www.{OLD}" in content and "R=503" in content
+    live = {"web1": {"sites": {OLD: _observed(site).live.web["web1"]["sites"][OLD]}}}
+    plan = Plan(changes=adopted_target.plan([suspended], live), sites=[OLD])
+    assert [(c.action, c.kind, c.name) for c in plan.changes] == [
+        ("Create", "suspension vhost", adopted_target.suspend_file(OLD)),
+        ("Delete", "vhost link", f"{ENABLED}/simkes-lama.conf")]
+    # Once suspended, unsuspending puts the office's link back and takes the 503 vhost away.
+    live["web1"]["sites"][OLD] |= {"links_present": [], "suspend_sha256": sha256(content), "suspend_enabled": True}
+    assert adopted_target.plan([suspended], live) == []
+    back = [(c.action, c.kind, c.name, c.detail.get("points_to")) for c in adopted_target.plan([site], live)]
+    assert back == [("Delete", "suspension vhost", adopted_target.suspend_file(OLD), None),
+                    ("Create", "vhost link", f"{ENABLED}/simkes-lama.conf", "../sites-available/simkes-lama.conf")]
+    items = adopted_target.items([suspended])
+    assert items[0]["suspend_content"] == content and items[0]["links"][0]["target"] == \
+        "../sites-available/simkes-lama.conf"
+
+
+def test_a_vhost_file_shared_with_other_names_is_not_suspended(config, store):
+    reader = FakeReader()
+    reader.web_data["files"][0]["vhosts"].append(block("lain." + ZONE))
+    importer.adopt(config, store, OLD, reader=reader, apply=True, actor="budi")
+    (site,) = Hosting(config, store).recorded_sites([OLD])
+    with pytest.raises(StateError, match="also serves lain"):
+        adopted_target.suspension_vhost(site.__class__(**{**vars(site), "suspended": True}))
+
+
+def test_the_lifecycle_suspends_an_adopted_site_through_the_swap(config, store, monkeypatch):
+    adopt(config, store)
+    observed = _observed(None)
+    monkeypatch.setattr(web_target, "read", lambda inventory, sites: observed.live.web)
+    planned = Lifecycle(config, store, actor="budi").plan("suspend", OLD)
+    assert [c.kind for c in planned.plan.changes] == ["suspension vhost", "vhost link"]
+    assert planned.checksum == planned.plan.checksum
+
+
+def test_removing_an_adopted_site_takes_what_was_found(config, store, monkeypatch):
+    adopt(config, store)
+    observed = _observed(None)
+    monkeypatch.setattr(Hosting, "read_live", lambda self, sites: observed.live)
+    planned = Lifecycle(config, store, actor="budi").plan("remove", OLD)
+    assert [(c.action, c.target, c.kind, c.name) for c in planned.plan.changes] == [
+        ("Delete", "dns", "A record", OLD),
+        ("Delete", "web", "vhost link", f"{ENABLED}/simkes-lama.conf"),
+        ("Delete", "web", "vhost", f"{AVAILABLE}/simkes-lama.conf"),
+        ("Delete", "web", "PHP-FPM pool", "/etc/php/8.2/fpm/pool.d/simkeslama.conf"),
+        ("Delete", "web", "site directory", "/var/www/simkeslama"),
+        ("Delete", "web", "system user", "simkeslama"),
+        ("Delete", "db", "database user", f"simkeslama_u@{WEB_ADDR}, simkeslama_u@localhost"),
+        ("Delete", "db", "database", "db_simkeslama")]
+    assert [b["kind"] for b in planned.backups] == ["database", "files"]
+    (site,) = Hosting(config, store).recorded_sites([OLD])
+    (web,) = adopted_target.items([site], state="absent")
+    assert (web["vhost_file"], web["docroot"], web["user"], web["links"][0]["path"]) == (
+        f"{AVAILABLE}/simkes-lama.conf", "/var/www/simkeslama", "simkeslama", f"{ENABLED}/simkes-lama.conf")
+    assert adopted_target.db_items([site]) == [{"db_host": "db1", "name": "db_simkeslama", "user": "simkeslama_u",
+                                                "hosts": [WEB_ADDR, "localhost"]}]
+
+
+def test_a_shared_document_root_or_owner_is_not_taken_with_the_site(config, store, monkeypatch):
+    reader = FakeReader()
+    # Another vhost serves a directory inside this site's document root, as the same owner.
+    reader.web_data["files"].append(vhost_file("lain.conf", [block("lain." + ZONE, docroot="/var/www/simkeslama/lain")]))
+    importer.adopt(config, store, OLD, reader=reader, apply=True, actor="budi")
+    with store.session() as session:
+        found = session.get(SiteRow, OLD).config["found"]
+    assert found["docroot_shared_with"] == [f"{AVAILABLE}/lain.conf"] and not found["owner_dedicated"]
+    monkeypatch.setattr(Hosting, "read_live", lambda self, sites: _observed(None).live)
+    with pytest.raises(StateError, match="also used by"):
+        Lifecycle(config, store).plan("remove", OLD)
+
+
+def test_normalization_is_a_reviewed_plan_to_the_toolkits_layout(config, store):
+    with pytest.raises(StateError, match="adopt it first"):
+        importer.normalize(config, store, OLD)
+    adopt(config, store)
+    plan = importer.normalize(config, store, OLD)
+    derived = naming.site_names("simkeslama", ZONE)
+    kinds = {(c.action, c.kind, c.name) for c in plan.changes}
+    assert ("Create", "system user", derived.user) in kinds
+    assert ("Create", "vhost", f"{AVAILABLE}/{OLD}.conf") in kinds
+    assert ("Delete", "vhost", f"{AVAILABLE}/simkes-lama.conf") in kinds
+    assert ("Delete", "PHP-FPM pool", "/etc/php/8.2/fpm/pool.d/simkeslama.conf") in kinds
+    assert ("Create", "database", derived.db_name) in kinds
+    dns = next(c for c in plan.changes if c.target == "dns")
+    assert dns.detail["marker"] == "provisioner" and dns.detail["address"] == SHARED
+    vhost = next(c for c in plan.changes if c.kind == "vhost" and c.action == "Create")
+    assert f"DocumentRoot \"{derived.docroot}\"" in vhost.detail["content"]
+    assert len(plan.checksum) == 64 and plan.checksum == importer.normalize(config, store, OLD).checksum
+    assert "planned only" in plan.notes[OLD]
+
+
+# -- the command ---------------------------------------------------------------------
+
+
+def test_the_command_lists_adopts_and_plans(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from provisioner import records
+    from provisioner.cli import main
+    from provisioner.store import open_store
+
+    monkeypatch.setenv("PROVISIONER_HOME", str(tmp_path))
+    monkeypatch.delenv("PROVISIONER_STATE_URL", raising=False)
+    monkeypatch.delenv("PROVISIONER_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(importer, "Reader", lambda work: FakeReader())
+
+    def run(*args):
+        result = CliRunner().invoke(main, list(args))
+        assert "Traceback" not in result.output, result.output
+        return result.exit_code, result.output
+
+    code, out = run("import")
+    assert code == 0 and f"{OLD}  (office tarakan)" in out and "pool       web1:/etc/php/8.2/fpm/pool.d/simkeslama.conf" in out
+    assert "database   db1:db_simkeslama (simkeslama_u@10.77.0.21" in out
+    assert f"adopt: provision import --site {OLD} --apply" in out and "database db1:arsip" in out
+    code, out = run("import", "--zone", ZONE, "--json")
+    assert code == 0 and {s["fqdn"] for s in json.loads(out)["sites"]} >= {OLD}
+    code, out = run("import", "--apply")
+    assert code != 0 and "go with --site" in out
+    code, out = run("import", "--site", OLD)
+    assert code == 0 and "would be recorded" in out and "dry run" in out
+    code, out = run("import", "--site", OLD, "--apply", "--by", "ani")
+    assert code == 0 and "recorded as adopted by ani" in out
+    code, out = run("import", "--site", OLD, "--normalize")
+    assert code == 0 and "checksum" in out and "planned only" in out
+    code, out = run("site", "show", OLD, "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["record"]["docroot"] == "/var/www/simkeslama" and shown["record"]["state"] == "provisioned"
+    assert [e["kind"] for e in shown["history"]] == ["request_adopted", "site_adopted"]
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    assert records.site_list(store)[0]["fqdn"] == OLD
+    store.close()
+
+
+def test_a_file_serving_two_sites_is_listed_under_each(config, store):
+    reader = FakeReader()
+    reader.web_data["files"][0]["vhosts"].append(block("lain." + ZONE, docroot="/var/www/lain", owner="lain"))
+    sites = {s["fqdn"]: s for s in importer.discover(config, store, reader=reader)["sites"]}
+    assert sites[OLD]["vhosts"][0]["shared_with"] == ["lain." + ZONE]
+    assert sites["lain." + ZONE]["vhosts"][0]["shared_with"] == [OLD]
+    assert sites["lain." + ZONE]["vhosts"][0]["docroot"] == "/var/www/lain"
+
+
+def test_the_sop_engine_shows_an_adopted_request_and_runs_nothing_for_it(config, store):
+    from provisioner.sop.engine import Engine
+
+    done = adopt(config, store)
+    engine = Engine(config, store)
+    shown = engine.show(done["request"]["id"])
+    assert shown["state"] == "done" and shown["decision"] is None
+    assert engine._run_pending(done["request"]["id"]) == []
+    assert done["request"]["id"] not in [o["request"] for o in engine.overdue()]
+
+
+def test_an_adopted_sites_passwords_are_not_rotated_by_the_toolkit(config, store):
+    from provisioner.hosting import rotate_credentials
+
+    adopt(config, store)
+    with pytest.raises(StateError, match="adopted site"):
+        rotate_credentials(config, store, OLD)
+
+
+@pytest.mark.parametrize("docroot", ["/var/www", "/srv", "/var/www/../etc", "/var/www/html"])
+def test_a_document_root_every_site_lives_under_is_never_removed(config, store, docroot):
+    reader = FakeReader()
+    reader.web_data["files"] = reader.web_data["files"][:1]  # no other vhost shares it: the rule alone
+    reader.web_data["files"][0]["vhosts"][0]["docroot"] = docroot
+    importer.adopt(config, store, OLD, reader=reader, apply=True, actor="budi")
+    (site,) = Hosting(config, store).recorded_sites([OLD])
+    with pytest.raises(StateError, match="not a directory the toolkit deletes"):
+        adopted_target.removable(site)

@@ -1,0 +1,336 @@
+"""`provision inventory check`: the example and the lab pass; a broken copy names each problem."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from provisioner.cli import main
+from provisioner.config import REPO_ROOT
+from provisioner.inventory import load_inventory
+from provisioner.inventory_check import check_inventory
+from provisioner.lab import topology
+
+EXAMPLE = REPO_ROOT / "inventory" / "example"
+LAB = REPO_ROOT / "inventory" / "lab"
+
+
+@pytest.fixture
+def copy(tmp_path):
+    """The example inventory in tmp_path, its key files real (mode 600) so the full check passes."""
+    inventory = tmp_path / "inventory"
+    shutil.copytree(EXAMPLE, inventory)
+    keys = tmp_path / "etc"
+    keys.mkdir()
+    for name in ("id_ed25519", "pdns-api-key"):
+        (keys / name).write_text("not a real key\n")
+        (keys / name).chmod(0o600)
+    for file in (inventory / "hosts.yml", inventory / "group_vars" / "nameservers.yml"):
+        file.write_text(file.read_text().replace("/etc/provisioner/id_ed25519", str(keys / "id_ed25519"))
+                        .replace("/etc/provisioner/pdns-api-key", str(keys / "pdns-api-key")))
+    return inventory
+
+
+def edit(file, old, new):
+    text = file.read_text()
+    assert text.count(old) == 1, f"{old!r} is not once in {file}"
+    file.write_text(text.replace(old, new))
+
+
+def line_of(file, marker):
+    return next(n for n, line in enumerate(file.read_text().splitlines(), 1) if marker in line)
+
+
+def found(report, subject, key):
+    return [p for p in report.problems if p.subject == subject and p.key == key]
+
+
+def test_the_example_passes_offline():
+    report = check_inventory(EXAMPLE, offline=True)
+    assert report.ok, [str(p) for p in report.problems]
+    assert report.warnings == []
+    assert report.groups == {"nameservers": ["ns1.example.go.id", "ns2.example.go.id"],
+                             "web": ["web1.example.go.id", "web2.example.go.id"],
+                             "db": ["db1.example.go.id", "db2.example.go.id"]}
+    assert report.primary == "ns1.example.go.id"
+    assert report.pools == {"web1.example.go.id": "198.51.100.100-198.51.100.149 (50)",
+                            "web2.example.go.id": "203.0.113.65-203.0.113.126 (62)"}
+
+
+def test_the_example_uses_documentation_addresses_and_every_host_has_one():
+    inventory = load_inventory(EXAMPLE)
+    for host in inventory.hosts.values():
+        assert host.address.startswith("192.0.2."), host.name
+        assert host.address != host.name
+    for web in inventory.group("web"):
+        assert web.vars["public_ip"].startswith(("198.51.100.", "203.0.113."))
+        assert inventory.public_pool(web)  # the toolkit reads the pool the check accepted
+    assert inventory.pdns_api() == ("http://192.0.2.11:8081/api/v1", Path("/etc/provisioner/pdns-api-key"))
+
+
+def test_the_example_names_its_absent_key_files_without_offline():
+    # /etc/provisioner/ belongs to a controller, not to this machine.
+    report = check_inventory(EXAMPLE)
+    assert {(p.subject, p.key) for p in report.problems} == {
+        ("group nameservers", "pdns_api_key_file"), ("group all", "ansible_ssh_private_key_file")}
+    api_key = found(report, "group nameservers", "pdns_api_key_file")[0]
+    assert api_key.file.endswith("group_vars/nameservers.yml")
+    assert api_key.line == line_of(EXAMPLE / "group_vars" / "nameservers.yml", "pdns_api_key_file:")
+    assert "does not exist on this machine" in api_key.rule
+
+
+def test_a_copy_with_real_key_files_passes_the_full_check(copy):
+    report = check_inventory(copy)
+    assert report.ok, [str(p) for p in report.problems]
+    assert not report.offline
+
+
+def test_the_lab_inventory_passes():
+    report = check_inventory(LAB, offline=True)
+    assert report.ok, [str(p) for p in report.problems]
+    assert report.groups["acme"] == ["ca1"]
+    # The lab routes its dedicated pool to web1 apart from web1's /28.
+    web1 = load_inventory(LAB).host("web1")
+    assert web1.vars["public_routed_networks"] == [str(topology.DEDICATED_POOL)]
+
+
+HOSTS = "hosts.yml"
+NS_VARS = "group_vars/nameservers.yml"
+
+# (file, old text, new text, subject, key, words of the rule, marker of the line reported)
+CASES = {
+    "ansible_host missing": (HOSTS, "ansible_host: 192.0.2.21\n", "", "web1.example.go.id", "ansible_host",
+                             "missing", "web1.example.go.id:"),
+    "ansible_host not an address": (HOSTS, "ansible_host: 192.0.2.31", "ansible_host: db1.internal",
+                                    "db1.example.go.id", "ansible_host", "not an IP address", "db1.internal"),
+    "ansible_host twice": (HOSTS, "ansible_host: 192.0.2.32", "ansible_host: 192.0.2.31", "db2.example.go.id",
+                           "ansible_host", "also the address of db1.example.go.id",
+                           "db2.example.go.id:\n          ansible_host"),
+    "public_ip missing": (HOSTS, "public_ip: 198.51.100.10\n", "", "web1.example.go.id", "public_ip", "missing",
+                          "web1.example.go.id:"),
+    "public_ip not an address": (HOSTS, "public_ip: 198.51.100.10", "public_ip: 198.51.100.300",
+                                 "web1.example.go.id", "public_ip", "not an IP address", "198.51.100.300"),
+    "public_ip is the broadcast": (HOSTS, "public_ip: 198.51.100.10", "public_ip: 198.51.100.255",
+                                   "web1.example.go.id", "public_ip", "not a host address of 198.51.100.0/24",
+                                   "198.51.100.255"),
+    "public_ip shared twice": (HOSTS, "public_ip: 198.51.100.11", "public_ip: 198.51.100.10", "web2.example.go.id",
+                               "public_ip", "also the shared address of web1.example.go.id",
+                               "web2.example.go.id:\n          ansible_host: 192.0.2.22\n          public_ip:"),
+    "public_prefix missing": (HOSTS, "public_prefix: 24\n          # Dedicated", "# Dedicated", "web1.example.go.id",
+                              "public_prefix", "missing", "web1.example.go.id:"),
+    "public_prefix wrong": (HOSTS, "public_prefix: 24\n          # Dedicated", "public_prefix: 33\n          #",
+                            "web1.example.go.id", "public_prefix", "not a prefix length", "public_prefix: 33"),
+    "pool missing": (HOSTS, "          public_ip_pool: 198.51.100.100-198.51.100.149\n", "", "web1.example.go.id",
+                     "public_ip_pool", "missing", "web1.example.go.id:"),
+    "pool malformed": (HOSTS, "198.51.100.100-198.51.100.149", "198.51.100.100..198.51.100.149",
+                       "web1.example.go.id", "public_ip_pool", "not first-last", "198.51.100.100.."),
+    "pool reversed": (HOSTS, "198.51.100.100-198.51.100.149", "198.51.100.149-198.51.100.100",
+                      "web1.example.go.id", "public_ip_pool", "reversed", "198.51.100.149-"),
+    "pools overlap": (HOSTS, "203.0.113.65-203.0.113.126", "198.51.100.140-198.51.100.160", "web2.example.go.id",
+                      "public_ip_pool", "overlaps the pool of web1.example.go.id", "198.51.100.140-"),
+    "pool holds a shared address": (HOSTS, "198.51.100.100-198.51.100.149", "198.51.100.5-198.51.100.20",
+                                    "web1.example.go.id", "public_ip_pool",
+                                    "contains 198.51.100.11, the shared address of web2.example.go.id",
+                                    "198.51.100.5-"),
+    "pool holds its own shared address": (HOSTS, "198.51.100.100-198.51.100.149", "198.51.100.5-198.51.100.10",
+                                          "web1.example.go.id", "public_ip_pool",
+                                          "contains 198.51.100.10, the shared address of this host",
+                                          "198.51.100.5-"),
+    "pool holds a management address": (HOSTS, "203.0.113.65-203.0.113.126", "192.0.2.20-192.0.2.40",
+                                        "web2.example.go.id", "public_ip_pool",
+                                        "contains 192.0.2.31, the ansible_host of db1.example.go.id",
+                                        "192.0.2.20-"),
+    "pool outside the network": (HOSTS, "198.51.100.100-198.51.100.149", "198.51.101.1-198.51.101.9",
+                                 "web1.example.go.id", "public_ip_pool",
+                                 "outside the host's public network (198.51.100.0/24)", "198.51.101.1-"),
+    "pool outside without the routed block": (HOSTS, "          public_routed_networks: [203.0.113.64/26]\n", "",
+                                              "web2.example.go.id", "public_ip_pool",
+                                              "outside the host's public network", "203.0.113.65-"),
+    "pool holds the broadcast": (HOSTS, "198.51.100.100-198.51.100.149", "198.51.100.200-198.51.100.255",
+                                 "web1.example.go.id", "public_ip_pool",
+                                 "contains 198.51.100.255, the broadcast address", "198.51.100.200-"),
+    "routed network malformed": (HOSTS, "[203.0.113.64/26]", "[203.0.113.64/25]", "web2.example.go.id",
+                                 "public_routed_networks", "not a network", "203.0.113.64/25"),
+    "no primary": (HOSTS, "pdns_role: primary", "pdns_role: secondary", "group nameservers", "pdns_role",
+                   "no name server has pdns_role: primary", "    nameservers:"),
+    "two primaries": (HOSTS, "pdns_role: secondary", "pdns_role: primary", "ns2.example.go.id", "pdns_role",
+                      "ns1.example.go.id is already the primary",
+                      "ns2.example.go.id:\n          ansible_host: 192.0.2.12\n          pdns_role"),
+    "role unknown": (HOSTS, "pdns_role: secondary", "pdns_role: slave", "ns2.example.go.id", "pdns_role",
+                     "must be primary or secondary", "pdns_role: slave"),
+    "api url missing": (HOSTS, "          pdns_api_url: http://192.0.2.11:8081/api/v1\n", "", "ns1.example.go.id",
+                        "pdns_api_url", "missing on the primary", "ns1.example.go.id:"),
+    "api url without /api/v1": (HOSTS, "http://192.0.2.11:8081/api/v1", "http://192.0.2.11:8081/",
+                                "ns1.example.go.id", "pdns_api_url", "not /api/v1", "pdns_api_url:"),
+    "api url scheme": (HOSTS, "http://192.0.2.11:8081/api/v1", "ftp://192.0.2.11/api/v1", "ns1.example.go.id",
+                       "pdns_api_url", "the scheme is 'ftp'", "pdns_api_url:"),
+    "api url with a password": (HOSTS, "http://192.0.2.11:8081/api/v1", "http://admin:s3cret@192.0.2.11/api/v1",
+                                "ns1.example.go.id", "pdns_api_url", "no user or password", "pdns_api_url:"),
+    "api url port": (HOSTS, "http://192.0.2.11:8081/api/v1", "http://192.0.2.11:99999/api/v1",
+                     "ns1.example.go.id", "pdns_api_url", "port", "pdns_api_url:"),
+    "api key file missing": (NS_VARS, "pdns_api_key_file:", "pdns_api_key_file_old:", "ns1.example.go.id",
+                             "pdns_api_key_file", "missing on the primary", None),
+    "api key file relative": (NS_VARS, "pdns_api_key_file: /", "pdns_api_key_file: ", "group nameservers",
+                              "pdns_api_key_file", "is relative", "pdns_api_key_file:"),
+    "group db missing": (HOSTS, "    db:\n      hosts:\n        db1.example.go.id:\n          ansible_host: 192.0.2.31\n"
+                         "        db2.example.go.id:\n          ansible_host: 192.0.2.32\n", "", "group db",
+                         "all.children", "'db' is missing", "  children:"),
+    "group web empty": (HOSTS, "    web:\n      hosts:\n", "    web:\n      hosts:\n    retired:\n      hosts:\n",
+                        "group web", "all.children", "'web' has no hosts", "    web:"),
+    "nested groups": (HOSTS, "    db:\n      hosts:\n", "    db:\n      children:\n        old_db:\n"
+                      "          hosts: {}\n      hosts:\n", "group db", "children", "nested groups",
+                      "      children:"),
+    "duplicate key": (HOSTS, "public_prefix: 24\n          # Dedicated",
+                      "public_prefix: 24\n          public_prefix: 25\n          # Dedicated", "(file)",
+                      "all.children.web.hosts.web1.example.go.id.public_prefix", "duplicate key", "public_prefix: 25"),
+    "not YAML": (HOSTS, "pdns_role: secondary", "pdns_role: [secondary", "(file)", None, "not valid YAML", None),
+}
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_a_broken_copy_names_the_key_and_the_rule(copy, case):
+    file, old, new, subject, key, rule, marker = CASES[case]
+    edit(copy / file, old, new)
+    report = check_inventory(copy)
+    matching = [p for p in report.problems if p.subject == subject and (key is None or p.key == key)]
+    assert matching, [str(p) for p in report.problems]
+    assert any(rule in p.rule for p in matching), [str(p) for p in matching]
+    if marker is not None:
+        problem = next(p for p in matching if rule in p.rule)
+        text = (copy / file).read_text()
+        assert problem.file == str(copy / file)
+        # The line where the marker's last line starts: the key's own line.
+        assert problem.line == text[:text.index(marker)].count("\n") + 1 + marker.count("\n")
+
+
+def _key_file(copy, name):
+    return copy.parent / "etc" / name
+
+
+def test_a_key_file_open_to_others_is_named_with_its_mode(copy):
+    _key_file(copy, "pdns-api-key").chmod(0o644)
+    problems = found(check_inventory(copy), "group nameservers", "pdns_api_key_file")
+    assert len(problems) == 1 and "mode 0o644" in problems[0].rule and "chmod 600" in problems[0].rule
+    assert problems[0].line == line_of(copy / NS_VARS, "pdns_api_key_file:")
+
+
+def test_a_missing_ssh_key_is_named_once_for_the_group_that_sets_it(copy):
+    _key_file(copy, "id_ed25519").unlink()
+    problems = found(check_inventory(copy), "group all", "ansible_ssh_private_key_file")
+    assert len(problems) == 1 and "does not exist on this machine" in problems[0].rule
+    assert problems[0].line == line_of(copy / HOSTS, "ansible_ssh_private_key_file:")
+    # --offline does not look at the files.
+    assert check_inventory(copy, offline=True).ok
+
+
+def test_a_key_file_that_is_a_directory_or_empty(copy):
+    key = _key_file(copy, "pdns-api-key")
+    key.write_text("")
+    assert "is empty" in found(check_inventory(copy), "group nameservers", "pdns_api_key_file")[0].rule
+    key.unlink()
+    key.mkdir(mode=0o700)
+    assert "not a regular file" in found(check_inventory(copy), "group nameservers", "pdns_api_key_file")[0].rule
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_an_unreadable_key_file(copy):
+    _key_file(copy, "pdns-api-key").chmod(0o000)
+    assert "cannot be read" in found(check_inventory(copy), "group nameservers", "pdns_api_key_file")[0].rule
+
+
+def test_every_problem_at_once(copy):
+    for case in ("ansible_host missing", "pools overlap", "two primaries", "api url scheme",
+                 "public_prefix wrong", "group db missing"):
+        file, old, new, *_ = CASES[case]
+        edit(copy / file, old, new)
+    _key_file(copy, "pdns-api-key").chmod(0o640)
+    report = check_inventory(copy)
+    keys = {(p.subject, p.key) for p in report.problems}
+    assert keys == {("web1.example.go.id", "ansible_host"), ("web2.example.go.id", "public_ip_pool"),
+                    ("ns2.example.go.id", "pdns_role"), ("group db", "all.children"),
+                    ("web1.example.go.id", "public_prefix")}, \
+        [str(p) for p in report.problems]
+    # Once ns2 is a second primary there is no single primary whose URL or key file to judge;
+    # with one primary again, those two are reported as well.
+    edit(copy / HOSTS, "192.0.2.12\n          pdns_role: primary", "192.0.2.12\n          pdns_role: secondary")
+    keys = {(p.subject, p.key) for p in check_inventory(copy).problems}
+    assert {("ns1.example.go.id", "pdns_api_url"), ("group nameservers", "pdns_api_key_file")} <= keys
+    assert ("web1.example.go.id", "ansible_host") in keys and ("web2.example.go.id", "public_ip_pool") in keys
+
+
+def test_a_secret_in_the_url_is_never_echoed(copy):
+    edit(copy / HOSTS, "http://192.0.2.11:8081/api/v1", "http://admin:s3cret@192.0.2.11/api/v1")
+    report = check_inventory(copy)
+    assert "s3cret" not in json.dumps(report.as_dict()) and "s3cret" not in report.summary()
+
+
+def test_hosts_file_missing_and_ignored_folders(tmp_path, copy):
+    report = check_inventory(tmp_path / "nothing")
+    assert not report.ok and "does not exist" in report.problems[0].rule
+    (copy / "host_vars").mkdir()
+    (copy / "group_vars" / "web").mkdir()
+    report = check_inventory(copy)
+    assert report.ok
+    assert {w.key for w in report.warnings} == {"host_vars", "group_vars"}
+
+
+def test_the_check_sees_the_variables_the_toolkit_reads_and_where_they_are_written(copy):
+    # web1 takes its prefix from group_vars/web.yml (web2 keeps its own): merged as load_inventory merges.
+    edit(copy / HOSTS, "public_prefix: 24\n          # Dedicated", "# Dedicated")
+    (copy / "group_vars" / "web.yml").write_text("# web servers\npublic_prefix: 25\n")
+    assert load_inventory(copy).host("web1.example.go.id").vars["public_prefix"] == 25
+    report = check_inventory(copy)
+    problem = found(report, "web1.example.go.id", "public_ip_pool")[0]
+    assert "outside the host's public network (198.51.100.0/25)" in problem.rule
+    assert not found(report, "web2.example.go.id", "public_ip_pool")
+    (copy / "group_vars" / "web.yml").write_text("# web servers\npublic_prefix: 33\n")
+    problem = found(check_inventory(copy), "web1.example.go.id", "public_prefix")[0]
+    assert (problem.file, problem.line) == (str(copy / "group_vars" / "web.yml"), 2)
+
+
+# -- the command ---------------------------------------------------------------
+
+def run(*args):
+    return CliRunner().invoke(main, ["inventory", "check", *map(str, args)], catch_exceptions=False)
+
+
+def test_cli_clean_prints_one_summary_line():
+    result = run(EXAMPLE, "--offline")
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    assert "ok: 6 hosts in 3 groups (nameservers 2, web 2, db 2)" in lines[0]
+    assert "key files not checked (--offline)" in lines[0]
+
+
+def test_cli_problems_exit_2_with_file_line_host_key(copy):
+    edit(copy / HOSTS, "ansible_host: 192.0.2.21\n", "")
+    result = run(copy)
+    assert result.exit_code == 2
+    line = line_of(copy / HOSTS, "web1.example.go.id:")
+    assert f"{copy / HOSTS}:{line}: web1.example.go.id: ansible_host: missing" in result.output
+    assert "1 problem(s)" in result.output
+
+
+def test_cli_json(copy):
+    edit(copy / HOSTS, "pdns_role: secondary", "pdns_role: primary")
+    result = run(copy, "--json")
+    assert result.exit_code == 2
+    data = json.loads(result.output)
+    assert data["ok"] is False and data["primary"] is None
+    assert [(p["subject"], p["key"]) for p in data["problems"]] == [("ns2.example.go.id", "pdns_role")]
+    text = (copy / HOSTS).read_text()
+    assert data["problems"][0]["line"] == text[:text.index("pdns_role: primary\n    # Apache")].count("\n") + 1
+
+
+def test_cli_default_path_is_the_configured_inventory(tmp_path, monkeypatch):
+    config = tmp_path / "provisioner.yaml"
+    config.write_text(yaml.safe_dump({"hosting": {"inventory": str(EXAMPLE)}}))
+    monkeypatch.delenv("PROVISIONER_CONFIG", raising=False)
+    result = run("--offline", "--config", config)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"{EXAMPLE}: ok:")
