@@ -13,11 +13,98 @@ owner, the accounts and grants), suspension swaps its vhost (targets/adopted.py)
 and nothing re-renders the office's files until the site is normalized.
 """
 
+import posixpath
+import re
+
 from provisioner import naming
 from provisioner.naming import SiteNames
 from provisioner.site import DesiredSite
 
 ORIGIN = "adopted"
+
+# -- what a removal may take with an adopted site ---------------------------------------
+#
+# The rules are decided here once: adoption records what they say, removal (targets/adopted.py
+# and playbooks/adopted_site.yml) refuses or keeps what they do not allow.
+
+# Accounts every Debian host has: never a site's own.
+SYSTEM_OWNERS = {"root", "www-data", "nobody", "daemon", "bin", "sys"}
+# Shells an account nobody logs in with has; a site's own account has one of them.
+NO_LOGIN_SHELLS = {"/usr/sbin/nologin", "/sbin/nologin", "/bin/false", "/usr/bin/false"}
+# Groups that make an account an administrator's.
+ADMIN_GROUPS = {"root", "sudo", "adm", "wheel", "admin"}
+# A document root a removal may delete lies below one of these (never one of them itself,
+# nor Debian's default site), or inside a user's home (never the home itself).
+DOCROOT_BASES = ("/var/www", "/srv/www")
+HOME_BASE = "/home"
+NOT_DOCROOTS = {"/var/www/html"}
+PATH_PART = re.compile(r"[A-Za-z0-9_.@+-]{1,255}")
+# One grant's "ON db.table" part (MariaDB's SHOW GRANTS form); group 1 is the database.
+GRANT_ON = re.compile(r"GRANT .+? ON (?:(?:TABLE|FUNCTION|PROCEDURE|PACKAGE BODY|PACKAGE) )?"
+                      r"(`(?:[^`]|``)+`|\*)\.(?:`(?:[^`]|``)+`|\*) TO ")
+
+
+def docroot_problem(path) -> str | None:
+    """Why a removal may not delete this document root; None when it may."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        return "it is not an absolute path"
+    normal = posixpath.normpath(path)
+    if normal != path.rstrip("/") or normal.startswith("//"):
+        return "it is not in normal form (a '.', '..' or doubled '/')"
+    parts = normal.split("/")[1:]
+    if not all(PATH_PART.fullmatch(p) and p not in (".", "..") for p in parts):
+        return "it has a part the toolkit does not delete"
+    below_base = any(normal.startswith(base + "/") for base in DOCROOT_BASES) and normal not in NOT_DOCROOTS
+    in_home = normal.startswith(HOME_BASE + "/") and len(parts) >= 3
+    if not (below_base or in_home):
+        return (f"it is not below {', '.join(DOCROOT_BASES)} nor inside a home under {HOME_BASE} "
+                "(the only places a removal deletes from)")
+    return None
+
+
+def owner_problem(owner: str | None, account: dict | None, docroot: str, deploy_user: str | None) -> str | None:
+    """Why the document root's owner is not the site's own account (None: it is, and goes with the site).
+
+    account: the owner's passwd entry as the import probe read it ({uid, home, shell, groups}).
+    """
+    if not owner:
+        return "the document root has no owner"
+    if owner in SYSTEM_OWNERS:
+        return f"{owner} is a system account"
+    if deploy_user and owner == deploy_user:
+        return f"{owner} is the account the toolkit logs in with"
+    if not account:
+        return f"{owner} is not an account of the host"
+    if account.get("uid") == 0:
+        return f"{owner} has uid 0"
+    root = posixpath.normpath(docroot)
+    home = posixpath.normpath(account.get("home") or "/")
+    if home not in (root, posixpath.dirname(root)):
+        return f"its home {home} is neither the document root nor the directory above it"
+    if account.get("shell") not in NO_LOGIN_SHELLS:
+        return f"it logs in with {account.get('shell') or 'no shell'}"
+    admin = sorted(set(account.get("groups") or []) & ADMIN_GROUPS)
+    if admin:
+        return f"it is in the administrators' group {', '.join(admin)}"
+    return None
+
+
+def _grant_database(quoted: str) -> str:
+    return quoted[1:-1].replace("``", "`").replace("\\_", "_").replace("\\%", "%")
+
+
+def other_grants(grants: list[str], db_name: str) -> list[str]:
+    """The grants of a site's database account that reach beyond its database (USAGE aside):
+    an account that has them is shared, and a removal keeps it."""
+    out = []
+    for grant in grants:
+        if grant.startswith("GRANT USAGE ON *.* TO "):
+            continue
+        on = GRANT_ON.match(grant)
+        if on and on.group(1) != "*" and _grant_database(on.group(1)) == db_name:
+            continue
+        out.append(grant)
+    return out
 
 
 def is_adopted(config: dict | None) -> bool:

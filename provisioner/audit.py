@@ -38,6 +38,8 @@ AUDITED_STATES = ("provisioned", "suspended")
 EXPIRING_DAYS = 21
 # Findings a new certificate puts right: `--fix` plans a renewal for their sites.
 RENEWED_KINDS = ("tls-expired", "tls-expiring", "tls-name", "tls-issuer")
+# Where the public_ip role keeps a web server's dedicated addresses for its restarts.
+KEPT_ADDRESSES = "/etc/provisioner/public-addresses"
 
 
 @dataclass(frozen=True)
@@ -123,13 +125,13 @@ def sort_key(f: Finding):
 
 def compare(sites: list[DesiredSite], records: dict[str, dict], observed: Observed, zones: list[str],
             explained: dict[str, set] | None = None, extras: bool = True,
-            unmanaged: set[str] | frozenset = frozenset()) -> list[Finding]:
+            unmanaged: dict[str, set] | None = None) -> list[Finding]:
     """Findings for recorded sites against the live state.
 
     records: fqdn -> the configuration record's body (SiteRow.config).
     explained: zone -> names whose A record a configuration record explains
     (any site not removed); defaults to the audited sites.
-    unmanaged: names the office leaves unmanaged (config `unmanaged`): never extra.
+    unmanaged: zone -> names left unmanaged there (Config.unmanaged_by_zone): never extra.
     An adopted site is held to what was found when it was adopted (provisioner.adopted).
     """
     findings = []
@@ -192,9 +194,9 @@ def _dns(site: DesiredSite, observed: Observed) -> list[Finding]:
 
 
 def extra_records(dns_live: dict, zones: list[str], explained: dict[str, set],
-                  unmanaged: set[str] | frozenset = frozenset()) -> list[Finding]:
-    """Rrsets in managed zones that neither the zone's own setup, a record, nor the list of
-    names left unmanaged explains."""
+                  unmanaged: dict[str, set] | None = None) -> list[Finding]:
+    """Rrsets in managed zones that neither the zone's own setup, a record, nor the names left
+    unmanaged in that zone (the hosting list and the zone's office's) explain."""
     findings = []
     for zone in zones:
         rrsets = dns_live.get(zone)
@@ -203,6 +205,7 @@ def extra_records(dns_live: dict, zones: list[str], explained: dict[str, set],
         apex = zone.rstrip(".") + "."
         ns_names = {r["content"] for (n, t), rr in rrsets.items() if n == apex and t == "NS" for r in rr["records"]}
         sites = {f.rstrip(".") + "." for f in explained.get(zone, set())}
+        left_alone = (unmanaged or {}).get(zone, set())
         for (name, rtype), rrset in sorted(rrsets.items()):
             if name == apex and rtype in ("SOA", "NS"):
                 continue
@@ -212,7 +215,7 @@ def extra_records(dns_live: dict, zones: list[str], explained: dict[str, set],
                 continue
             if is_challenge(name, rtype, rrset):
                 continue  # an ACME order in progress (or one whose cleanup is retried): not drift
-            if name.rstrip(".").lower() in unmanaged:
+            if name.rstrip(".").lower() in left_alone:
                 continue  # the office leaves it unmanaged on purpose
             content = ", ".join(r["content"] for r in rrset["records"]) or "no records"
             if rtype == "A" and is_ours(rrset):
@@ -228,9 +231,17 @@ def extra_records(dns_live: dict, zones: list[str], explained: dict[str, set],
 def _ip(site: DesiredSite, web_live: dict) -> list[Finding]:
     if not site.dedicated_ip:
         return []
-    addresses = web_live[site.web_host].get("addresses", [])
-    if site.public_ip in addresses:
-        return []
+    live = web_live[site.web_host]
+    if site.public_ip in live.get("addresses", []):
+        # Up now; without its line in the kept file it is gone after the server's next restart.
+        # (A probe that did not read the file, as in older recordings, says nothing about it.)
+        if "kept_addresses" not in live or site.public_ip in live["kept_addresses"]:
+            return []
+        return [Finding("medium", "ip-not-persistent", site.fqdn, "ip", site.web_host, f"dedicated IP {site.public_ip}",
+                        f"{site.public_ip} kept in {KEPT_ADDRESSES} on {site.web_host}",
+                        "up now, but lost when the server restarts",
+                        f"keep it: run playbooks/public_ip.yml --limit {site.web_host} with the address present "
+                        f"(public_ip__addresses: [{{address: {site.public_ip}, prefix: 32}}])")]
     return [Finding("critical", "ip-missing", site.fqdn, "ip", site.web_host, f"dedicated IP {site.public_ip}",
                     f"{site.public_ip} up on {site.web_host}", "not on any interface",
                     _restore(site.fqdn, "bring the address up again"))]
@@ -335,6 +346,11 @@ def _served(site: DesiredSite, observed: Observed) -> list[Finding]:
     h, f = site.web_host, site.fqdn
     what = f"TLS certificate served for {f}"
     renew = _restore(f, "renew")
+    if site.adopted is not None:
+        # renewal_plan() never renews an adopted site's certificate: it is the office's own.
+        cert = (site.adopted.get("tls") or {}).get("cert_file") or "its certificate file"
+        renew = (f"the certificate is the office's own (adopted site): renew {cert} on {h} where it was "
+                 f"issued, or move the site to the toolkit's layout: provision import --site {f} --normalize")
 
     def finding(severity, kind, expected, found, fix=renew):
         return Finding(severity, kind, f, "web", h, what, expected, found, fix)
@@ -523,7 +539,7 @@ def _audit(work: Hosting, site: str | None):
                         served=served_certificates(sites, trust), trust=trust)
     findings = compare(sites, {f: r.config for f, r in rows.items()}, observed, zones,
                        explained=_explained(work), extras=site is None,
-                       unmanaged=work.config.unmanaged())
+                       unmanaged=work.config.unmanaged_by_zone())
     report = Report(findings=findings, sites=[s.fqdn for s in sites], zones=zones,
                     certificates=certificate_figures(observed.served))
     _record_run(work.store, report, site)

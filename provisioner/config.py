@@ -295,12 +295,18 @@ class Config(_Strict):
         return self.hosting.credentials_dir or self.home() / "credentials"
 
     def unmanaged(self, office=None):
-        """The names left unmanaged: the hosting list, plus one office's (or every office's)."""
-        offices = [self.offices[office]] if office in self.offices else list(self.offices.values())
+        """The names left unmanaged: the hosting list, plus that office's own list when one is named.
+
+        An office's list speaks only for its own things: it never hides another office's.
+        """
         names = set(self.hosting.unmanaged)
-        for o in offices:
-            names |= set(o.unmanaged)
+        if office is not None:
+            names |= set(self.office(office).unmanaged)
         return {n.rstrip(".").lower() for n in names}
+
+    def unmanaged_by_zone(self):
+        """zone -> the names left unmanaged in it (the hosting list and the zone's office's)."""
+        return {zone: self.unmanaged(key) for key, o in self.offices.items() for zone in o.zones}
 
     @property
     def zones(self):

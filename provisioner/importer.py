@@ -135,16 +135,21 @@ def discover(config, store, host: str | None = None, zone: str | None = None, re
         if not webs and not dbs:
             raise UserError(f"--host: {host} is neither a web nor a database host of the inventory")
     known = explained(store)
-    unmanaged = config.unmanaged()
+    # The hosting list sets anything aside; an office's list only what is that office's (in its zones).
+    unmanaged, by_zone = config.unmanaged(), config.unmanaged_by_zone()
     out = {"hosts": {"web": [h.name for h in webs], "db": [h.name for h in dbs]}, "zones": zones,
            "sites": {}, "unassigned": {"vhosts": [], "pools": [], "databases": [], "accounts": [], "dns": []},
            "ignored": []}
 
-    def ignored(kind, name, where, *also) -> bool:
-        if {n.lower() for n in (name, *also) if n} & unmanaged:
+    def ignored(kind, name, where, *also, zones=()) -> bool:
+        left_alone = unmanaged.union(*(by_zone.get(z, set()) for z in zones))
+        if {n.lower() for n in (name, *also) if n} & left_alone:
             out["ignored"].append({"kind": kind, "name": name, "host": where})
             return True
         return False
+
+    def zones_of(names) -> set:
+        return {zone_of(n, config.zones) for n in names if _in_zones(n, config.zones)}
 
     def site_for(fqdn: str) -> dict:
         fqdn = fqdn.rstrip(".").lower()
@@ -168,6 +173,7 @@ def discover(config, store, host: str | None = None, zone: str | None = None, re
         addresses |= set(live.get("addresses", []))
         # Who else uses a document root or an owner decides what a removal may take with the site.
         uses = _uses(live)
+        system_users = live.get("users", {})
         for entry in live.get("files", []):
             path = entry["path"]
             base = PurePosixPath(path).name
@@ -181,7 +187,7 @@ def discover(config, store, host: str | None = None, zone: str | None = None, re
                      "links": entry.get("links", []), "enabled": bool(entry.get("links")) or
                      bool(entry.get("plain_in_enabled")), "plain_in_enabled": bool(entry.get("plain_in_enabled")),
                      "blocks": blocks}
-            if ignored("vhost", path, web.name, base, base.removesuffix(".conf"), *names):
+            if ignored("vhost", path, web.name, base, base.removesuffix(".conf"), *names, zones=zones_of(names)):
                 continue
             if not names:
                 out["unassigned"]["vhosts"].append(vhost)
@@ -189,7 +195,7 @@ def discover(config, store, host: str | None = None, zone: str | None = None, re
             in_zones = [n for n in names if _in_zones(n, config.zones)] or names
             for fqdn in sorted(set(in_zones)):
                 if in_scope(fqdn) and fqdn not in known.fqdns:
-                    site_for(fqdn)["vhosts"].append(_vhost_view(vhost, fqdn, uses))
+                    site_for(fqdn)["vhosts"].append(_vhost_view(vhost, fqdn, uses, system_users))
         for pool in live.get("pools", []):
             if pool["file"] in known.pools or pool.get("name") in known.pools or pool.get("name") in STOCK_POOLS:
                 continue
@@ -211,7 +217,7 @@ def discover(config, store, host: str | None = None, zone: str | None = None, re
                           "ttl": rrset.get("ttl"), "marked": is_ours(rrset)}
                 if host is not None and not set(record["addresses"]) & addresses:
                     continue  # another web host's
-                if ignored("A record", fqdn, z):
+                if ignored("A record", fqdn, z, zones=[z]):
                     continue
                 site_for(fqdn)["dns"].append(record)
 
@@ -242,9 +248,23 @@ def discover(config, store, host: str | None = None, zone: str | None = None, re
             out["unassigned"]["accounts"].append({"host": db_host.name, "user": a["user"], "client_host": a["host"],
                                                   "grants": a["grants"]})
 
-    # Sites only the unmanaged list names are set aside whole.
+    # A pool or database an office's own list names is set aside once it is placed with a site
+    # of that office (until then it is no office's: only the hosting list speaks for it).
+    for site in out["sites"].values():
+        own = by_zone.get(site["zone"], set())
+        for key, kind in (("pools", "pool"), ("databases", "database")):
+            placed = []
+            for item in site[key]:
+                if {n.lower() for n in (item.get("name"), item.get("file")) if n} & own:
+                    out["ignored"].append({"kind": kind, "name": item.get("name") or item["file"],
+                                           "host": item["host"]})
+                else:
+                    placed.append(item)
+            site[key] = placed
+
+    # Sites only the unmanaged lists name are set aside whole.
     for fqdn in sorted(out["sites"]):
-        if fqdn in unmanaged:
+        if fqdn in unmanaged | by_zone.get(out["sites"][fqdn]["zone"], set()):
             out["ignored"].append({"kind": "site", "name": fqdn, "host": out["sites"][fqdn]["zone"]})
             del out["sites"][fqdn]
     out["sites"] = [out["sites"][f] for f in sorted(out["sites"])]
@@ -253,9 +273,6 @@ def discover(config, store, host: str | None = None, zone: str | None = None, re
 
 def _in_zones(name: str, zones) -> bool:
     return any(name == z or name.endswith("." + z) for z in zones)
-
-
-SYSTEM_OWNERS = {"root", "www-data", "nobody", "daemon", "bin", "sys"}
 
 
 def _uses(live: dict) -> dict:
@@ -280,8 +297,9 @@ def _shared(path: str, docroot: str | None, owner: str | None, uses: dict) -> tu
     return roots, owners
 
 
-def _vhost_view(vhost: dict, fqdn: str, uses: dict | None = None) -> dict:
-    """What the listing shows of a vhost file for one site: its blocks of that name, owner, TLS."""
+def _vhost_view(vhost: dict, fqdn: str, uses: dict | None = None, accounts: dict | None = None) -> dict:
+    """What the listing shows of a vhost file for one site: its blocks of that name, owner (with its
+    passwd entry: home, shell, groups), TLS."""
     mine = [b for b in vhost["blocks"] if b.get("server_name") == fqdn or fqdn in (b.get("aliases") or [])]
     others = sorted({b["server_name"] for b in vhost["blocks"] if b not in mine and b.get("server_name")})
     docroots = sorted({b["docroot"] for b in mine if b.get("docroot")})
@@ -298,6 +316,7 @@ def _vhost_view(vhost: dict, fqdn: str, uses: dict | None = None) -> dict:
             "aliases": sorted({a for b in mine for a in b.get("aliases") or []}),
             "listen": [b["listen"] for b in mine], "docroot": docroots[0] if docroots else None,
             "docroots": docroots, "owner": stat["owner"] if stat else None, "docroot_stat": stat, "tls": tls,
+            "owner_account": (accounts or {}).get(owner) if owner else None,
             "error_log": next((b["error_log"] for b in mine if b.get("error_log")), None),
             "fpm_sockets": sorted({s for b in mine for s in b.get("fpm_sockets") or []}),
             "shared_with": others,
@@ -386,6 +405,17 @@ def adoption_record(config, work: Hosting, found: dict, request_id: str) -> tupl
     if len(users) > 1:
         raise Conflict(f"{fqdn}: database {database['name']} has {len(users)} users ({', '.join(users)}); adopt "
                        "takes one: put the others on the unmanaged list first")
+    if database:
+        # These names go into SQL when the site is audited or removed: only names that need no quoting.
+        unsafe = [f"database name {database['name']!r}"] if not adopted_target.SAFE_DB_NAME.fullmatch(
+            database["name"]) else []
+        unsafe += [f"user {u!r}" for u in users if not adopted_target.SAFE_DB_NAME.fullmatch(u)]
+        unsafe += [f"account host {a['host']!r}" for a in database["accounts"]
+                   if not adopted_target.SAFE_DB_HOST.fullmatch(a["host"])]
+        if unsafe:
+            raise StateError(f"{fqdn}: its {', '.join(unsafe)} cannot be recorded: the toolkit only puts names "
+                             "of letters, digits, '_', '$' and '-' (hosts also '.', ':' and '%') into SQL; "
+                             "rename them on the database host or put the database on the unmanaged list")
     record_dns = _one(found["dns"], "A records", fqdn, lambda r: r["name"])
     web = work.inventory.host(vhost["host"])
     if record_dns is not None:
@@ -399,20 +429,26 @@ def adoption_record(config, work: Hosting, found: dict, request_id: str) -> tupl
                                pool["name"] if pool else None, database["name"] if database else None,
                                users[0] if users else None)
     grants = [g for a in (database["accounts"] if database else []) for g in a["grants"]]
+    # The account goes with the site only if it is the site's own: no grant beyond its database.
+    shared_grants = adopted.other_grants(grants, database["name"]) if database else []
+    owner_problem = adopted.owner_problem(vhost["owner"], vhost.get("owner_account"), vhost["docroot"],
+                                          web.ssh_user)
     found_layout = {
         "vhost_file": vhost["file"], "links": vhost["links"], "vhosts": vhost["blocks"],
         "shared_with": vhost["shared_with"], "server_names": vhost["server_names"], "aliases": vhost["aliases"],
         "docroot": vhost["docroot"], "owner": vhost["owner"], "docroot_mode": vhost["docroot_stat"]["mode"],
         # What a removal may take with the site: a document root no other vhost uses, an owner
-        # account no other vhost or pool uses (never a system account).
+        # account no other vhost or pool uses that is the site's own (adopted.owner_problem).
         "docroot_shared_with": vhost["docroot_shared_with"],
-        "owner_dedicated": bool(vhost["owner"]) and vhost["owner"] not in SYSTEM_OWNERS and not [
+        "owner_dedicated": owner_problem is None and not [
             f for f in vhost["owner_shared_with"] if not (pool and f == pool["file"])],
+        "owner_kept_because": owner_problem,
         "error_log": vhost["error_log"], "tls": vhost["tls"],
         "pool": {k: pool[k] for k in ("file", "name", "user", "listen", "php_version", "sha256")} if pool else None,
         "database": {"name": database["name"], "user": users[0] if users else None,
                      "user_hosts": sorted(a["host"] for a in database["accounts"]),
-                     "grants": sorted(grants)} if database else None,
+                     "grants": sorted(grants), "user_shared": bool(shared_grants),
+                     "user_other_grants": sorted(shared_grants)} if database else None,
         "dns": {k: record_dns[k] for k in ("name", "addresses", "ttl", "marked")} if record_dns else None,
     }
     record = {

@@ -13,6 +13,7 @@ checking an inventory anywhere else (a laptop, CI, this repository's example).
 """
 
 import os
+import re
 import stat
 from dataclasses import asdict, dataclass, field
 from ipaddress import ip_address, ip_network
@@ -32,6 +33,29 @@ GROUP_PURPOSE = {
 PDNS_ROLES = ("primary", "secondary")
 # Secret files the controller reads: checked like the toolkit's own key file.
 SECRET_FILES = ("pdns_api_key_file", "ansible_ssh_private_key_file")
+# host_ns refuses a shorter PowerDNS API key.
+API_KEY_MIN = 16
+
+# Every inventory variable the host prepare roles (playbooks/roles/host_*) read,
+# and which hosts must have it (None: optional, checked when written). A test
+# reads the roles and fails on a variable missing here, so each gets a rule and
+# an inventory that passes the check never stops host prepare for a variable.
+HOST_PREPARE_VARS = {
+    "ansible_host": "every host",
+    "pdns_role": "name servers",
+    "dns_zones": "name servers",
+    "pdns_api_url": "the primary",
+    "pdns_api_allow_from": "the primary",
+    # The roles read the key as provisioner_secrets.pdns_api_key; the toolkit
+    # reads it from pdns_api_key_file.
+    "provisioner_secrets": "the primary",
+    "pdns_ns_name": None,
+    "pdns_public_address": None,
+    "pdns_local_address": None,
+    "mariadb_bind_address": None,
+}
+# The zone names host_ns accepts (its own assert, tasks/main.yml).
+ZONE_NAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
 
 @dataclass(frozen=True)
@@ -96,6 +120,9 @@ class _Checker:
         self.base = self.hosts_file.parent
         self.report = Report(path=str(self.path), offline=offline)
         self.hosts: dict[str, _Host] = {}
+        self.web_pools: list = []  # (host, first, last), from check_web
+        self.web_shared: dict[str, str] = {}  # shared address -> web host
+        self.scoped: set = set()  # problems on_scope already reported
         self.group_lines: dict[str, int] = {}
         self.children_line: int | None = None
 
@@ -111,6 +138,13 @@ class _Checker:
         """A problem with a host's variable: at the line it is written, or at the host if it is missing."""
         file, line, _scope = host.origin.get(key, (host.file, host.line, host.name))
         self.problem(file, line, host.name, key, rule)
+
+    def on_scope(self, host: _Host, key: str, rule: str):
+        """Like on_host, but a variable set for a whole group is reported once, for the group."""
+        file, line, scope = host.origin.get(key, (host.file, host.line, host.name))
+        if (file, line, scope, key, rule) not in self.scoped:
+            self.scoped.add((file, line, scope, key, rule))
+            self.problem(file, line, scope, key, rule)
 
     # -- reading ---------------------------------------------------------------
 
@@ -226,6 +260,7 @@ class _Checker:
             self.check_addresses()
             self.check_web()
             self.check_nameservers()
+            self.check_db()
             self.check_secret_files()
         self.report.problems.sort(key=lambda f: (f.file, f.line or 0))
         return self.report
@@ -293,6 +328,8 @@ class _Checker:
                 managed = _address(other.vars.get("ansible_host"))
                 if managed is not None and managed.version == first.version and first <= managed <= last:
                     self.on_host(host, "public_ip_pool", f"contains {managed}, the ansible_host of {other.name}")
+        # Name servers' public addresses must stay clear of these.
+        self.web_pools, self.web_shared = pools, shared
         for i, (host, first, last) in enumerate(pools):
             for other, o_first, o_last in pools[:i]:
                 if first.version == o_first.version and first <= o_last and o_first <= last:
@@ -368,6 +405,7 @@ class _Checker:
             if role not in PDNS_ROLES:
                 self.on_host(host, "pdns_role", f"{'missing' if role is None else repr(role) + ' is wrong'}: "
                              "must be primary or secondary")
+            self.check_name_server(host)
         primaries = [h for h in servers if h.vars.get("pdns_role") == "primary"]
         if servers and not primaries:
             self.problem(self.hosts_file, self.group_lines.get("nameservers"), "group nameservers", "pdns_role",
@@ -385,11 +423,102 @@ class _Checker:
                          "like http://192.0.2.11:8081/api/v1")
         else:
             rule = _api_url_problem(str(url))
+            host = urlparse(str(url)).hostname
             if rule:
                 self.on_host(primary, "pdns_api_url", rule)
+            elif _address(host) is None or _address(host).version != 4:
+                self.on_host(primary, "pdns_api_url", f"the host {host!r} is not an IPv4 address: host prepare "
+                             "makes PowerDNS's API listen on it (webserver-address)")
         if not primary.vars.get("pdns_api_key_file"):
             self.on_host(primary, "pdns_api_key_file", "missing on the primary: the file on this machine that "
                          "holds the PowerDNS API key")
+        self.check_api_allow_from(primary)
+
+    def check_name_server(self, host: _Host):
+        """What host prepare (role host_ns) needs of every name server, beyond its role."""
+        zones = host.vars.get("dns_zones")
+        if zones is None:
+            self.on_host(host, "dns_zones", "missing: the zones this name server serves (host prepare creates "
+                         "them), like [example.go.id], usually in group_vars/nameservers.yml")
+        elif not isinstance(zones, list) or not zones:
+            self.on_scope(host, "dns_zones", "must be a non-empty list of zone names, like [example.go.id]")
+        else:
+            for zone in zones:
+                if not isinstance(zone, str) or not ZONE_NAME.match(zone):
+                    self.on_scope(host, "dns_zones", f"{zone!r} is not a zone name (lower case, like "
+                                 "example.go.id, no trailing dot)")
+        # AXFR and NOTIFY between the servers are allowed as ADDRESS/32, and
+        # the glue of a name inside a zone is an A record.
+        address = _address(host.vars.get("ansible_host"))
+        if address is not None and address.version != 4:
+            self.on_host(host, "ansible_host", f"{address} is not IPv4: host prepare lets the name servers "
+                         "transfer zones and notify each other by IPv4 address")
+        name = host.vars.get("pdns_ns_name")
+        if name is not None and (not isinstance(name, str) or not ZONE_NAME.match(name)):
+            self.on_host(host, "pdns_ns_name", f"{name!r} is not a full host name (lower case, like "
+                         "ns1.example.go.id, no trailing dot)")
+        self.check_public_address(host)
+        local = host.vars.get("pdns_local_address")
+        if local is not None:
+            parts = [p.strip() for p in str(local).split(",")]
+            if isinstance(local, (bool, int)) or not all(_address(p) for p in parts):
+                self.on_host(host, "pdns_local_address", f"{local!r} is not an IP address (or a comma-separated "
+                             "list of them) for PowerDNS to answer queries on")
+
+    def check_public_address(self, host: _Host):
+        """pdns_public_address: the glue A record of the server's name in a zone (default ansible_host)."""
+        value = host.vars.get("pdns_public_address")
+        if value is None:
+            return
+        address = _address(value)
+        if address is None or address.version != 4:
+            self.on_host(host, "pdns_public_address", f"{value!r} is not an IPv4 address (the glue of the "
+                         "server's name is an A record)")
+            return
+        if str(address) in self.web_shared:
+            self.on_host(host, "pdns_public_address", f"{address} is the shared address of "
+                         f"{self.web_shared[str(address)]}")
+        for web, first, last in self.web_pools:
+            if first.version == 4 and first <= address <= last:
+                self.on_host(host, "pdns_public_address", f"{address} is in the public_ip_pool of {web.name}: "
+                             "it could be given to a site")
+        for other in self.members("nameservers"):
+            if other is host:
+                break
+            if _address(other.vars.get("pdns_public_address")) == address:
+                self.on_host(host, "pdns_public_address", f"{address} is also the public address of {other.name}")
+
+    def check_api_allow_from(self, primary: _Host):
+        """pdns_api_allow_from: who may use the API (webserver-allow-from), the controller among them."""
+        value = primary.vars.get("pdns_api_allow_from")
+        if value is None:
+            self.on_host(primary, "pdns_api_allow_from", "missing on the primary: the networks that may use the "
+                         "PowerDNS API, the controller's among them, like [192.0.2.5/32]")
+            return
+        if not isinstance(value, list) or not value:
+            self.on_host(primary, "pdns_api_allow_from", "must be a non-empty list of networks, like [192.0.2.5/32]")
+            return
+        for item in value:
+            try:
+                ip_network(str(item), strict=False)
+            except ValueError:
+                self.on_host(primary, "pdns_api_allow_from", f"{item!r} is not a network or address, "
+                             "like 192.0.2.0/24 or 192.0.2.5")
+
+    def check_db(self):
+        """Host prepare binds MariaDB to mariadb_bind_address, else ansible_host: an IPv4 address."""
+        for host in self.members("db"):
+            value = host.vars.get("mariadb_bind_address")
+            if value is not None:
+                address = _address(value)
+                if address is None or address.version != 4:
+                    self.on_host(host, "mariadb_bind_address", f"{value!r} is not an IPv4 address "
+                                 "(or 0.0.0.0 for every address)")
+                continue
+            address = _address(host.vars.get("ansible_host"))
+            if address is not None and address.version != 4:
+                self.on_host(host, "ansible_host", f"{address} is not IPv4: host prepare binds MariaDB to it; "
+                             "set mariadb_bind_address to an IPv4 address")
 
     def check_secret_files(self):
         """The key files the controller reads: the API key of the primary, every host's SSH key."""
@@ -406,7 +535,8 @@ class _Checker:
             if (key, str(value), scope) in checked:
                 continue  # a key file set for a whole group is reported once, for the group
             checked.add((key, str(value), scope))
-            rule = _secret_file_problem(value, self.report.offline)
+            rule = _secret_file_problem(value, self.report.offline,
+                                        API_KEY_MIN if key == "pdns_api_key_file" else 1)
             if rule:
                 self.problem(file, line, scope, key, rule)
 
@@ -442,7 +572,7 @@ def _api_url_problem(url: str) -> str | None:
     return None
 
 
-def _secret_file_problem(value, offline: bool) -> str | None:
+def _secret_file_problem(value, offline: bool, min_size: int = 1) -> str | None:
     """Why a key file named in the inventory will not do, or None. Never reads the secret itself."""
     if not isinstance(value, str):
         return f"{value!r} is not a file path"
@@ -465,6 +595,8 @@ def _secret_file_problem(value, offline: bool) -> str | None:
         return f"{value} is open to others (mode {oct(info.st_mode & 0o777)}); chmod 600 it"
     if info.st_size == 0:
         return f"{value} is empty"
+    if info.st_size < min_size:
+        return f"{value} is shorter than the {min_size} characters host prepare requires of the key"
     return None
 
 

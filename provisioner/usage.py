@@ -119,7 +119,9 @@ def collect(config, store, month: str, office: str | None = None, reader=None) -
         names = (row.config or {}).get("names") or {}
         by_web.setdefault(row.web_host, []).append(
             {"fqdn": row.fqdn, "home": names["home"], "logdir": names["logdir"]})
-        if row.db_host and (row.config or {}).get("db_name"):
+        # An adopted site's database keeps the name it was found with; one the probe cannot read
+        # safely is left unmeasured rather than failing the whole report.
+        if row.db_host and usage_probe.DB_NAME.fullmatch((row.config or {}).get("db_name") or ""):
             by_db.setdefault(row.db_host, []).append(row.config["db_name"])
     web = {host: reader.web(host, items, month) for host, items in sorted(by_web.items())}
     db = {host: reader.db(host, names) for host, names in sorted(by_db.items())}
@@ -131,7 +133,7 @@ def collect(config, store, month: str, office: str | None = None, reader=None) -
         sites.append(SiteUsage(
             fqdn=row.fqdn, office=row.office, state=row.state, web_host=row.web_host, db_host=row.db_host,
             quota_mb=int(config_record.get("quota_mb") or 0), disk_bytes=seen.get("disk_bytes"),
-            db_name=db_name, db_bytes=db[row.db_host].get(db_name) if db_name else None,
+            db_name=db_name, db_bytes=db.get(row.db_host, {}).get(db_name) if db_name else None,
             requests=int(seen.get("requests", 0)), bytes_served=int(seen.get("bytes", 0)),
             status=dict(seen.get("status", {}))))
     return UsageReport(month=month, generated_at=utcnow(), sites=sites)

@@ -8,6 +8,9 @@ The lab's ACME server (Pebble on ca1) makes a new root at every start; the
 roots seen since `lab up` are kept in topology.ACME_ROOTS, and tests that stop
 or restart Pebble do it through `stop_acme`/`start_acme`/`restart_acme`, which
 keep that file current.
+
+`restart_host` restarts one host as a reboot would (for tests of what must
+survive a web server's restart).
 """
 
 import fcntl
@@ -399,6 +402,48 @@ def restart_acme() -> list[x509.Certificate]:
     _pebble_service("restart")
     _wait_acme()
     return refresh_acme_roots()
+
+
+def restart_host(name: str, timeout: float = 60.0) -> list[str]:
+    """Restart one lab host the way a reboot restarts a server; returns the addresses it lost.
+
+    Its services stop in order (lab-init), every process in its namespaces ends,
+    and the addresses only the kernel held (brought up at run time, such as a
+    dedicated address) are dropped, as a reboot drops them; its network
+    namespace, link and the addresses of the lab's topology stay, like a
+    server's configured interfaces. Then its init starts again from
+    /etc/lab/services, and this returns once SSH answers and every listed
+    service was started (lab-init's /run/lab-booted).
+    """
+    require_root("restarting a lab host")
+    try:
+        host = topology.host(name)
+    except KeyError:
+        raise LabError(f"no lab host named {name!r}; the lab has {', '.join(h.name for h in topology.HOSTS)}") from None
+    with _locked():
+        if hosts.pid(host) is None:
+            raise LabError(f"{name} is not running; bring the lab up with `provision lab up`")
+        hosts.stop(host)
+        dropped = network.drop_runtime_addresses(host)
+        hosts.start(host)
+        remote.wait_for_ssh(host, timeout=timeout)
+        _wait_booted(host, timeout)
+    return [str(a) for a in dropped]
+
+
+def _wait_booted(host: topology.LabHost, timeout: float) -> None:
+    """Wait until the host's lab-init has started every service it lists (it then writes /run/lab-booted)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if remote.run_script(host, "test -e /run/lab-booted && echo booted || true\n", {}).strip() == "booted":
+                return
+        except (ProvisionerError, OSError, paramiko.SSHException):
+            pass  # sshd is up but the deploy account's session may not be yet
+        if time.monotonic() > deadline:
+            raise LabError(f"{host.name}: its init did not finish starting services within {timeout:.0f}s; "
+                           f"see {topology.HOSTS_DIR / host.name / 'console.log'}")
+        time.sleep(0.3)
 
 
 def _service_probe(h: topology.LabHost) -> dict[str, bool]:

@@ -85,6 +85,24 @@ def ensure_host_network(host: topology.LabHost) -> None:
             run(*ns, "route", "replace", str(public_net), "dev", "eth0")
 
 
+def drop_runtime_addresses(host: topology.LabHost) -> list[IPv4Interface]:
+    """Remove from the host's eth0 every IPv4 address the lab's topology does not give it.
+
+    What a reboot does to a server: the addresses of its network configuration
+    come back, any address that only lived in the kernel is gone. The host's
+    own and shared addresses stay. Returns the addresses removed.
+    """
+    configured = {IPv4Interface(f"{host.address}/{topology.LAB_NETWORK.prefixlen}"), *host.public_addresses}
+    proc = run("ip", "-n", host.netns, "-j", "-4", "addr", "show", "dev", "eth0")
+    present = [IPv4Interface(f"{a['local']}/{a['prefixlen']}")
+               for link in json.loads(proc.stdout or "[]") for a in link.get("addr_info", [])
+               if a.get("family") == "inet"]
+    dropped = [a for a in present if a not in configured]
+    for address in dropped:
+        run("ip", "-n", host.netns, "addr", "del", str(address), "dev", "eth0")
+    return dropped
+
+
 def remove_host_network(host: topology.LabHost) -> None:
     if link_exists(host.veth):
         run("ip", "link", "del", host.veth, check=False)

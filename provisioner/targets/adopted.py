@@ -10,13 +10,17 @@ configuration and puts every link back if Apache refuses it.
 
 Removing an adopted site takes exactly what was recorded as found: its vhost
 links and file, its pool file, its document root (only when no other vhost
-uses it), its owner account (only when it was the site's own), its database
-and the accounts recorded on it; the A record goes with the DNS step.
+uses it, it lies where sites live and root does not own it), its owner account
+(only when it was the site's own), its database and the account recorded on it
+(only when that account has no grant beyond the database); the A record goes
+with the DNS step. removable() refuses, before any step runs, a removal whose
+files or names it cannot take safely (provisioner.adopted holds the rules).
 """
 
+import posixpath
 import re
 
-from provisioner import runner
+from provisioner import adopted, runner
 from provisioner.changes import Create, Delete, Update
 from provisioner.errors import StateError
 from provisioner.site import DesiredSite, sha256
@@ -29,11 +33,10 @@ SAFE_VALUE = re.compile(r"[A-Za-z0-9_.:*\[\]/@+-]{1,255}")
 # Names a removal may put into SQL (quoted there too): MariaDB's unquoted identifiers, and host patterns.
 SAFE_DB_NAME = re.compile(r"[A-Za-z0-9_$-]{1,64}")
 SAFE_DB_HOST = re.compile(r"[A-Za-z0-9_.:%-]{1,255}")
-# A document root a removal may delete: at least two levels below / and no parent step,
-# never one of the directories every site lives under.
-SAFE_DOCROOT = re.compile(r"/(?:[A-Za-z0-9_.@+-]+/){1,}[A-Za-z0-9_.@+-]+/?")
-SYSTEM_DIRS = {"/var/www", "/srv/www", "/var/lib", "/var/log", "/var/cache", "/usr/share", "/usr/local", "/opt/www",
-               "/home/www", "/var/www/html"}
+# The files a removal may delete (the playbook asserts the same).
+VHOST_FILE = re.compile(r"/etc/apache2/sites-available/[^/]+")
+VHOST_LINK = re.compile(r"/etc/apache2/sites-enabled/[^/]+")
+POOL_FILE = re.compile(r"/etc/php/[0-9.]+/fpm/pool\.d/[^/]+\.conf")
 
 
 def suspend_file(fqdn: str) -> str:
@@ -135,13 +138,19 @@ def removal_changes(sites: list[DesiredSite], live) -> list:
             changes.append(Delete("web", h, f, "vhost", found["vhost_file"]))
         if found.get("pool") and state["pool_sha256"] is not None:
             changes.append(Delete("web", h, f, "PHP-FPM pool", found["pool"]["file"]))
-        if state["docroot"] is not None:
-            changes.append(Delete("web", h, f, "site directory", s.names.docroot))
+        if state["docroot"] is not None and not _root_owned(found.get("owner"), state["docroot"]):
+            changes.append(Delete("web", h, f, "site directory", docroot(s)))
         if found.get("owner_dedicated") and state["user"] is not None:
             changes.append(Delete("web", h, f, "system user", s.names.user))
         if s.database:
             db = live.db[s.db_host]["databases"][s.names.db_name]
-            if db["user_hosts"]:
+            beyond = adopted.other_grants(db["grants"], s.names.db_name)
+            if beyond and not user_shared(s):
+                # Its own when adopted, shared now: dropping it would take another database's access.
+                raise StateError(f"{f}: its database user {s.names.db_user} now has grants beyond "
+                                 f"{s.names.db_name} ({'; '.join(beyond)}); check who granted them, then "
+                                 "take the site apart by hand")
+            if db["user_hosts"] and not user_shared(s):
                 changes.append(Delete("db", s.db_host, f, "database user",
                                       ", ".join(f"{s.names.db_user}@{x}" for x in db["user_hosts"]),
                                       accounts=[[s.names.db_user, x] for x in db["user_hosts"]]))
@@ -150,20 +159,52 @@ def removal_changes(sites: list[DesiredSite], live) -> list:
     return changes
 
 
+def docroot(site: DesiredSite) -> str:
+    """The document root a removal deletes, in normal form (removable() checked it)."""
+    return posixpath.normpath(site.names.docroot)
+
+
+def _root_owned(owner, seen: dict | None = None) -> bool:
+    """A document root root owns is the host's, not a site's: a removal keeps it."""
+    owners = {owner} | ({seen.get("owner")} if seen else set())
+    return bool(owners & {"root", 0, "0"})
+
+
+def user_shared(site: DesiredSite) -> bool:
+    """The site's database account has grants beyond its database: a removal keeps it."""
+    db = site.adopted.get("database") or {}
+    if "user_shared" in db:
+        return bool(db["user_shared"])
+    return bool(adopted.other_grants(db.get("grants", []), site.names.db_name))
+
+
 def removable(site: DesiredSite) -> None:
-    """Refuse the removal of an adopted site whose files or names it cannot take safely."""
+    """Refuse the removal of an adopted site whose files or names it cannot take safely.
+
+    Called while the removal is planned, so a refusal comes before any step (DNS first) runs.
+    """
     found, f = site.adopted, site.fqdn
     why = None
+    links = [link.get("path") for link in found.get("links", [])]
+    pool = found.get("pool") or {}
+    hosts = (found.get("database") or {}).get("user_hosts", []) if site.database else []
     if found.get("shared_with"):
         why = f"its vhost file {found['vhost_file']} also serves {', '.join(found['shared_with'])}"
     elif found.get("docroot_shared_with"):
         why = f"its document root {site.names.docroot} is also used by {', '.join(found['docroot_shared_with'])}"
-    elif (not SAFE_DOCROOT.fullmatch(site.names.docroot) or "/.." in site.names.docroot
-          or site.names.docroot.rstrip("/") in SYSTEM_DIRS):
-        why = f"its document root {site.names.docroot!r} is not a directory the toolkit deletes"
+    elif (problem := adopted.docroot_problem(site.names.docroot)) is not None:
+        why = f"its document root {site.names.docroot!r} is not a directory the toolkit deletes: {problem}"
+    elif not isinstance(found.get("vhost_file"), str) or not VHOST_FILE.fullmatch(found["vhost_file"]):
+        why = f"its vhost file {found.get('vhost_file')!r} is not a file of {AVAILABLE}"
+    elif [p for p in links if not isinstance(p, str) or not VHOST_LINK.fullmatch(p)]:
+        why = f"its vhost links ({', '.join(map(str, links))}) are not all in {ENABLED}"
+    elif pool and (not isinstance(pool.get("file"), str) or not POOL_FILE.fullmatch(pool["file"])):
+        why = f"its PHP-FPM pool file {pool.get('file')!r} is not a file of /etc/php/<version>/fpm/pool.d"
     elif site.database and not (SAFE_DB_NAME.fullmatch(site.names.db_name)
                                 and SAFE_DB_NAME.fullmatch(site.names.db_user)):
         why = f"its database or user name ({site.names.db_name}, {site.names.db_user}) needs quoting the removal avoids"
+    elif [h for h in hosts if not isinstance(h, str) or not SAFE_DB_HOST.fullmatch(h)]:
+        why = f"its database account hosts ({', '.join(map(str, hosts))}) need quoting the removal avoids"
     if why:
         raise StateError(f"{f}: {why}; take it apart by hand or normalize it first (provision import --site {f} "
                          "--normalize)")
@@ -182,7 +223,8 @@ def items(sites: list[DesiredSite], state: str = "present") -> list[dict]:
             removable(s)
             pool = s.adopted.get("pool") or {}
             item.update(vhost_file=s.adopted["vhost_file"], pool_file=pool.get("file"),
-                        php_version=pool.get("php_version"), docroot=s.names.docroot,
+                        php_version=pool.get("php_version"),
+                        docroot=None if _root_owned(s.adopted.get("owner")) else docroot(s),
                         user=s.names.user if s.adopted.get("owner_dedicated") else None)
         out.append(item)
     return out
@@ -195,10 +237,8 @@ def db_items(sites: list[DesiredSite]) -> list[dict]:
         if not s.database:
             continue
         removable(s)
-        hosts = (s.adopted.get("database") or {}).get("user_hosts", [])
-        for host in hosts:
-            if not SAFE_DB_HOST.fullmatch(host):
-                raise StateError(f"{s.fqdn}: the database account host {host!r} needs quoting the removal avoids")
+        # A shared account is kept: no DROP USER for any of its hosts.
+        hosts = [] if user_shared(s) else (s.adopted.get("database") or {}).get("user_hosts", [])
         out.append({"db_host": s.db_host, "name": s.names.db_name, "user": s.names.db_user, "hosts": hosts})
     return out
 

@@ -258,10 +258,29 @@ class DnsTarget:
 
 
 def _removable(site, rrset: dict) -> bool:
-    """The toolkit deletes its own A records, and an adopted site's (adopting it took it over)."""
-    return is_ours(rrset) or getattr(site, "adopted", None) is not None
+    """The toolkit deletes its own A records, and an adopted site's as it was found (adopting it
+    took over those addresses, not whatever the name points at since)."""
+    if is_ours(rrset):
+        return True
+    found = (getattr(site, "adopted", None) or {}).get("dns")
+    if not found:
+        return False
+    return sorted(r["content"] for r in rrset["records"]) == sorted(found.get("addresses") or [])
 
 
 def removal_changes(sites, live) -> list:
-    return [Delete("dns", s.zone, s.fqdn, "A record", s.fqdn)
-            for s in sites if (r := live[s.zone].get((_canonical(s.fqdn), "A"))) is not None and _removable(s, r)]
+    changes = []
+    for s in sites:
+        rrset = live[s.zone].get((_canonical(s.fqdn), "A"))
+        if rrset is None:
+            continue
+        if _removable(s, rrset):
+            changes.append(Delete("dns", s.zone, s.fqdn, "A record", s.fqdn))
+        elif getattr(s, "adopted", None) is not None:
+            # Refused while planning, before any step: the read-back would find the record left.
+            found = (s.adopted.get("dns") or {}).get("addresses")
+            raise Conflict(f"{s.fqdn}: its A record now points at "
+                           f"{', '.join(r['content'] for r in rrset['records']) or 'nothing'}, not at what was "
+                           f"adopted ({', '.join(found) if found else 'no A record'}); check who changed it, "
+                           "then take the site apart by hand")
+    return changes

@@ -3,8 +3,9 @@
 Unlike the planning probe (probe.py), which looks up the names the toolkit
 derives, these programs list what is there whoever made it: every vhost file
 in sites-available and sites-enabled with its VirtualHost blocks, every
-PHP-FPM pool, every database and database account with its grants. They
-change nothing and print JSON; password hashes never leave the host.
+PHP-FPM pool, every system account (home, shell, groups), every database
+and database account with its grants. They change nothing and print JSON;
+password hashes never leave the host.
 """
 
 from provisioner.inventory import Host
@@ -126,9 +127,19 @@ for path in sorted(glob.glob(ROOT + "/etc/php/*/fpm/pool.d/*.conf")):
     pools.append({"file": path, "php_version": version, "name": section, "user": values.get("user"),
                   "group": values.get("group"), "listen": values.get("listen"), "sha256": sha(path)})
 
+# Whether a document root's owner is the site's own account: its home, shell and groups.
+members = {}
+for g in grp.getgrall():
+    for name in g.gr_mem:
+        members.setdefault(name, set()).add(g.gr_name)
 users = {}
 for p in pwd.getpwall():
-    users[p.pw_name] = {"uid": p.pw_uid, "home": p.pw_dir, "shell": p.pw_shell}
+    try:
+        primary = {grp.getgrgid(p.pw_gid).gr_name}
+    except KeyError:
+        primary = set()
+    users[p.pw_name] = {"uid": p.pw_uid, "home": p.pw_dir, "shell": p.pw_shell,
+                        "groups": sorted(members.get(p.pw_name, set()) | primary)}
 addrs = json.loads(subprocess.run(["ip", "-j", "-4", "addr"], capture_output=True, text=True).stdout or "[]")
 print(json.dumps({"files": sorted(files.values(), key=lambda e: e["path"]), "pools": pools, "users": users,
                   "addresses": sorted(a["local"] for i in addrs for a in i.get("addr_info", []))}))
@@ -147,13 +158,17 @@ def sql(query):
         raise SystemExit("mysql: " + out.stderr.strip())
     return [line.split("\t") for line in out.stdout.splitlines() if line]
 
+def quoted(text):
+    """A string literal MariaDB reads back as `text` (backslash is an escape there too)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
 databases = sorted(row[0] for row in sql("SHOW DATABASES") if row[0] not in SYSTEM_DBS)
 accounts = []
 for user, host in sql("SELECT User, Host FROM mysql.user"):
     if user in SYSTEM_USERS:
         continue
     grants = [IDENTIFIED.sub("", row[0])
-              for row in sql("SHOW GRANTS FOR '%s'@'%s'" % (user.replace("'", "''"), host.replace("'", "''")))]
+              for row in sql("SHOW GRANTS FOR %s@%s" % (quoted(user), quoted(host)))]
     dbs = sorted({m.replace("``", "`").replace("\\_", "_") for g in grants for m in ON_DB.findall(g)})
     accounts.append({"user": user, "host": host, "grants": grants, "databases": dbs})
 print(json.dumps({"databases": databases, "accounts": accounts}))

@@ -67,6 +67,14 @@ def default_vhosts(path, enabled):
         pass
     return {a: sorted(set(p)) for a, p in found.items()}
 
+def kept_addresses(path):
+    """The addresses the public_ip role keeps for restarts ("address/prefix device" lines)."""
+    try:
+        with open(path) as f:
+            return sorted({line.split()[0].split("/")[0] for line in f if line.split() and not line.startswith("#")})
+    except OSError:
+        return []
+
 try:
     sftp_members = grp.getgrnam("sftp-sites").gr_mem
 except KeyError:
@@ -103,6 +111,7 @@ for s in INPUT["sites"]:
 addrs = json.loads(subprocess.run(["ip", "-j", "-4", "addr"], capture_output=True, text=True).stdout or "[]")
 print(json.dumps({"sites": sites,
                   "addresses": sorted(a["local"] for i in addrs for a in i.get("addr_info", [])),
+                  "kept_addresses": kept_addresses("/etc/provisioner/public-addresses"),
                   "default_vhosts": default_vhosts("/etc/apache2/conf-available/provisioner-default-vhosts.conf",
                                                    "/etc/apache2/conf-enabled/provisioner-default-vhosts.conf")}))
 '''
@@ -119,6 +128,10 @@ def sql(query):
         raise SystemExit("mysql: " + out.stderr.strip())
     return [line.split("\t") for line in out.stdout.splitlines() if line]
 
+def quoted(text):
+    """A string literal MariaDB reads back as `text` (backslash is an escape there too)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
 databases = {row[0] for row in sql("SHOW DATABASES")}
 users = {}
 for user, host in sql("SELECT User, Host FROM mysql.user"):
@@ -127,7 +140,8 @@ result = {}
 for d in INPUT["databases"]:
     grants = []
     for host in users.get(d["user"], []):
-        grants += [IDENTIFIED.sub("", row[0]) for row in sql("SHOW GRANTS FOR '%s'@'%s'" % (d["user"], host))]
+        rows = sql("SHOW GRANTS FOR %s@%s" % (quoted(d["user"]), quoted(host)))
+        grants += [IDENTIFIED.sub("", row[0]) for row in rows]
     result[d["name"]] = {"exists": d["name"] in databases, "user_hosts": sorted(users.get(d["user"], [])),
                          "grants": grants}
 print(json.dumps({"databases": result}))

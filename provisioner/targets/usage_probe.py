@@ -16,7 +16,9 @@ from provisioner.targets import probe
 from provisioner import ssh
 
 MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
-DB_NAME = re.compile(r"[a-z][a-z0-9]{0,63}")
+# A derived name ([a-z][a-z0-9]*) or an adopted one as the import records it: nothing to escape
+# but the quote (escaped anyway), so a name of any other shape is refused rather than sent.
+DB_NAME = re.compile(r"[A-Za-z0-9_$-]{1,64}")
 
 
 def count_month(lines, month: str) -> dict:
@@ -90,14 +92,19 @@ def web_usage(host: Host, sites: list[dict], month: str) -> dict:
     return probe._run(host, program, {"sites": sites, "month": month})
 
 
+def _quoted(text: str) -> str:
+    """A MariaDB string literal of `text` (backslash is an escape there too)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
 def db_sizes(host: Host, databases: list[str]) -> dict[str, int]:
     """Bytes of data and indexes per database, from information_schema; 0 for an empty one."""
     for name in databases:
         if not DB_NAME.fullmatch(name):
-            raise ValueError(f"not a derived database name: {name!r}")
+            raise ValueError(f"not a database name the usage report reads: {name!r}")
     if not databases:
         return {}
-    listed = ", ".join(f"'{name}'" for name in sorted(databases))
+    listed = ", ".join(_quoted(name) for name in sorted(databases))
     query = ("SELECT table_schema, COALESCE(SUM(data_length + index_length), 0) FROM information_schema.tables "
              f"WHERE table_schema IN ({listed}) GROUP BY table_schema;\n")
     rc, out, err = ssh.run(host, "mysql -N -B", stdin=query, sudo=True)

@@ -7,6 +7,8 @@ prepared, `prepared` after an apply.
 """
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from provisioner.cli import main
 from provisioner.config import REPO_ROOT
 from provisioner.errors import ConfigError, HostError
 from provisioner.inventory import load_inventory
+from provisioner.inventory_check import HOST_PREPARE_VARS, check_inventory
 from provisioner.lab import lifecycle
 
 EVENTS = json.loads((Path(__file__).parent / "data" / "host_prepare_events.json").read_text())
@@ -331,3 +334,175 @@ def test_the_lab_phase_of_the_script_configures_no_production_service():
     assert "role_acme" in lab_phase and "lab_public_addresses" in lab_phase
     for production in ("role_ns_primary", "role_ns_secondary", "role_web", "role_db"):
         assert production not in lab_phase
+
+
+# --- What the roles read of the inventory, and what the inventory check knows -------------
+
+# Names the roles read that are not the inventory's: Jinja's words, Ansible's own
+# variables, and (any name with a double underscore) the roles' own variables.
+NOT_INVENTORY = {"if", "elif", "else", "endif", "for", "endfor", "in", "set", "not", "and", "or", "is", "true",
+                 "false", "none", "True", "False", "None", "loop", "hostvars", "groups", "inventory_hostname",
+                 "item", "role_path", "ansible_check_mode", "ansible_failed_result", "omit"}
+# Values that are Jinja expressions without braces.
+EXPRESSION_KEYS = {"when", "that", "until", "failed_when", "changed_when"}
+# A filter, a test, an attribute, a keyword argument (dropped), or a bare name (kept).
+TOKEN = re.compile(r"\|\s*\w+|\bis\s+(?:not\s+)?\w+|\.\s*[A-Za-z_]\w*|\w+\s*=(?!=)|\b([A-Za-z_]\w*)")
+
+
+def _expressions(path):
+    """Every Jinja expression of a role file (a template, or a YAML file's strings)."""
+    def braces(text):
+        return re.findall(r"\{\{(.*?)\}\}|\{%(.*?)%\}", text, re.S)
+
+    if path.suffix == ".j2":
+        return [path.read_text()], ["".join(pair) for pair in braces(path.read_text())]
+    units, found = [], []
+
+    def walk(value, key=None):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, k)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v, key)
+        elif isinstance(value, str):
+            units.append(value)
+            found.extend([value] if key in EXPRESSION_KEYS else ["".join(pair) for pair in braces(value)])
+    walk(yaml.safe_load(path.read_text()))
+    return units, found
+
+
+def _inventory_variables_read():
+    """{variable: files} of what host prepare's playbook and roles read from the inventory."""
+    files = [REPO_ROOT / "playbooks" / "host_prepare.yml"]
+    for role in ("host_common", "host_db", "host_ns", "host_web"):
+        files += sorted(p for p in (ROLES / role).rglob("*") if p.suffix in (".yml", ".j2"))
+    read = {}
+    for path in files:
+        units, expressions = _expressions(path)
+        names = set()
+        for unit in units:
+            # Another host's variables: hostvars[h].NAME, and attributes taken from
+            # a list of hosts (map('extract', hostvars) | map(attribute='NAME')).
+            if "hostvars" in unit:
+                names |= set(re.findall(r"hostvars\[[^\]]*\]\.(\w+)", unit))
+                names |= set(re.findall(r"(?:attribute=|selectattr\()\s*['\"](\w+)", unit))
+        # Names a template sets itself ({% set x = ... %}, {% for x in ... %}).
+        local = {m.group(2) for e in expressions for m in [re.match(r"\s*-?\s*(set|for)\s+(\w+)", e)] if m}
+        for expr in expressions:
+            expr = re.sub(r"'[^']*'|\"[^\"]*\"", "''", expr)
+            names |= {m.group(1) for m in TOKEN.finditer(expr) if m.group(1)}
+        for name in names - local - NOT_INVENTORY:
+            if "__" not in name:
+                read.setdefault(name, []).append(str(path.relative_to(REPO_ROOT)))
+    return read
+
+
+def test_the_inventory_check_knows_every_variable_host_prepare_reads():
+    read = _inventory_variables_read()
+    # The walk finds what the roles are known to read (it would be useless otherwise) ...
+    assert {"pdns_role", "dns_zones", "pdns_api_url", "pdns_api_allow_from", "pdns_ns_name", "pdns_public_address",
+            "ansible_host", "mariadb_bind_address", "provisioner_secrets"} <= set(read)
+    # ... and every name it finds has a rule in the check, and the check lists nothing the roles do not read.
+    unknown = {name: files for name, files in read.items() if name not in HOST_PREPARE_VARS}
+    assert not unknown, f"host prepare reads inventory variables inventory_check.HOST_PREPARE_VARS lacks: {unknown}"
+    assert set(HOST_PREPARE_VARS) == set(read)
+
+
+# The roles' own refusals (every assert of host_ns and host_db), run on an inventory
+# without touching any host: an assert is evaluated on the controller.
+def _assert_tasks(role):
+    tasks = []
+    for name in ("main.yml", "configure.yml"):
+        tasks += [t for t in yaml.safe_load((ROLES / role / "tasks" / name).read_text()) or ()
+                  if "ansible.builtin.assert" in t]
+    return tasks
+
+
+def _run_role_asserts(inventory, tmp_path):
+    """{host: failed?} after the asserts of host_ns (name servers) and host_db (db) on `inventory`."""
+    playbook_bin = Path(sys.executable).parent / "ansible-playbook"
+    if not playbook_bin.exists():
+        pytest.skip("ansible-playbook is not installed beside this interpreter")
+    plays = []
+    for role, group in (("host_ns", "nameservers"), ("host_db", "db")):
+        vars_files = [str(p) for p in (ROLES / role / "defaults" / "main.yml", ROLES / role / "vars" / "main.yml")
+                      if p.exists()]
+        plays.append({"name": role, "hosts": group, "gather_facts": False, "vars_files": vars_files,
+                      "tasks": _assert_tasks(role)})
+    playbook = tmp_path / "asserts.yml"
+    playbook.write_text(yaml.safe_dump(plays))
+    # The secret the toolkit would pass: a key of the length host_ns wants.
+    secrets = tmp_path / "secrets.yml"
+    secrets.write_text(yaml.safe_dump({"provisioner_secrets": {"pdns_api_key": "k" * 24}}))
+    result = subprocess.run([str(playbook_bin), "-i", str(inventory), "-e", f"@{secrets}", str(playbook)],
+                            capture_output=True, text=True, timeout=120, check=False,
+                            env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0"})
+    recap = re.findall(r"^(\S+)\s+: ok=\d+\s+changed=\d+\s+unreachable=\d+\s+failed=(\d+)", result.stdout, re.M)
+    assert recap, result.stdout + result.stderr
+    return {host: failed != "0" for host, failed in recap}, result.stdout
+
+
+def test_the_example_and_the_lab_pass_the_roles_own_checks(tmp_path):
+    for inventory in (REPO_ROOT / "inventory" / "example", LAB):
+        assert check_inventory(inventory, offline=True).ok
+        failed, out = _run_role_asserts(inventory, tmp_path)
+        assert failed and not any(failed.values()), out
+
+
+def _example_without(tmp_path, name):
+    """A copy of the example with the variable `name` removed wherever it is written."""
+    copy = tmp_path / "inventory"
+    shutil.copytree(REPO_ROOT / "inventory" / "example", copy)
+    for file in [copy / "hosts.yml", *sorted((copy / "group_vars").glob("*.yml"))]:
+        data = yaml.safe_load(file.read_text())
+
+        def drop(value):
+            if isinstance(value, dict):
+                value.pop(name, None)
+                for v in value.values():
+                    drop(v)
+        drop(data)
+        file.write_text(yaml.safe_dump(data))
+    return copy
+
+
+# Each variable host prepare cannot do without, as the inventory writes it.
+REQUIRED = sorted({"pdns_api_key_file" if name == "provisioner_secrets" else name
+                   for name, who in HOST_PREPARE_VARS.items() if who})
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_an_inventory_without_a_variable_host_prepare_needs_fails_the_check(tmp_path, name):
+    copy = _example_without(tmp_path, name)
+    report = check_inventory(copy, offline=True)
+    assert any(p.key == name for p in report.problems), [str(p) for p in report.problems]
+    if name in ("pdns_role", "ansible_host", "pdns_api_key_file"):
+        return  # the playbook places hosts by pdns_role, needs addresses to connect, the toolkit reads the key
+    # ... and the roles' own checks refuse it too: the check said no more than host prepare needs.
+    failed, out = _run_role_asserts(copy, tmp_path)
+    assert failed["ns1.example.go.id"], out
+
+
+def test_the_glue_is_the_public_address_and_by_default_ansible_host(tmp_path):
+    playbook_bin = Path(sys.executable).parent / "ansible-playbook"
+    if not playbook_bin.exists():
+        pytest.skip("ansible-playbook is not installed beside this interpreter")
+    playbook = tmp_path / "plan.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "hosts": "nameservers", "gather_facts": False,
+        "vars_files": [str(ROLES / "host_ns" / "defaults" / "main.yml"), str(ROLES / "host_ns" / "vars" / "main.yml")],
+        "tasks": [{"ansible.builtin.debug": {"msg": "GLUE {{ host_ns__zone_plan | map(attribute='glue') | to_json }}"},
+                   "when": "pdns_role == 'primary'"}]}]))
+
+    def glue(inventory):
+        result = subprocess.run([str(playbook_bin), "-i", str(inventory), str(playbook)], capture_output=True,
+                                text=True, timeout=120, check=False, env={**os.environ, "ANSIBLE_NOCOLOR": "1"})
+        assert result.returncode == 0, result.stdout + result.stderr
+        line = next(line for line in result.stdout.splitlines() if '"msg": "GLUE ' in line)
+        return json.loads(json.loads(line.split(": ", 1)[1])[len("GLUE "):])
+
+    # The example's zone holds the public addresses, never the management ones (192.0.2.x).
+    assert glue(REPO_ROOT / "inventory" / "example") == [[["ns1", "198.51.100.53"], ["ns2", "203.0.113.53"]]]
+    # The lab's name servers are asked on their lab addresses: no pdns_public_address, ansible_host.
+    assert glue(LAB) == [[["ns1", "10.77.0.11"], ["ns2", "10.77.0.12"]]] * 2

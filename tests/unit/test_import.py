@@ -80,7 +80,12 @@ def web_live():
                   pool("www", "www-data", "/run/php/php8.2-fpm.sock"),
                   pool(TOOLKIT.fqdn, TOOLKIT.user, f"/run/php/{TOOLKIT.fqdn}.sock"),
                   pool("aplikasi-lain", "lain", "127.0.0.1:9001")],
-        "users": {}, "addresses": [WEB_ADDR, SHARED],
+        "users": {"simkeslama": {"uid": 1005, "home": "/var/www/simkeslama", "shell": "/usr/sbin/nologin",
+                                 "groups": ["simkeslama"]},
+                  "admin": {"uid": 1000, "home": "/home/admin", "shell": "/bin/bash", "groups": ["admin", "sudo"]},
+                  "provisioner": {"uid": 1001, "home": "/home/provisioner", "shell": "/bin/bash",
+                                  "groups": ["provisioner"]}},
+        "addresses": [WEB_ADDR, SHARED],
     }
 
 
@@ -401,7 +406,7 @@ def test_the_audit_fix_leaves_an_adopted_site_to_normalization(config, store):
 
 def test_the_unmanaged_list_keeps_names_out_of_the_audits_extra_records(config):
     zones = dns_live()
-    found = audit.extra_records(zones, [ZONE], {ZONE: set()}, config.unmanaged())
+    found = audit.extra_records(zones, [ZONE], {ZONE: set()}, config.unmanaged_by_zone())
     names = {f.what for f in found}
     assert "A record intranet." + ZONE not in names and "A record lupa." + ZONE in names
     assert "A record intranet." + ZONE in {f.what for f in audit.extra_records(zones, [ZONE], {ZONE: set()})}
@@ -413,8 +418,9 @@ def test_the_unmanaged_list_is_read_from_the_configuration_and_per_office(tmp_pa
                     "offices:\n  tarakan:\n    name: D\n    short_name: D\n    zones: [tarakankota.go.id]\n"
                     "    unmanaged: [arsip]\n")
     config = load_config(path)
-    assert config.unmanaged() == {"intranet.tarakankota.go.id", "arsip"}
+    assert config.unmanaged() == {"intranet.tarakankota.go.id"}
     assert config.unmanaged("tarakan") == {"intranet.tarakankota.go.id", "arsip"}
+    assert config.unmanaged_by_zone() == {ZONE: {"intranet.tarakankota.go.id", "arsip"}}
 
 
 # -- suspension, removal, normalization -------------------------------------------------
@@ -598,3 +604,292 @@ def test_a_document_root_every_site_lives_under_is_never_removed(config, store, 
     (site,) = Hosting(config, store).recorded_sites([OLD])
     with pytest.raises(StateError, match="not a directory the toolkit deletes"):
         adopted_target.removable(site)
+
+
+# -- what a removal or an audit may do with an adopted site (review fixes) -----------------
+
+
+def _site(config, store, reader):
+    importer.adopt(config, store, OLD, reader=reader, apply=True, actor="budi")
+    (site,) = Hosting(config, store).recorded_sites([OLD])
+    return site
+
+
+def _plan_kinds(config, store, monkeypatch, observed):
+    monkeypatch.setattr(Hosting, "read_live", lambda self, sites: observed.live)
+    planned = Lifecycle(config, store, actor="budi").plan("remove", OLD)
+    return [(c.target, c.kind) for c in planned.plan.changes]
+
+
+@pytest.mark.parametrize("change", [
+    {"user": "simkes'lama"},  # a quote in the user name
+    {"host": "10.77.0.%'; DROP USER root; --"},  # ... or in an account's host
+])
+def test_adoption_refuses_database_names_that_would_need_quoting(config, store, change):
+    reader = FakeReader()
+    for account in reader.db_data["accounts"]:
+        if account["user"] == "simkeslama_u":
+            account.update(change)
+    with pytest.raises(StateError, match="cannot be recorded"):
+        importer.adopt(config, store, OLD, reader=reader, apply=True, actor="budi")
+
+
+FAKE_MYSQL = '''#!{python}
+import json, os, sys
+query = sys.argv[sys.argv.index("-e") + 1]
+with open(os.environ["FAKE_MYSQL_LOG"], "a") as log:
+    log.write(json.dumps(query) + "\\n")
+if query == "SHOW DATABASES":
+    print("db_x")
+elif query.startswith("SELECT User, Host"):
+    print(os.environ["FAKE_MYSQL_USER"] + "\\t" + os.environ["FAKE_MYSQL_HOST"])
+elif query.startswith("SHOW GRANTS"):
+    print("GRANT USAGE ON *.* TO `u`@`h`")
+'''
+
+
+@pytest.mark.parametrize("program", ["audit", "import"])
+def test_the_database_probes_quote_names_they_put_into_sql(tmp_path, program):
+    from provisioner.targets import probe
+
+    user, host = "u'; DROP USER root; -- \\", "h'x"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "mysql").write_text(FAKE_MYSQL.format(python=sys.executable))
+    (bin_dir / "mysql").chmod(0o755)
+    log = tmp_path / "queries"
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_MYSQL_LOG=str(log), FAKE_MYSQL_USER=user,
+               FAKE_MYSQL_HOST=host)
+    source = probe.DB_PROBE if program == "audit" else import_probe.DB_PROBE
+    data = {"databases": [{"name": "db_x", "user": user}]} if program == "audit" else {}
+    script = source.replace("__INPUT__", repr(json.dumps(data)))
+    subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, check=True, env=env)
+    grants = [q for q in map(json.loads, log.read_text().splitlines()) if q.startswith("SHOW GRANTS")]
+    # One statement, the quote doubled and the backslash escaped: MariaDB reads back exactly the names.
+    assert grants == ["SHOW GRANTS FOR 'u''; DROP USER root; -- \\\\'@'h''x'"]
+
+
+@pytest.mark.parametrize("docroot", ["/usr/share/phpmyadmin", "/var/lib/roundcube/public_html", "/etc/ssl/private",
+                                     "/home/admin", "/usr/bin", "/var/www/.", "/var/www//x", "/srv/www"])
+def test_removal_deletes_a_document_root_only_where_sites_live(config, store, docroot):
+    reader = FakeReader()
+    reader.web_data["files"] = reader.web_data["files"][:1]
+    reader.web_data["files"][0]["vhosts"][0]["docroot"] = docroot
+    site = _site(config, store, reader)
+    with pytest.raises(StateError, match="not a directory the toolkit deletes"):
+        adopted_target.removable(site)
+    with pytest.raises(StateError):
+        adopted_target.items([site], state="absent")
+
+
+@pytest.mark.parametrize("docroot", ["/var/www/simkeslama", "/srv/www/simkeslama/public", "/home/lama/public_html"])
+def test_a_document_root_below_the_web_roots_or_in_a_home_may_go(config, store, docroot):
+    reader = FakeReader()
+    reader.web_data["files"] = reader.web_data["files"][:1]
+    reader.web_data["files"][0]["vhosts"][0]["docroot"] = docroot
+    adopted_target.removable(_site(config, store, reader))
+
+
+def test_a_document_root_root_owns_is_kept(config, store, monkeypatch):
+    reader = FakeReader()
+    reader.web_data["files"] = reader.web_data["files"][:1]
+    reader.web_data["files"][0]["vhosts"][0]["docroot_stat"]["owner"] = "root"
+    site = _site(config, store, reader)
+    observed = _observed(None, docroot={"owner": "root", "group": "root", "mode": "0755"})
+    kinds = _plan_kinds(config, store, monkeypatch, observed)
+    assert ("web", "site directory") not in kinds and ("web", "system user") not in kinds
+    assert ("web", "vhost") in kinds
+    (item,) = adopted_target.items([site], state="absent")
+    assert item["docroot"] is None and item["user"] is None
+
+
+def test_a_document_root_root_owns_since_adoption_is_kept_too(config, store, monkeypatch):
+    _site(config, store, FakeReader())
+    observed = _observed(None, docroot={"owner": "root", "group": "root", "mode": "0755"})
+    assert ("web", "site directory") not in _plan_kinds(config, store, monkeypatch, observed)
+
+
+def _run_assert(item, tmp_path):
+    """The playbook's first task (its refusal of bad items) run locally on one item."""
+    import yaml
+
+    playbook_bin = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+    if not os.path.exists(playbook_bin):
+        pytest.skip("ansible-playbook is not installed beside this interpreter")
+    plays = yaml.safe_load(open(importer.__file__.rsplit("/provisioner/", 1)[0] + "/playbooks/adopted_site.yml"))
+    check = plays[0]["tasks"][0]
+    assert check["ansible.builtin.assert"]
+    (tmp_path / "hosts").write_text("[web]\nweb1 ansible_connection=local ansible_user=provisioner\n")
+    (tmp_path / "check.yml").write_text(yaml.safe_dump([{"hosts": "web", "gather_facts": False,
+                                                         "vars": {"adopted_site__here": [item]},
+                                                         "tasks": [check]}]))
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
+               ANSIBLE_HOME=str(tmp_path / "home"))
+    return subprocess.run([playbook_bin, "-i", str(tmp_path / "hosts"), str(tmp_path / "check.yml")],
+                          capture_output=True, text=True, env=env, cwd=tmp_path).returncode
+
+
+@pytest.mark.parametrize("docroot, user, refused", [
+    ("/var/www/simkeslama", "simkeslama", False), ("/var/www/.", None, True), ("/usr/share/phpmyadmin", None, True),
+    ("/home/admin", None, True), ("/var/www/simkeslama", "provisioner", True)])
+def test_the_playbook_refuses_the_same_document_roots_and_accounts(tmp_path, docroot, user, refused):
+    item = {"fqdn": OLD, "web_host": "web1", "state": "absent", "suspended": False, "links": [],
+            "suspend_file": adopted_target.suspend_file(OLD), "suspend_link": adopted_target.suspend_link(OLD),
+            "vhost_file": f"{AVAILABLE}/simkes-lama.conf", "pool_file": None, "php_version": None,
+            "docroot": docroot, "user": user}
+    assert (_run_assert(item, tmp_path) != 0) == refused
+
+
+@pytest.mark.parametrize("owner, account", [
+    ("admin", None),  # an administrator: login shell, sudo, its home elsewhere
+    # the account the toolkit logs in with (all else as a site's own)
+    ("provisioner", {"uid": 1001, "home": "/var/www", "shell": "/usr/sbin/nologin", "groups": []}),
+    ("simkeslama", {"uid": 1005, "home": "/var/www/simkeslama", "shell": "/bin/bash", "groups": []}),  # logs in
+    ("simkeslama", {"uid": 1005, "home": "/home/simkeslama", "shell": "/usr/sbin/nologin", "groups": []}),
+    ("simkeslama", {"uid": 1005, "home": "/var/www/simkeslama", "shell": "/usr/sbin/nologin", "groups": ["adm"]}),
+    ("simkeslama", {"uid": 0, "home": "/var/www/simkeslama", "shell": "/usr/sbin/nologin", "groups": []}),
+])
+def test_the_owner_goes_with_the_site_only_if_it_is_the_sites_own_account(config, store, monkeypatch, owner,
+                                                                           account):
+    reader = FakeReader()
+    reader.web_data["files"] = reader.web_data["files"][:1]
+    reader.web_data["files"][0]["vhosts"][0]["docroot_stat"]["owner"] = owner
+    if account is not None:
+        reader.web_data["users"][owner] = account
+    reader.web_data["pools"][0]["user"] = owner
+    site = _site(config, store, reader)
+    assert not site.adopted["owner_dedicated"] and site.adopted["owner_kept_because"]
+    observed = _observed(None, docroot={"owner": owner, "group": owner, "mode": "0755"})
+    assert ("web", "system user") not in _plan_kinds(config, store, monkeypatch, observed)
+    (item,) = adopted_target.items([site], state="absent")
+    assert item["user"] is None
+
+
+def test_the_sites_own_account_goes_with_it(config, store):
+    site = _site(config, store, FakeReader())
+    assert site.adopted["owner_dedicated"] and site.adopted["owner_kept_because"] is None
+
+
+def test_a_database_user_with_grants_beyond_the_sites_database_is_kept(config, store, monkeypatch):
+    reader = FakeReader()
+    wide = "GRANT SELECT ON *.* TO `simkeslama_u`@`localhost`"
+    reader.db_data["accounts"][1]["grants"].append(wide)
+    site = _site(config, store, reader)
+    assert site.adopted["database"]["user_shared"] and site.adopted["database"]["user_other_grants"] == [wide]
+    observed = _observed(None)
+    observed.live.db["db1"]["databases"]["db_simkeslama"]["grants"].append(wide)
+    kinds = _plan_kinds(config, store, monkeypatch, observed)
+    assert ("db", "database") in kinds and ("db", "database user") not in kinds
+    assert adopted_target.db_items([site]) == [{"db_host": "db1", "name": "db_simkeslama", "user": "simkeslama_u",
+                                                "hosts": []}]
+
+
+def test_a_database_user_shared_since_adoption_stops_the_removal_plan(config, store, monkeypatch):
+    _site(config, store, FakeReader())
+    observed = _observed(None)
+    observed.live.db["db1"]["databases"]["db_simkeslama"]["grants"].append(
+        "GRANT ALL PRIVILEGES ON `arsip`.* TO `simkeslama_u`@`10.77.0.21`")
+    with pytest.raises(StateError, match="now has grants beyond"):
+        _plan_kinds(config, store, monkeypatch, observed)
+
+
+@pytest.mark.parametrize("where", ["vhost_file", "link"])
+def test_files_outside_apaches_directories_are_refused_before_any_step(config, store, monkeypatch, where):
+    reader = FakeReader()
+    reader.web_data["files"] = reader.web_data["files"][:1]
+    if where == "vhost_file":  # a link in sites-enabled to a file elsewhere
+        reader.web_data["files"][0]["path"] = "/opt/app/apache.conf"
+    else:
+        reader.web_data["files"][0]["links"][0]["path"] = "/etc/apache2/conf-enabled/simkes-lama.conf"
+    site = _site(config, store, reader)
+    monkeypatch.setattr(Hosting, "read_live", lambda self, sites: _observed(None).live)
+    # The removal plan (made before DNS, the first step, runs) already refuses it.
+    with pytest.raises(StateError, match="not a file of|not all in"):
+        Hosting(config, store).removal_plan([site])
+    with pytest.raises(StateError):
+        Lifecycle(config, store, actor="budi").plan("remove", OLD)
+
+
+def test_dns_removal_takes_only_the_a_record_as_it_was_found(config, store):
+    from provisioner.targets import dns as dns_target
+
+    site = _site(config, store, FakeReader())
+    live = dns_live()
+    assert [c.kind for c in dns_target.removal_changes([site], live)] == ["A record"]
+    live[ZONE][(OLD + ".", "A")] = rrset(OLD + ".", [SHARED, "198.51.100.7"])
+    with pytest.raises(Conflict, match="now points at"):
+        dns_target.removal_changes([site], live)
+    # The apply reads the zone again and leaves a record that changed since.
+    target = object.__new__(dns_target.DnsTarget)
+    patched = []
+    target.read = lambda zones: live
+    target._patch = lambda zone, rrsets: patched.append(rrsets)
+    assert target.remove([site]) == {} and patched == []
+    live[ZONE][(OLD + ".", "A")] = rrset(OLD + ".", [SHARED])
+    target.remove([site])
+    assert patched == [[{"name": OLD + ".", "type": "A", "changetype": "DELETE", "records": []}]]
+
+
+def test_an_adopted_sites_certificate_findings_do_not_point_at_the_audit_fix(config, store):
+    from test_audit import served_facts
+
+    reader = FakeReader()
+    reader.web_data["files"][0]["vhosts"][0].update(cert_file="/etc/ssl/certs/simkeslama.crt",
+                                                    key_file="/etc/ssl/private/simkeslama.key")
+    _site(config, store, reader)
+    work = Hosting(config, store)
+    sites, rows = audit.recorded(work, OLD)
+    (site,) = sites
+    assert site.tls and site.adopted["tls"]["cert_file"] == "/etc/ssl/certs/simkeslama.crt"
+    observed = _observed(site, tls_cert=True)
+    observed.served = {OLD: served_facts(OLD, days_left=-2.0)}
+    findings = compare([site], {f: r.config for f, r in rows.items()}, observed, [ZONE], extras=False)
+    (expired,) = [f for f in findings if f.kind == "tls-expired"]
+    # The fix renews nothing for an adopted site (renewal_plan skips it): the line must not say it would.
+    assert "--fix" not in expired.fix and "/etc/ssl/certs/simkeslama.crt" in expired.fix
+    assert "--normalize" in expired.fix
+    renewals, forced = audit.renewal_plan(work, OLD, findings, rows)
+    assert renewals is None and forced == []
+
+
+def test_the_listing_prints_no_control_characters_read_from_the_hosts(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from provisioner.cli import main
+
+    monkeypatch.setenv("PROVISIONER_HOME", str(tmp_path))
+    monkeypatch.delenv("PROVISIONER_STATE_URL", raising=False)
+    monkeypatch.delenv("PROVISIONER_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    reader = FakeReader()
+    reader.web_data["files"][0]["path"] = f"{AVAILABLE}/simkes\x1b]0;owned\x07-lama.conf"
+    reader.web_data["pools"][0]["name"] = "simkeslama\x1b[2J\r"
+    reader.web_data["pools"][3]["user"] = "lain\u202e"
+    monkeypatch.setattr(importer, "Reader", lambda work: reader)
+    result = CliRunner().invoke(main, ["import"])
+    assert result.exit_code == 0, result.output
+    assert "simkes?]0;owned?-lama.conf" in result.output
+    assert not [c for c in result.output if (ord(c) < 32 and c != "\n") or 0x7f <= ord(c) < 0xa0
+                or c == "\u202e"]
+
+
+def test_an_offices_unmanaged_list_sets_aside_only_that_offices_things(tmp_path, store):
+    offices = default_offices()
+    offices["buleleng"] = offices["buleleng"].model_copy(update={"unmanaged": [OLD, "db_simkeslama", "simkeslama"]})
+    config = Config(offices=offices, state_dir=tmp_path)
+    found = importer.discover(config, store, reader=FakeReader())
+    lama = next(s for s in found["sites"] if s["fqdn"] == OLD)
+    assert [d["name"] for d in lama["databases"]] == ["db_simkeslama"] and lama["pools"]
+    assert found["ignored"] == []
+    assert config.unmanaged() == set() and "db_simkeslama" in config.unmanaged("buleleng")
+    extras = audit.extra_records(dns_live(), [ZONE], {ZONE: set()}, config.unmanaged_by_zone())
+    assert f"A record {OLD}" in {f.what for f in extras}
+    # The same list on the site's own office sets its database and pool aside, and the site whole.
+    offices["tarakan"] = offices["tarakan"].model_copy(update={"unmanaged": ["db_simkeslama", "simkeslama"]})
+    found = importer.discover(Config(offices=offices, state_dir=tmp_path), store, reader=FakeReader())
+    lama = next(s for s in found["sites"] if s["fqdn"] == OLD)
+    assert lama["databases"] == [] and lama["pools"] == []
+    assert {(i["kind"], i["name"]) for i in found["ignored"]} == {("database", "db_simkeslama"), ("pool", "simkeslama")}
+    offices["tarakan"] = offices["tarakan"].model_copy(update={"unmanaged": [OLD]})
+    found = importer.discover(Config(offices=offices, state_dir=tmp_path), store, reader=FakeReader())
+    assert OLD not in [s["fqdn"] for s in found["sites"]]

@@ -27,7 +27,7 @@ def copy(tmp_path):
     keys = tmp_path / "etc"
     keys.mkdir()
     for name in ("id_ed25519", "pdns-api-key"):
-        (keys / name).write_text("not a real key\n")
+        (keys / name).write_text("not a real key, but long enough\n")
         (keys / name).chmod(0o600)
     for file in (inventory / "hosts.yml", inventory / "group_vars" / "nameservers.yml"):
         file.write_text(file.read_text().replace("/etc/provisioner/id_ed25519", str(keys / "id_ed25519"))
@@ -172,6 +172,47 @@ CASES = {
                                 "ns1.example.go.id", "pdns_api_url", "no user or password", "pdns_api_url:"),
     "api url port": (HOSTS, "http://192.0.2.11:8081/api/v1", "http://192.0.2.11:99999/api/v1",
                      "ns1.example.go.id", "pdns_api_url", "port", "pdns_api_url:"),
+    "api url with a host name": (HOSTS, "http://192.0.2.11:8081/api/v1", "http://ns1.internal:8081/api/v1",
+                                 "ns1.example.go.id", "pdns_api_url", "not an IPv4 address", "pdns_api_url:"),
+    "api allow-from missing": (HOSTS, "          pdns_api_allow_from: [192.0.2.5/32]\n", "", "ns1.example.go.id",
+                               "pdns_api_allow_from", "missing on the primary", "ns1.example.go.id:"),
+    "api allow-from empty": (HOSTS, "[192.0.2.5/32]", "[]", "ns1.example.go.id", "pdns_api_allow_from",
+                             "non-empty list", "pdns_api_allow_from:"),
+    "api allow-from not a network": (HOSTS, "[192.0.2.5/32]", "[controller.internal]", "ns1.example.go.id",
+                                     "pdns_api_allow_from", "'controller.internal' is not a network",
+                                     "pdns_api_allow_from:"),
+    "zones missing": (NS_VARS, "dns_zones:\n  - example.go.id\n", "", "ns1.example.go.id", "dns_zones", "missing",
+                      None),
+    "zones not a list": (NS_VARS, "dns_zones:\n  - example.go.id\n", "dns_zones: example.go.id\n",
+                         "group nameservers", "dns_zones", "non-empty list", "dns_zones:"),
+    "zone not a name": (NS_VARS, "  - example.go.id\n", "  - Example.go.id.\n", "group nameservers", "dns_zones",
+                        "'Example.go.id.' is not a zone name", "dns_zones:"),
+    "public address not IPv4": (HOSTS, "pdns_public_address: 203.0.113.53", "pdns_public_address: 2001:db8::53",
+                                "ns2.example.go.id", "pdns_public_address", "not an IPv4 address",
+                                "pdns_public_address: 2001"),
+    "public address in a pool": (HOSTS, "pdns_public_address: 203.0.113.53", "pdns_public_address: 203.0.113.70",
+                                 "ns2.example.go.id", "pdns_public_address",
+                                 "in the public_ip_pool of web2.example.go.id", "pdns_public_address: 203.0.113.70"),
+    "public address shared by web": (HOSTS, "pdns_public_address: 198.51.100.53", "pdns_public_address: 198.51.100.10",
+                                     "ns1.example.go.id", "pdns_public_address",
+                                     "the shared address of web1.example.go.id", "pdns_public_address: 198.51"),
+    "public address twice": (HOSTS, "pdns_public_address: 203.0.113.53", "pdns_public_address: 198.51.100.53",
+                             "ns2.example.go.id", "pdns_public_address", "also the public address of ns1",
+                             "pdns_role: secondary\n          pdns_public_address: 198.51.100.53"),
+    "name server on IPv6": (HOSTS, "ansible_host: 192.0.2.12", "ansible_host: 2001:db8::12", "ns2.example.go.id",
+                            "ansible_host", "not IPv4", "ansible_host: 2001"),
+    "ns name not a name": (HOSTS, "          pdns_public_address: 203.0.113.53\n",
+                           "          pdns_public_address: 203.0.113.53\n          pdns_ns_name: ns2\n",
+                           "ns2.example.go.id", "pdns_ns_name", "not a full host name", "pdns_ns_name:"),
+    "local address wrong": (HOSTS, "          pdns_public_address: 203.0.113.53\n",
+                            "          pdns_public_address: 203.0.113.53\n          pdns_local_address: any\n",
+                            "ns2.example.go.id", "pdns_local_address", "not an IP address", "pdns_local_address:"),
+    "database on IPv6": (HOSTS, "ansible_host: 192.0.2.32", "ansible_host: 2001:db8::32", "db2.example.go.id",
+                         "ansible_host", "binds MariaDB to it", "ansible_host: 2001"),
+    "database bind address wrong": (HOSTS, "ansible_host: 192.0.2.32\n",
+                                    "ansible_host: 192.0.2.32\n          mariadb_bind_address: localhost\n",
+                                    "db2.example.go.id", "mariadb_bind_address", "not an IPv4 address",
+                                    "mariadb_bind_address:"),
     "api key file missing": (NS_VARS, "pdns_api_key_file:", "pdns_api_key_file_old:", "ns1.example.go.id",
                              "pdns_api_key_file", "missing on the primary", None),
     "api key file relative": (NS_VARS, "pdns_api_key_file: /", "pdns_api_key_file: ", "group nameservers",
@@ -234,6 +275,14 @@ def test_a_key_file_that_is_a_directory_or_empty(copy):
     key.unlink()
     key.mkdir(mode=0o700)
     assert "not a regular file" in found(check_inventory(copy), "group nameservers", "pdns_api_key_file")[0].rule
+
+
+def test_an_api_key_too_short_for_host_prepare(copy):
+    # host_ns refuses a key under 16 characters; the size is read, never the key.
+    _key_file(copy, "pdns-api-key").write_text("short-key\n")
+    problems = found(check_inventory(copy), "group nameservers", "pdns_api_key_file")
+    assert len(problems) == 1 and "shorter than the 16 characters" in problems[0].rule
+    assert "short-key" not in problems[0].rule
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
@@ -324,7 +373,7 @@ def test_cli_json(copy):
     assert data["ok"] is False and data["primary"] is None
     assert [(p["subject"], p["key"]) for p in data["problems"]] == [("ns2.example.go.id", "pdns_role")]
     text = (copy / HOSTS).read_text()
-    assert data["problems"][0]["line"] == text[:text.index("pdns_role: primary\n    # Apache")].count("\n") + 1
+    assert data["problems"][0]["line"] == text[:text.index("pdns_role: primary\n          pdns_public_address")].count("\n") + 1
 
 
 def test_cli_default_path_is_the_configured_inventory(tmp_path, monkeypatch):

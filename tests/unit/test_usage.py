@@ -161,3 +161,41 @@ def test_the_web_probe_runs_on_a_host_layout(tmp_path):
     assert sites["a.z"]["disk_bytes"] >= 50_000
     assert sites["a.z"]["logs"] == ["access.log", "access.log.1", "access.log.2.gz"]
     assert sites["gone.z"]["disk_bytes"] is None and sites["gone.z"]["requests"] == 0
+
+
+def test_an_adopted_sites_database_is_measured_under_the_name_it_was_found_with(office, monkeypatch):
+    from provisioner.inventory import Host
+    from provisioner.store.models import SiteRow
+    from provisioner.targets import usage_probe
+
+    config, store, sites = office
+    with store.session() as session:
+        row = session.get(SiteRow, sites["big"])
+        # As `provision import` records it: the office's own names (not [a-z][a-z0-9]*).
+        row.config = dict(row.config, origin="adopted", db_name="db_simkes-lama")
+    sent = []
+
+    def run(host, command, stdin=None, sudo=False):
+        sent.append((host.name, command, stdin))
+        return 0, "db_simkes-lama\t4096\n", ""
+
+    monkeypatch.setattr(usage_probe.ssh, "run", run)
+
+    class Reader(usage.Reader):
+        def web(self, host, items, month):
+            return {}
+
+    inventory = type("I", (), {"host": lambda self, name: Host(name, ("db",), {})})()
+    report = usage.collect(config, store, "2026-11", reader=Reader(inventory))
+    by = {s.fqdn: s for s in report.sites}
+    assert by[sites["big"]].db_name == "db_simkes-lama" and by[sites["big"]].db_bytes == 4096
+    ((host, command, query),) = sent
+    assert host == "db1" and "'db_simkes-lama')" in query and query.count(";") == 1
+
+
+def test_db_sizes_escapes_what_it_quotes(monkeypatch):
+    from provisioner.targets import usage_probe
+
+    assert usage_probe._quoted("a'b\\") == "'a''b\\\\'"
+    with pytest.raises(ValueError):
+        db_sizes(None, ["db_x' OR '1'='1"])
