@@ -42,6 +42,10 @@ provision decide "$id" --reject --by kadis \
 
 echo "== the records against the live hosts (exit 0: no drift)"
 provision audit
+echo "== the certificates as served from outside (issuer, expiry, days left)"
+provision tls status
+echo "== what a daily renewal run would do now (nothing is due)"
+provision tls renew
 echo "== this month's usage report"
 provision report usage
 

@@ -522,7 +522,7 @@ class Hosting:
             creating = {c.site for c in plan.for_target("db") if c.kind == "database user" and c.action == "Create"}
             secrets["db_passwords"] = {s.names.db_name: passwords[s.fqdn]["db"] for s in sites if s.fqdn in creating}
         if step == "web":
-            creating = {c.site for c in plan.for_target("web") if c.kind == "system user"}
+            creating = {c.site for c in plan.for_target("web") if c.kind in ("system user", "SFTP password")}
             secrets["sftp_password_hashes"] = {
                 s.fqdn: credentials.sftp_hash(passwords[s.fqdn]["sftp"]) for s in sites if s.fqdn in creating}
             # Obtained before the saga (_obtain_certificates); a site without one never gets here.

@@ -79,6 +79,18 @@ try:
     sftp_members = grp.getgrnam("sftp-sites").gr_mem
 except KeyError:
     sftp_members = []
+
+def password_set(user):
+    """Whether the account has a usable password (never the hash itself: it stays here)."""
+    try:
+        with open("/etc/shadow") as f:
+            for line in f:
+                fields = line.split(":")
+                if fields[0] == user:
+                    return bool(fields[1]) and fields[1][0] not in "!*"
+    except OSError:
+        return None
+    return False
 sites = {}
 for s in INPUT["sites"]:
     try:
@@ -94,6 +106,7 @@ for s in INPUT["sites"]:
     sites[s["fqdn"]] = {
         "user": user,
         "sftp": s["user"] in sftp_members,
+        "password_set": password_set(s["user"]) if user is not None else None,
         "home": stat(s["home"]),
         "docroot": stat(s["docroot"]),
         "logdir": stat(s["logdir"]),

@@ -54,6 +54,9 @@ def plan(sites: list[DesiredSite], live: dict) -> list:
                                       content=pool))
         if not state["sftp"]:
             changes.append(Create("web", h, f, "SFTP account", s.names.user, chroot=s.names.home))
+        if state["user"] is not None and state.get("password_set") is False:
+            # Made by a run that stopped before its password was set: set the stored one.
+            changes.append(Create("web", h, f, "SFTP password", s.names.user))
         if s.tls and not state["tls_cert"]:
             changes.append(Create("web", h, f, "TLS certificate", f"/etc/ssl/provisioner/{f}.crt"))
         vhost = s.vhost()

@@ -314,7 +314,9 @@ def test_a_cleanup_failure_does_not_lose_the_certificate(registered):
 def test_an_order_not_done_in_time_is_a_timeout_and_its_records_are_removed(registered):
     publisher = RecordingDns01()
     csr = acme.make_csr(acme.new_site_key(), NAMES[:1])
-    with pytest.raises(AcmeError, match=f"{registered.directory_url}: validating .*not done within 0 s") as caught:
+    # Which stage runs out first depends on how fast the CA validated (a loaded machine): either is the timeout.
+    with pytest.raises(AcmeError, match=f"{registered.directory_url}: (validating|finalizing) .*not done within 0 s") \
+            as caught:
         registered.issue(csr, publisher, order_timeout=0)
     assert caught.value.code == "timeout"
     assert len(publisher.published) == 1 and publisher.cleaned == publisher.published

@@ -439,6 +439,7 @@ def test_a_site_whose_certificate_cannot_be_had_fails_before_anything_is_built(w
     bundle = SimpleNamespace(serial="ab", secrets=lambda: {"cert": "c", "key": "k", "chain": ""})
     monkeypatch.setattr(work.certs, "obtain", lambda sites, reason="new": (
         {other.fqdn: bundle}, {site.fqdn: refused}))
+    monkeypatch.setattr("provisioner.certificates.chain_problem", lambda bundle, fqdn, trust: None)
 
     errors = work._obtain_certificates([site, other], plan, {}, previous)
 
@@ -553,3 +554,24 @@ def test_a_rotation_whose_store_fails_puts_the_old_password_back(work, config, r
         rotate_credentials(config, work.store, site.fqdn, kinds=("db",))
     assert seen.set[-1] == ("db", old["db"])
     assert credentials.get(work.store, work.box, site.fqdn)["db"] == old["db"]
+
+
+def test_a_certificate_that_would_not_verify_stops_its_site_before_it_is_built(work, tmp_path, monkeypatch):
+    work = _lab_ca_work(work, tmp_path)
+    site = make_site("upsilon", 121, dedicated=False)
+    plan = Plan(changes=[Create("web", "web1", site.fqdn, "TLS certificate", site.fqdn)], sites=[site.fqdn])
+    previous = start(work, [site], plan)
+    monkeypatch.setattr(work, "_live_removal", lambda sites: Plan(sites=[s.fqdn for s in sites]))
+    # The certificate is real, but checked against a CA that did not sign it.
+    from provisioner import tls
+
+    tls.ensure_lab_ca(tmp_path / "stranger")
+    monkeypatch.setattr(work, "ca_file", lambda: str(tmp_path / "stranger" / "ca.crt"))
+
+    errors = work._obtain_certificates([site], plan, {}, previous)
+
+    assert "does not verify" in str(errors[site.fqdn])
+    assert row(work, site.fqdn).state == "failed" and work.steps.calls == []
+    (stored,) = work.certs.rows(site.fqdn)
+    assert stored.state == "failed"  # kept for the CA's count, never installed
+    assert site.fqdn not in work._issued

@@ -153,3 +153,12 @@ def test_the_default_vhosts_answer_404_for_every_address_and_name_no_site():
 def test_sftp_uploads_get_umask_0027():
     text = _role_template("etc/ssh/sshd_config.d/20-provisioner-sftp.conf.j2", web_site__sftp_group="sftp-sites")
     assert "ForceCommand internal-sftp -u 0027" in text
+
+
+def test_an_account_a_stopped_run_left_without_a_password_gets_the_stored_one():
+    site = make_site()
+    assert web_target.plan([site], _live_for(site, password_set=True)) == []
+    (change,) = web_target.plan([site], _live_for(site, password_set=False))
+    assert (change.action, change.kind, change.name) == ("Create", "SFTP password", site.names.user)
+    # Older probes said nothing about it: no change then.
+    assert web_target.plan([site], _live_for(site, password_set=None)) == []
