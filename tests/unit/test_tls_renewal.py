@@ -100,19 +100,21 @@ def box(config):
     return SecretBox(config.key_file())
 
 
+def served_site(store, box, served, label: str, number: int, serial: str, days: int) -> str:
+    """A recorded site whose recorded certificate `serial` is also the one served."""
+    fqdn = add_site(store, label, number)
+    add_cert(store, box, fqdn, serial, days=days)
+    served.set(fqdn, serial, days)
+    return fqdn
+
+
 # -- which certificates are due --------------------------------------------------------------
 
 
 def test_due_are_the_expiring_and_those_not_served_as_recorded_soonest_first(config, store, box, served):
-    soon = add_site(store, "soon", 1)
-    add_cert(store, box, soon, "a1", days=10)
-    served.set(soon, "a1", 10)
-    fine = add_site(store, "fine", 2)
-    add_cert(store, box, fine, "b1", days=60)
-    served.set(fine, "b1", 60)
-    expired = add_site(store, "gone", 3)
-    add_cert(store, box, expired, "c1", days=-2)
-    served.set(expired, "c1", -2)
+    soon = served_site(store, box, served, "soon", 1, "a1", days=10)
+    fine = served_site(store, box, served, "fine", 2, "b1", days=60)
+    expired = served_site(store, box, served, "gone", 3, "c1", days=-2)
     # Obtained by an apply that failed later: good, recorded, not yet served -> installed again, no order.
     other = add_site(store, "other", 4)
     add_cert(store, box, other, "d0", days=20, state="superseded", issued_days_ago=70)
@@ -149,9 +151,7 @@ def test_due_are_the_expiring_and_those_not_served_as_recorded_soonest_first(con
 
 
 def test_within_and_a_certificate_that_does_not_cover_the_name(config, store, box, served):
-    a = add_site(store, "alpha", 11)
-    add_cert(store, box, a, "a1", days=45)
-    served.set(a, "a1", 45)
+    a = served_site(store, box, served, "alpha", 11, "a1", days=45)
     b = add_site(store, "beta", 12)
     add_cert(store, box, b, "b1", days=80)
     served.set(b, "b1", 80, names=["other.tarakankota.go.id"])
@@ -183,12 +183,8 @@ def test_at_most_max_renewals_a_run_the_rest_deferred(config, store, box, served
 
 
 def test_forced_sites_are_due_whatever_their_dates_and_get_a_new_order(config, store, box, served):
-    a = add_site(store, "alpha", 31)
-    add_cert(store, box, a, "a1", days=80)
-    served.set(a, "a1", 80)
-    b = add_site(store, "beta", 32)
-    add_cert(store, box, b, "b1", days=85)
-    served.set(b, "b1", 85)
+    a = served_site(store, box, served, "alpha", 31, "a1", days=80)
+    b = served_site(store, box, served, "beta", 32, "b1", days=85)
 
     planned = tls_renewal.plan_renewals(tls_renewal.Hosting(config, store), force_sites=[b])
 
@@ -238,16 +234,12 @@ def test_the_limit_counts_the_earlier_orders_of_the_same_run(config, store, box,
 
 
 def test_the_checksum_binds_the_apply_to_the_reviewed_plan(config, store, box, served):
-    a = add_site(store, "alpha", 61)
-    add_cert(store, box, a, "a1", days=10)
-    served.set(a, "a1", 10)
+    a = served_site(store, box, served, "alpha", 61, "a1", days=10)
 
     first = tls_renewal.renew(config, store)
     assert not first.applied and [d.fqdn for d in first.plan.due] == [a]
     assert tls_renewal.renew(config, store).plan.checksum == first.plan.checksum  # stable
-    b = add_site(store, "beta", 62)
-    add_cert(store, box, b, "b1", days=12)
-    served.set(b, "b1", 12)
+    b = served_site(store, box, served, "beta", 62, "b1", days=12)
     with pytest.raises(StateError, match="changed since it was reviewed"):
         tls_renewal.renew(config, store, apply=True, checksum=first.plan.checksum)
     with store.session() as session:  # refused before anything was done
@@ -290,9 +282,7 @@ def test_status_compares_served_with_recorded_and_reports_silence(config, store,
 
 
 def test_status_cli_prints_a_table_and_json_and_exits_0(config, store, box, served, monkeypatch, tmp_path):
-    a = add_site(store, "alpha", 81)
-    add_cert(store, box, a, "a1", days=40)
-    served.set(a, "a1", 40)
+    a = served_site(store, box, served, "alpha", 81, "a1", days=40)
     add_site(store, "beta", 82)  # nothing answers: reported, exit 0
     monkeypatch.setattr("provisioner.cli.tls.load_config", lambda path: config)
     monkeypatch.setattr("provisioner.cli.tls.open_store", lambda url: store)
