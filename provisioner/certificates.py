@@ -194,15 +194,34 @@ def chain_problem(bundle: Bundle, fqdn: str, trust, now: dt.datetime | None = No
     return None
 
 
-def wait_served(address: str, fqdn: str, trust, serial: str, timeout: float = 15.0) -> dict:
-    """`served` until it shows `serial` (a graceful reload lets old children finish their
-    connections first), or the last facts seen when `timeout` passes."""
+def served_as_installed(address: str, fqdn: str, trust, serial: str, timeout: float = 15.0) -> tuple[dict | None, str | None]:
+    """The certificate just installed, as served from outside: (facts, None) once `serial` is
+    served, trusted and covers the name, else (None, what is wrong).
+
+    A graceful reload lets old children finish their connections first, so the old
+    certificate (or a dropped connection) is waited out for up to `timeout` seconds; a
+    certificate that does not verify will not change by waiting.
+    """
     deadline = time.monotonic() + timeout
     while True:
-        facts = served(address, fqdn, trust)
-        if facts["serial"] == serial or time.monotonic() > deadline:
-            return facts
-        time.sleep(0.25)
+        try:
+            facts = served(address, fqdn, trust)
+        except HostError as err:
+            facts, problem = None, str(err)
+        else:
+            problem = None
+            if facts["serial"] != serial:
+                problem = f"serial {facts['serial']} is served, not {serial}"
+            elif not facts["trusted"]:
+                problem = f"not trusted: {facts['trust_error']}"
+            elif not facts["covers"]:
+                problem = f"does not cover {fqdn} (names {', '.join(facts['names'])})"
+        if problem is None:
+            return facts, None
+        waiting = facts is None or facts["serial"] != serial
+        if not waiting or time.monotonic() > deadline:
+            return None, problem
+        time.sleep(0.5)
 
 
 # --- challenge publishers ----------------------------------------------------

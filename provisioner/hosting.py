@@ -665,6 +665,21 @@ class Hosting:
         if site.dedicated_ip and ("ip" in undone or (known and "ip" not in steps)):
             ipam.release(self.store, site.fqdn, site.request_id, self.source)
 
+    def _served_certificate(self, site: DesiredSite) -> dict:
+        """The site's certificate as served, checked: the one this apply installed (once the
+        graceful reload serves it), else any trusted one that covers the name."""
+        installed = self._issued.get(site.fqdn)
+        if installed is not None:
+            facts, problem = certificates.served_as_installed(site.public_ip, site.fqdn, self.ca_file(),
+                                                              installed.serial)
+        else:
+            facts = certificates.served(site.public_ip, site.fqdn, self.ca_file())
+            problem = None if facts["trusted"] and facts["covers"] else (
+                f"not trusted or not covering the name: {facts['trust_error'] or facts['names']}")
+        if problem:
+            raise verify.VerificationFailed(f"{site.fqdn}: the certificate served: {problem}")
+        return facts
+
     def _verify_and_record(self, site: DesiredSite, plan: Plan, passwords: dict) -> tuple[dict, bool]:
         """Check from outside; record the site provisioned. Returns (record, first time live)."""
         row = self._site_row(site.fqdn)
@@ -672,22 +687,9 @@ class Hosting:
         # that the agency's own content is there.
         fresh = row is None or row.provisioned_at is None
         try:
-            served = None
-            if site.tls and site.fqdn in self._issued:
-                # A graceful reload lets old children finish first: wait until the new certificate is served.
-                served = certificates.wait_served(site.public_ip, site.fqdn, self.ca_file(),
-                                                  self._issued[site.fqdn].serial)
-            checks = verify.verify_site(self.inventory, site, passwords, self.ca_file(), placeholder=fresh)
             # The certificate as served from outside: what the letter states and `tls status` compares.
-            if site.tls:
-                served = certificates.served(site.public_ip, site.fqdn, self.ca_file())
-                expected = self._issued.get(site.fqdn)
-                if expected is not None and served["serial"] != expected.serial:
-                    raise verify.VerificationFailed(f"{site.fqdn}: serves certificate {served['serial']}, "
-                                                    f"not the one just installed ({expected.serial})")
-                if not (served["trusted"] and served["covers"]):
-                    raise verify.VerificationFailed(f"{site.fqdn}: the certificate served is not trusted or does "
-                                                    f"not cover the name ({served['trust_error'] or served['names']})")
+            served = self._served_certificate(site) if site.tls else None
+            checks = verify.verify_site(self.inventory, site, passwords, self.ca_file(), placeholder=fresh)
         except Exception as err:  # noqa: BLE001 - whatever broke the check, the failure is recorded
             error = as_error("verify", err)
             with self.store.session() as session:

@@ -30,7 +30,7 @@ from sqlalchemy import select
 
 from provisioner import certificates, locks
 from provisioner.changes import Update
-from provisioner.errors import HostError, ProvisionerError, StateError
+from provisioner.errors import ProvisionerError, StateError
 from provisioner.hosting import Hosting, as_error
 from provisioner.plan import Plan
 from provisioner.sop.sla import utcnow
@@ -387,7 +387,8 @@ def _renew(work: Hosting, items: list[Due], result: RenewalResult) -> None:
 
     for fqdn, bundle in bundles.items():
         item, row = by_name[fqdn], work._site_row(fqdn)
-        served, problem = _wait_served(work, row, bundle.serial)
+        served, problem = certificates.served_as_installed(row.public_ip, fqdn, work.ca_file(), bundle.serial,
+                                                           timeout=SERVED_WAIT)
         if problem:
             reason = f"installed but not served as expected: {problem}"
             work.certs.discard(fqdn, bundle.serial, item.request_id, reason)
@@ -405,30 +406,3 @@ def _renew(work: Hosting, items: list[Due], result: RenewalResult) -> None:
                       reason=item.reason, reused=item.reuse)
         result.renewed.append({"fqdn": fqdn, "old_serial": item.serial, "serial": bundle.serial,
                                "not_after": served["not_after"], "issuer": served["issuer"]})
-
-
-def _wait_served(work: Hosting, row: SiteRow, serial: str) -> tuple[dict | None, str | None]:
-    """The new certificate as served from outside: (facts, None) once it is served, trusted and
-    covers the name, else (None, what is wrong) after SERVED_WAIT seconds."""
-    deadline = time.monotonic() + SERVED_WAIT
-    while True:
-        try:
-            served = certificates.served(row.public_ip, row.fqdn, work.ca_file())
-        except HostError as err:
-            served, problem = None, str(err)
-        else:
-            problem = None
-            if served["serial"] != serial:
-                problem = f"serial {served['serial']} is served, not {serial}"
-            elif not served["trusted"]:
-                problem = f"not trusted: {served['trust_error']}"
-            elif not served["covers"]:
-                problem = f"does not cover {row.fqdn} (names {', '.join(served['names'])})"
-        if problem is None:
-            return served, None
-        # Only the old certificate still served (children not yet restarted) or a dropped
-        # connection may change by waiting; a certificate that does not verify will not.
-        waiting = served is None or served["serial"] != serial
-        if not waiting or time.monotonic() > deadline:
-            return None, problem
-        time.sleep(0.5)

@@ -100,10 +100,10 @@ def box(config):
     return SecretBox(config.key_file())
 
 
-def served_site(store, box, served, label: str, number: int, serial: str, days: int) -> str:
+def served_site(store, box, served, label: str, number: int, serial: str, days: int, **cert) -> str:
     """A recorded site whose recorded certificate `serial` is also the one served."""
     fqdn = add_site(store, label, number)
-    add_cert(store, box, fqdn, serial, days=days)
+    add_cert(store, box, fqdn, serial, days=days, **cert)
     served.set(fqdn, serial, days)
     return fqdn
 
@@ -339,9 +339,7 @@ def events(store, kind):
 
 
 def test_apply_installs_every_renewal_in_one_run_checks_and_records(lab_ca, store, box, served, web):
-    a = add_site(store, "alpha", 91)
-    add_cert(store, box, a, "a1", days=10, source="lab-ca")
-    served.set(a, "a1", 10)
+    a = served_site(store, box, served, "alpha", 91, "a1", days=10, source="lab-ca")
     b = add_site(store, "beta", 92, state="suspended")
     add_cert(store, box, b, "b1", days=12, source="lab-ca")
     served.set(b, "b1", 12)
@@ -368,9 +366,7 @@ def test_apply_installs_every_renewal_in_one_run_checks_and_records(lab_ca, stor
 
 
 def test_a_failed_install_discards_the_run_and_the_old_certificates_keep_serving(lab_ca, store, box, served, web):
-    a = add_site(store, "alpha", 101)
-    add_cert(store, box, a, "a1", days=10, source="lab-ca")
-    served.set(a, "a1", 10)
+    a = served_site(store, box, served, "alpha", 101, "a1", days=10, source="lab-ca")
     web.fail = HostError("web1: apache2ctl configtest refused the new configuration: AH00526")
 
     result = tls_renewal.renew(lab_ca, store, apply=True)
@@ -388,12 +384,8 @@ def test_a_failed_install_discards_the_run_and_the_old_certificates_keep_serving
 
 
 def test_a_certificate_installed_but_not_served_is_discarded_the_others_go_on(lab_ca, store, box, served, web):
-    a = add_site(store, "alpha", 111)
-    add_cert(store, box, a, "a1", days=10, source="lab-ca")
-    served.set(a, "a1", 10)
-    b = add_site(store, "beta", 112)
-    add_cert(store, box, b, "b1", days=11, source="lab-ca")
-    served.set(b, "b1", 11)
+    a = served_site(store, box, served, "alpha", 111, "a1", days=10, source="lab-ca")
+    b = served_site(store, box, served, "beta", 112, "b1", days=11, source="lab-ca")
     web.serve_other = {a}
 
     result = tls_renewal.renew(lab_ca, store, apply=True)
@@ -407,12 +399,8 @@ def test_a_certificate_installed_but_not_served_is_discarded_the_others_go_on(la
 
 
 def test_an_order_that_fails_is_recorded_and_the_others_are_installed(lab_ca, store, box, served, web, monkeypatch):
-    a = add_site(store, "alpha", 121)
-    add_cert(store, box, a, "a1", days=10, source="lab-ca")
-    served.set(a, "a1", 10)
-    b = add_site(store, "beta", 122)
-    add_cert(store, box, b, "b1", days=11, source="lab-ca")
-    served.set(b, "b1", 11)
+    a = served_site(store, box, served, "alpha", 121, "a1", days=10, source="lab-ca")
+    b = served_site(store, box, served, "beta", 122, "b1", days=11, source="lab-ca")
     obtain = certificates.Certificates.obtain
 
     def refuse_alpha(self, sites, reason="new"):
@@ -431,9 +419,7 @@ def test_an_order_that_fails_is_recorded_and_the_others_are_installed(lab_ca, st
 
 
 def test_renew_cli_exits_4_when_a_site_failed_and_prints_the_plan(lab_ca, store, box, served, web, monkeypatch):
-    a = add_site(store, "alpha", 131)
-    add_cert(store, box, a, "a1", days=10, source="lab-ca")
-    served.set(a, "a1", 10)
+    a = served_site(store, box, served, "alpha", 131, "a1", days=10, source="lab-ca")
     monkeypatch.setattr("provisioner.cli.tls.load_config", lambda path: lab_ca)
     monkeypatch.setattr("provisioner.cli.tls.open_store", lambda url: store)
 
