@@ -540,8 +540,8 @@ class Hosting:
             # that build the toolkit's own layout (it is never built: only a removal gets here).
             if state != "absent":
                 raise StateError(f"{', '.join(s.fqdn for s in taken)}: an adopted site is not built by hosting")
-            adopted_target.apply(self.inventory_path, taken, state="absent", step=step, artifact_dir=artifacts,
-                                 timeout=timeout)
+            adopted_target.apply(self.inventory_path, taken, state="absent", step=step, plan=plan,
+                                 artifact_dir=artifacts, timeout=timeout)
             sites = [s for s in sites if s.adopted is None]
             if not sites:
                 return {}
@@ -756,12 +756,14 @@ class Hosting:
         live = self.read_live(sites)
         from provisioner.targets.dns import removal_changes as dns_removal
 
-        # An adopted site's removal takes what was recorded as found, not the toolkit's paths and names.
+        # An adopted site's removal takes what was recorded as found, not the toolkit's paths and names,
+        # and keeps (saying why in the notes) what the hosts now show others use.
         built = [s for s in sites if s.adopted is None]
-        changes = (dns_removal(sites, live.dns) + web_target.removal_changes(built, live.web)
-                   + adopted_target.removal_changes([s for s in sites if s.adopted is not None], live)
+        taken, kept = adopted_target.removal([s for s in sites if s.adopted is not None], live, self.inventory,
+                                             self.config)
+        changes = (dns_removal(sites, live.dns) + web_target.removal_changes(built, live.web) + taken
                    + db_target.removal_changes(built, live.db) + ip_target.removal_changes(built, live.web))
-        return Plan(changes=changes, sites=[s.fqdn for s in sites], order=REMOVAL_ORDER)
+        return Plan(changes=changes, sites=[s.fqdn for s in sites], order=REMOVAL_ORDER, notes=kept)
 
     def remove(self, fqdns: list[str], actor: str = "system", **details) -> dict[str, dict]:
         """Take recorded sites down: DNS first, then web, database and the dedicated IP.

@@ -171,8 +171,9 @@ def discover(config, store, host: str | None = None, zone: str | None = None, re
     for web in webs:
         live = reader.web(web)
         addresses |= set(live.get("addresses", []))
-        # Who else uses a document root or an owner decides what a removal may take with the site.
-        uses = _uses(live)
+        # Who else uses a document root, an owner or a pool's socket decides what a removal may take
+        # with the site: every vhost counts, the toolkit's, the office's and those left unmanaged.
+        uses = import_probe.uses(live)
         system_users = live.get("users", {})
         for entry in live.get("files", []):
             path = entry["path"]
@@ -201,7 +202,8 @@ def discover(config, store, host: str | None = None, zone: str | None = None, re
                 continue
             if ignored("pool", pool.get("name") or pool["file"], web.name, pool["file"]):
                 continue
-            pools_seen.append(dict(pool, host=web.name))
+            pools_seen.append(dict(pool, host=web.name,
+                                   used_by=import_probe.listen_users(uses, [pool.get("listen")])))
 
     if not (host is not None and not webs):
         live_dns = reader.dns(zones)
@@ -227,6 +229,12 @@ def discover(config, store, host: str | None = None, zone: str | None = None, re
     for db_host in dbs:
         live = reader.db(db_host)
         accounts = [dict(a, db_host=db_host.name) for a in live.get("accounts", [])]
+        # An account the hosting list leaves alone (a backup account granted on every database) is
+        # set aside once, before the databases are grouped: it never goes with a site.
+        left_alone = {a["user"] for a in accounts if a["user"] not in known.accounts and a["user"].lower() in unmanaged}
+        for user in sorted(left_alone):
+            ignored("database user", user, db_host.name)
+        accounts = [a for a in accounts if a["user"] not in left_alone]
         for name in live.get("databases", []):
             if name in known.databases:
                 continue
@@ -248,10 +256,14 @@ def discover(config, store, host: str | None = None, zone: str | None = None, re
             out["unassigned"]["accounts"].append({"host": db_host.name, "user": a["user"], "client_host": a["host"],
                                                   "grants": a["grants"]})
 
-    # A pool or database an office's own list names is set aside once it is placed with a site
-    # of that office (until then it is no office's: only the hosting list speaks for it).
+    # A pool, database or database account an office's own list names is set aside once it is
+    # placed with a site of that office (until then it is no office's: only the hosting list speaks for it).
     for site in out["sites"].values():
         own = by_zone.get(site["zone"], set())
+        for database in site["databases"]:
+            for user in sorted({a["user"] for a in database["accounts"] if a["user"].lower() in own}):
+                out["ignored"].append({"kind": "database user", "name": user, "host": database["host"]})
+            database["accounts"] = [a for a in database["accounts"] if a["user"].lower() not in own]
         for key, kind in (("pools", "pool"), ("databases", "database")):
             placed = []
             for item in site[key]:
@@ -275,28 +287,6 @@ def _in_zones(name: str, zones) -> bool:
     return any(name == z or name.endswith("." + z) for z in zones)
 
 
-def _uses(live: dict) -> dict:
-    """Every document root and owner on a web host, by the file (vhost or pool) that uses it."""
-    roots, owners = [], []
-    for entry in live.get("files", []):
-        for b in entry.get("vhosts") or []:
-            if b.get("docroot"):
-                roots.append((entry["path"], b["docroot"].rstrip("/")))
-            if b.get("docroot_stat"):
-                owners.append((entry["path"], b["docroot_stat"]["owner"]))
-    owners += [(p["file"], p.get("user")) for p in live.get("pools", [])]
-    return {"roots": roots, "owners": owners}
-
-
-def _shared(path: str, docroot: str | None, owner: str | None, uses: dict) -> tuple[list, list]:
-    """(other files whose document root overlaps this one, other files whose owner or pool user is this owner)."""
-    d = (docroot or "").rstrip("/")
-    roots = sorted({f for f, r in uses["roots"] if f != path and d and
-                    (r == d or r.startswith(d + "/") or d.startswith(r + "/"))})
-    owners = sorted({f for f, o in uses["owners"] if f != path and owner and o == owner})
-    return roots, owners
-
-
 def _vhost_view(vhost: dict, fqdn: str, uses: dict | None = None, accounts: dict | None = None) -> dict:
     """What the listing shows of a vhost file for one site: its blocks of that name, owner (with its
     passwd entry: home, shell, groups), TLS."""
@@ -307,8 +297,9 @@ def _vhost_view(vhost: dict, fqdn: str, uses: dict | None = None, accounts: dict
     tls = next(({"cert_file": b["cert_file"], "key_file": b.get("key_file"), "chain_file": b.get("chain_file"),
                  "not_after": b.get("cert_not_after")} for b in mine if b.get("cert_file")), None)
     owner = stat["owner"] if stat else None
-    roots_shared, owner_shared = _shared(vhost["file"], docroots[0] if docroots else None, owner,
-                                         uses or {"roots": [], "owners": []})
+    uses = uses or {"roots": [], "owners": [], "handlers": []}
+    roots_shared = import_probe.docroot_users(uses, docroots[0] if docroots else None, but=(vhost["file"],))
+    owner_shared = import_probe.owner_users(uses, owner, but=(vhost["file"],))
     return {"host": vhost["host"], "file": vhost["file"], "sha256": vhost["sha256"], "links": vhost["links"],
             "docroot_shared_with": roots_shared, "owner_shared_with": owner_shared,
             "enabled": vhost["enabled"], "plain_in_enabled": vhost["plain_in_enabled"],
@@ -433,6 +424,10 @@ def adoption_record(config, work: Hosting, found: dict, request_id: str) -> tupl
     shared_grants = adopted.other_grants(grants, database["name"]) if database else []
     owner_problem = adopted.owner_problem(vhost["owner"], vhost.get("owner_account"), vhost["docroot"],
                                           web.ssh_user)
+    # Other vhosts that hand PHP to the pool's socket: the pool (and the account it runs as) is theirs too.
+    pool_shared = [f for f in pool.get("used_by", []) if f != vhost["file"]] if pool else []
+    if owner_problem is None and pool_shared and pool["user"] == vhost["owner"]:
+        owner_problem = f"its PHP-FPM pool {pool['file']} also serves {', '.join(pool_shared)}"
     found_layout = {
         "vhost_file": vhost["file"], "links": vhost["links"], "vhosts": vhost["blocks"],
         "shared_with": vhost["shared_with"], "server_names": vhost["server_names"], "aliases": vhost["aliases"],
@@ -444,7 +439,8 @@ def adoption_record(config, work: Hosting, found: dict, request_id: str) -> tupl
             f for f in vhost["owner_shared_with"] if not (pool and f == pool["file"])],
         "owner_kept_because": owner_problem,
         "error_log": vhost["error_log"], "tls": vhost["tls"],
-        "pool": {k: pool[k] for k in ("file", "name", "user", "listen", "php_version", "sha256")} if pool else None,
+        "pool": {**{k: pool[k] for k in ("file", "name", "user", "listen", "php_version", "sha256")},
+                 "shared_with": pool_shared} if pool else None,
         "database": {"name": database["name"], "user": users[0] if users else None,
                      "user_hosts": sorted(a["host"] for a in database["accounts"]),
                      "grants": sorted(grants), "user_shared": bool(shared_grants),

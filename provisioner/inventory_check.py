@@ -33,8 +33,10 @@ GROUP_PURPOSE = {
 PDNS_ROLES = ("primary", "secondary")
 # Secret files the controller reads: checked like the toolkit's own key file.
 SECRET_FILES = ("pdns_api_key_file", "ansible_ssh_private_key_file")
-# host_ns refuses a shorter PowerDNS API key.
+# host_ns's rule for the PowerDNS API key (tasks/configure.yml), applied to the
+# key as host prepare passes it: the file's text with surrounding blanks stripped.
 API_KEY_MIN = 16
+API_KEY_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f]")
 
 # Every inventory variable the host prepare roles (playbooks/roles/host_*) read,
 # and which hosts must have it (None: optional, checked when written). A test
@@ -535,8 +537,9 @@ class _Checker:
             if (key, str(value), scope) in checked:
                 continue  # a key file set for a whole group is reported once, for the group
             checked.add((key, str(value), scope))
-            rule = _secret_file_problem(value, self.report.offline,
-                                        API_KEY_MIN if key == "pdns_api_key_file" else 1)
+            rule = _secret_file_problem(value, self.report.offline)
+            if rule is None and key == "pdns_api_key_file" and not self.report.offline:
+                rule = _api_key_problem(Path(value))
             if rule:
                 self.problem(file, line, scope, key, rule)
 
@@ -572,7 +575,7 @@ def _api_url_problem(url: str) -> str | None:
     return None
 
 
-def _secret_file_problem(value, offline: bool, min_size: int = 1) -> str | None:
+def _secret_file_problem(value, offline: bool) -> str | None:
     """Why a key file named in the inventory will not do, or None. Never reads the secret itself."""
     if not isinstance(value, str):
         return f"{value!r} is not a file path"
@@ -595,8 +598,29 @@ def _secret_file_problem(value, offline: bool, min_size: int = 1) -> str | None:
         return f"{value} is open to others (mode {oct(info.st_mode & 0o777)}); chmod 600 it"
     if info.st_size == 0:
         return f"{value} is empty"
-    if info.st_size < min_size:
-        return f"{value} is shorter than the {min_size} characters host prepare requires of the key"
+    return None
+
+
+def _api_key_problem(path: Path) -> str | None:
+    """Why host_ns would refuse the PowerDNS API key in `path`, or None.
+
+    The key is read and stripped as host prepare reads it, then held to the
+    role's rule; only its length and the kind of fault are ever said, never
+    the key or any part of it.
+    """
+    try:
+        key = path.read_bytes().decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return f"{path} is not UTF-8 text"
+    except OSError as err:
+        return f"{path} cannot be read: {err.strerror}"
+    if not key:
+        return f"{path} is empty (blank lines only)"
+    if API_KEY_FORBIDDEN.search(key):
+        return f"{path} holds a key with blanks or control characters inside it; host prepare refuses it"
+    if len(key) < API_KEY_MIN:
+        return (f"{path} holds a key of {len(key)} characters (after stripping blank space); "
+                f"host prepare requires at least {API_KEY_MIN}")
     return None
 
 

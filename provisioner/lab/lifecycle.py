@@ -4,6 +4,12 @@
 interrupted run, a rebooted machine) is torn down and built again. Each phase
 is timed and reported through `log`.
 
+The lab's servers are configured the way an office's are: `provision host
+prepare --apply` on inventory/lab (PowerDNS, MariaDB, Apache, PHP-FPM, with
+the production playbooks). setup-host.sh adds only what a lab needs: the
+deploy account, sshd and keys (its `base` phase, in the image before boot)
+and the ACME server (its `lab` phase, on ca1).
+
 The lab's ACME server (Pebble on ca1) makes a new root at every start; the
 roots seen since `lab up` are kept in topology.ACME_ROOTS, and tests that stop
 or restart Pebble do it through `stop_acme`/`start_acme`/`restart_acme`, which
@@ -38,18 +44,8 @@ from provisioner.lab.system import require_root, run
 REQUIRED_TOOLS = ("debootstrap", "ip", "nsenter", "unshare", "mount", "umount", "chroot", "ssh-keygen")
 LOCK_FILE = "/run/provisioner-lab.lock"
 
-# The switch to the production way of configuring servers: with
-# PROVISIONER_LAB_HOST_PREPARE=1, `lab up` configures PowerDNS, MariaDB, Apache
-# and PHP-FPM with `provision host prepare --apply` on the lab's inventory (the
-# playbooks an office runs on its own servers) instead of setup-host.sh's role
-# phase; setup-host.sh then adds only what a lab needs (its `lab` phase: the
-# ACME server). Off until the lab has been proven with it.
-HOST_PREPARE_SWITCH = "PROVISIONER_LAB_HOST_PREPARE"
+# The inventory `host prepare` configures the lab's servers from, as an office's.
 LAB_INVENTORY = Path(__file__).resolve().parents[2] / "inventory" / "lab"
-
-
-def prepare_with_playbooks() -> bool:
-    return os.environ.get(HOST_PREPARE_SWITCH, "") == "1"
 
 
 @dataclass
@@ -180,24 +176,20 @@ def _acme_tls() -> tls.CertBundle:
     """Pebble's HTTPS certificate for its address and name, from the lab CA.
 
     Made anew at each `lab up`; the key stays in memory until it goes to ca1 in
-    the role script's text (see remote.run_script), so no file on the controller
-    and no argv ever holds it.
+    the setup script's text (see remote.run_script), so no file on the
+    controller and no argv ever holds it.
     """
     h = topology.acme_host()
     return tls.issue_server_certificate(topology.CA_DIR, [h.name], [str(h.address)])
 
 
-def _role_env(host: topology.LabHost, acme_tls: tls.CertBundle | None = None, phase: str = "role") -> dict[str, str]:
+def _lab_env(host: topology.LabHost, acme_tls: tls.CertBundle | None = None) -> dict[str, str]:
+    """The environment of setup-host.sh's `lab` phase on one host."""
     env = {
-        "LAB_PHASE": phase,
+        "LAB_PHASE": "lab",
         "LAB_ROLE": host.role,
         "LAB_HOSTS": _hosts_line(),
-        "LAB_NETWORK": str(topology.LAB_NETWORK),
-        "LAB_ZONES": " ".join(topology.ZONES),
-        "PDNS_API_PORT": str(topology.PDNS_API_PORT),
     }
-    if host.role == "ns-primary" and phase == "role":
-        env["PDNS_API_KEY"] = pdns_api_key()
     if host.role == "acme":
         if acme_tls is None:
             raise LabError(f"{host.name}: the acme role needs Pebble's HTTPS certificate")
@@ -249,10 +241,7 @@ def up(log=print) -> LabStatus:
                 hosts.start(h)
             _parallel(remote.wait_for_ssh, topology.HOSTS)
         with phases.phase("services"):
-            if prepare_with_playbooks():
-                _services_by_playbooks(log)
-            else:
-                _services_by_script()
+            _services(log)
         with phases.phase("checks"):
             _wait_ready()
             _wait_acme()
@@ -261,18 +250,8 @@ def up(log=print) -> LabStatus:
         return status()
 
 
-def _services_by_script() -> None:
-    script = (hosts.SCRIPTS / "setup-host.sh").read_text()
-    acme_tls = _acme_tls()
-    # The primary first, so the secondary can transfer its zones at once
-    # (and Pebble, which resolves through it, finds it serving).
-    remote.run_script(topology.primary_ns(), script, _role_env(topology.primary_ns()))
-    others = [h for h in topology.HOSTS if h != topology.primary_ns()]
-    _parallel(lambda h: remote.run_script(h, script, _role_env(h, acme_tls)), others)
-
-
-def _services_by_playbooks(log) -> None:
-    """The name, database and web servers as an office's are: `host prepare --apply`, then the lab's extras."""
+def _services(log) -> None:
+    """The name, database and web servers as an office's are: `host prepare --apply`, then the lab's own extras."""
     from provisioner import host_prepare
 
     # Name servers first (the primary before the secondaries), then db and web;
@@ -280,11 +259,11 @@ def _services_by_playbooks(log) -> None:
     result = host_prepare.apply(LAB_INVENTORY)
     made = sum(len(h.changes) for h in result.applied.hosts.values())
     log(f"  host prepare: {made} change(s) on {', '.join(sorted(result.applied.hosts))}; a second look finds none")
-    script = (hosts.SCRIPTS / "setup-host.sh").read_text()
-    acme_tls = _acme_tls()
-    # Pebble after the primary serves, as it resolves through it.
-    extras = [h for h in topology.HOSTS if h.role in ("acme", "web")]
-    _parallel(lambda h: remote.run_script(h, script, _role_env(h, acme_tls, phase="lab")), extras)
+    # The ACME server is the only thing here no office server has. The web
+    # servers' `lab` phase (their public addresses) is for Vagrant alone: the
+    # local lab puts those addresses on eth0 itself (network.ensure_host_network).
+    acme = topology.acme_host()
+    remote.run_script(acme, (hosts.SCRIPTS / "setup-host.sh").read_text(), _lab_env(acme, _acme_tls()))
 
 
 def _wait_ready(timeout: float = 60.0) -> None:

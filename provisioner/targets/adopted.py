@@ -6,15 +6,20 @@ small one of the toolkit's (same addresses, names and certificate files) that
 answers 503: the site's own vhost link in sites-enabled is removed and the
 suspension vhost enabled; unsuspending puts the link back and removes the
 suspension vhost. Both go through playbooks/adopted_site.yml, which tests the
-configuration and puts every link back if Apache refuses it.
+configuration and, if Apache refuses it, puts the links and stand-in back as
+they were before the run.
 
-Removing an adopted site takes exactly what was recorded as found: its vhost
-links and file, its pool file, its document root (only when no other vhost
-uses it, it lies where sites live and root does not own it), its owner account
-(only when it was the site's own), its database and the account recorded on it
-(only when that account has no grant beyond the database); the A record goes
-with the DNS step. removable() refuses, before any step runs, a removal whose
-files or names it cannot take safely (provisioner.adopted holds the rules).
+Removing an adopted site takes what was recorded as found, as far as the
+hosts allow it now (removal() reads the web host whole again when it plans):
+its vhost links and file, its pool file (only when no other vhost hands PHP to
+its socket), its document root (only when no other vhost uses it, it lies
+where sites live and root does not own it), its owner account (only when it is
+the site's own and nothing kept uses it), its database and its user's accounts
+(each only when it has no grant beyond the database and is not on the
+unmanaged list); the A record goes with the DNS step. What is kept is said in
+the plan's notes; the apply takes exactly the plan's changes. removable()
+refuses, before any step runs, a removal whose files or names it cannot take
+safely (provisioner.adopted holds the rules).
 """
 
 import posixpath
@@ -24,6 +29,7 @@ from provisioner import adopted, runner
 from provisioner.changes import Create, Delete, Update
 from provisioner.errors import StateError
 from provisioner.site import DesiredSite, sha256
+from provisioner.targets import import_probe
 
 SUSPEND_PREFIX = "provisioner-suspended-"
 AVAILABLE = "/etc/apache2/sites-available"
@@ -104,6 +110,8 @@ def plan(sites: list[DesiredSite], live: dict) -> list:
         present = state.get("links_present", [])
         if s.suspended:
             content = suspension_vhost(s)
+            if present:
+                _refuse_new_names(s, state)
             if state.get("suspend_sha256") is None:
                 changes.append(Create("web", h, f, "suspension vhost", suspend_file(f), content=content))
             elif state["suspend_sha256"] != sha256(content) or not state.get("suspend_enabled"):
@@ -119,44 +127,144 @@ def plan(sites: list[DesiredSite], live: dict) -> list:
     return changes
 
 
+def _refuse_new_names(site: DesiredSite, state: dict) -> None:
+    """Disabling the site's vhost file takes down every name it serves: refuse when it now serves
+    a name it did not serve at adoption (the planning probe reads its ServerNames)."""
+    found = site.adopted
+    mine = {site.fqdn, *(found.get("server_names") or []), *(found.get("aliases") or [])}
+    added = sorted({n.split(":")[0].lower() for n in state.get("server_names") or []} - mine)
+    if added:
+        raise StateError(f"{site.fqdn}: its vhost file {found['vhost_file']} now also serves {', '.join(added)} "
+                         "(added since adoption); disabling it would take those down too: normalize the site "
+                         f"first (provision import --site {site.fqdn} --normalize)")
+
+
 def found_target(site: DesiredSite, path: str) -> str:
     return next(link["target"] for link in site.adopted["links"] if link["path"] == path)
 
 
-def removal_changes(sites: list[DesiredSite], live) -> list:
-    """What removing adopted sites takes from the web and database hosts (live: hosting.Live)."""
-    changes = []
+def read_hosts(inventory, sites: list[DesiredSite]) -> dict[str, dict]:
+    """Everything the web hosts of these sites serve now (import_probe.probe_web_all), one session each."""
+    return {h: import_probe.probe_web_all(inventory.host(h)) for h in sorted({s.web_host for s in sites})}
+
+
+def removal(sites: list[DesiredSite], live, inventory, config) -> tuple[list, dict[str, str]]:
+    """What removing adopted sites takes from the web and database hosts, and what it keeps and why.
+
+    live: hosting.Live. What was recorded at adoption is not trusted to still hold: the web
+    hosts are read again whole (read_hosts), and a vhost, pool or account that shares the
+    site's document root, socket or owner now keeps it, whenever it was added. Returns
+    (changes, {fqdn: what is kept and why}); the apply takes exactly the changes (items, db_items).
+    """
     for s in sites:
         removable(s)
-        found, h, f = s.adopted, s.web_host, s.fqdn
-        state = live.web[h]["sites"][f]
-        for link in state.get("links_present", []):
-            changes.append(Delete("web", h, f, "vhost link", link))
-        if state.get("suspend_sha256") is not None or state.get("suspend_enabled"):
-            changes.append(Delete("web", h, f, "suspension vhost", suspend_file(f)))
-        if state["vhost_sha256"] is not None:
-            changes.append(Delete("web", h, f, "vhost", found["vhost_file"]))
-        if found.get("pool") and state["pool_sha256"] is not None:
-            changes.append(Delete("web", h, f, "PHP-FPM pool", found["pool"]["file"]))
-        if state["docroot"] is not None and not _root_owned(found.get("owner"), state["docroot"]):
+    now = read_hosts(inventory, sites) if sites else {}
+    changes, kept = [], {}
+    for s in sites:
+        web, why = _web_removal(s, live.web[s.web_host]["sites"][s.fqdn], now[s.web_host],
+                                inventory.host(s.web_host).ssh_user)
+        db, why_db = _db_removal(s, live.db, config.unmanaged(s.office)) if s.database else ([], [])
+        changes += web + db
+        if why + why_db:
+            kept[s.fqdn] = "kept: " + "; ".join(why + why_db)
+    return changes, kept
+
+
+def _web_removal(s: DesiredSite, state: dict, host_now: dict, deploy_user: str | None) -> tuple[list, list]:
+    found, h, f = s.adopted, s.web_host, s.fqdn
+    changes, kept = [], []
+    vhost = found["vhost_file"]
+    entry = next((e for e in host_now.get("files", []) if e["path"] == vhost), None)
+    others = sorted({b["server_name"] for b in (entry or {}).get("vhosts") or []
+                     if b.get("server_name") and b["server_name"] != f and f not in (b.get("aliases") or [])})
+    if others:
+        raise StateError(f"{f}: its vhost file {vhost} now also serves {', '.join(others)}; deleting it would "
+                         "take those down too: take it apart by hand or normalize it first "
+                         f"(provision import --site {f} --normalize)")
+    for link in state.get("links_present", []):
+        changes.append(Delete("web", h, f, "vhost link", link))
+    if state.get("suspend_sha256") is not None or state.get("suspend_enabled"):
+        changes.append(Delete("web", h, f, "suspension vhost", suspend_file(f)))
+    if state["vhost_sha256"] is not None:
+        changes.append(Delete("web", h, f, "vhost", vhost))
+    used, mine = import_probe.uses(host_now), {vhost, suspend_file(f)}
+    pool = found.get("pool")
+    if pool and state["pool_sha256"] is not None:
+        live_pool = next((p for p in host_now.get("pools", []) if p["file"] == pool["file"]), {})
+        sharing = import_probe.listen_users(used, {pool.get("listen"), live_pool.get("listen")}, but=mine)
+        if sharing:  # a pool kept stays in `used`: the account it runs as is kept with it
+            kept.append(f"PHP-FPM pool {pool['file']} ({', '.join(sharing)} also hand PHP to it)")
+        else:
+            changes.append(Delete("web", h, f, "PHP-FPM pool", pool["file"]))
+            mine.add(pool["file"])
+    root_kept = False
+    if state["docroot"] is not None and not _root_owned(found.get("owner"), state["docroot"]):
+        sharing = import_probe.docroot_users(used, docroot(s), but=mine)
+        if sharing:
+            root_kept = True
+            kept.append(f"document root {docroot(s)} ({', '.join(sharing)} also use it or a directory in it)")
+        else:
             changes.append(Delete("web", h, f, "site directory", docroot(s)))
-        if found.get("owner_dedicated") and state["user"] is not None:
-            changes.append(Delete("web", h, f, "system user", s.names.user))
-        if s.database:
-            db = live.db[s.db_host]["databases"][s.names.db_name]
-            beyond = adopted.other_grants(db["grants"], s.names.db_name)
-            if beyond and not user_shared(s):
-                # Its own when adopted, shared now: dropping it would take another database's access.
-                raise StateError(f"{f}: its database user {s.names.db_user} now has grants beyond "
-                                 f"{s.names.db_name} ({'; '.join(beyond)}); check who granted them, then "
-                                 "take the site apart by hand")
-            if db["user_hosts"] and not user_shared(s):
-                changes.append(Delete("db", s.db_host, f, "database user",
-                                      ", ".join(f"{s.names.db_user}@{x}" for x in db["user_hosts"]),
-                                      accounts=[[s.names.db_user, x] for x in db["user_hosts"]]))
-            if db["exists"]:
-                changes.append(Delete("db", s.db_host, f, "database", s.names.db_name))
-    return changes
+    if found.get("owner_dedicated") and state["user"] is not None:
+        owner = s.names.user
+        why = adopted.owner_problem(owner, host_now.get("users", {}).get(owner), s.names.docroot, deploy_user)
+        sharing = import_probe.owner_users(used, owner, but=mine)
+        if why is None and sharing:
+            why = f"{', '.join(sharing)} also use it"
+        if why is None and root_kept:
+            why = "the document root kept is its"
+        if why:
+            kept.append(f"system user {owner} ({why})")
+        else:
+            changes.append(Delete("web", h, f, "system user", owner))
+    return changes, kept
+
+
+# An account's part of one grant line: TO `user`@`host` (MariaDB) or 'user'@'host'.
+GRANT_TO = re.compile(r" TO (`(?:[^`]|``)*`|'(?:[^'\\]|\\.|'')*')@(`(?:[^`]|``)*`|'(?:[^'\\]|\\.|'')*')")
+
+
+def _grant_account(grant: str) -> tuple[str, str] | None:
+    """(user, host) a grant line is for; None when it cannot be read (it then counts for every host)."""
+    m = GRANT_TO.search(grant)
+    if not m:
+        return None
+
+    def unquote(q):
+        inner = q[1:-1]
+        return inner.replace("``", "`") if q[0] == "`" else inner.replace("''", "'").replace("\\'", "'")
+
+    return unquote(m.group(1)), unquote(m.group(2))
+
+
+def _db_removal(s: DesiredSite, live_db: dict, unmanaged: set) -> tuple[list, list]:
+    """The database and the accounts of its user the removal drops: every host the database host
+    has for that user now (what the read-back sees), except an account with a grant beyond this
+    database or a name on the unmanaged list, which stays."""
+    db = live_db[s.db_host]["databases"][s.names.db_name]
+    user, name, f = s.names.db_user, s.names.db_name, s.fqdn
+    changes, kept, drop = [], [], []
+    if user.lower() in unmanaged and db["user_hosts"]:
+        kept.append(f"database user {user} (on the unmanaged list)")
+    else:
+        for host in db["user_hosts"]:
+            grants = [g for g in db["grants"] if _grant_account(g) in (None, (user, host))]
+            beyond = adopted.other_grants(grants, name)
+            if not SAFE_DB_HOST.fullmatch(host):  # added since adoption; the playbook puts hosts into SQL
+                kept.append(f"database user {user}@{host!r} (a host that needs quoting the removal avoids)")
+            elif beyond:
+                kept.append(f"database user {user}@{host} (granted beyond {name}: {'; '.join(beyond)})")
+            else:
+                drop.append(host)
+    if drop:
+        changes.append(Delete("db", s.db_host, f, "database user", ", ".join(f"{user}@{x}" for x in drop),
+                              accounts=[[user, x] for x in drop]))
+    if db["exists"]:
+        if name.lower() in unmanaged:
+            kept.append(f"database {name} (on the unmanaged list)")
+        else:
+            changes.append(Delete("db", s.db_host, f, "database", name))
+    return changes, kept
 
 
 def docroot(site: DesiredSite) -> str:
@@ -168,14 +276,6 @@ def _root_owned(owner, seen: dict | None = None) -> bool:
     """A document root root owns is the host's, not a site's: a removal keeps it."""
     owners = {owner} | ({seen.get("owner")} if seen else set())
     return bool(owners & {"root", 0, "0"})
-
-
-def user_shared(site: DesiredSite) -> bool:
-    """The site's database account has grants beyond its database: a removal keeps it."""
-    db = site.adopted.get("database") or {}
-    if "user_shared" in db:
-        return bool(db["user_shared"])
-    return bool(adopted.other_grants(db.get("grants", []), site.names.db_name))
 
 
 def removable(site: DesiredSite) -> None:
@@ -190,8 +290,6 @@ def removable(site: DesiredSite) -> None:
     hosts = (found.get("database") or {}).get("user_hosts", []) if site.database else []
     if found.get("shared_with"):
         why = f"its vhost file {found['vhost_file']} also serves {', '.join(found['shared_with'])}"
-    elif found.get("docroot_shared_with"):
-        why = f"its document root {site.names.docroot} is also used by {', '.join(found['docroot_shared_with'])}"
     elif (problem := adopted.docroot_problem(site.names.docroot)) is not None:
         why = f"its document root {site.names.docroot!r} is not a directory the toolkit deletes: {problem}"
     elif not isinstance(found.get("vhost_file"), str) or not VHOST_FILE.fullmatch(found["vhost_file"]):
@@ -210,7 +308,14 @@ def removable(site: DesiredSite) -> None:
                          "--normalize)")
 
 
-def items(sites: list[DesiredSite], state: str = "present") -> list[dict]:
+def _planned(plan, site: DesiredSite, target: str, kind: str):
+    """The Delete of this kind the removal plan holds for the site, or None."""
+    return next((c for c in plan.for_site(site.fqdn) if (c.action, c.target, c.kind) == ("Delete", target, kind)),
+                None)
+
+
+def items(sites: list[DesiredSite], state: str = "present", plan=None) -> list[dict]:
+    """The playbook's items; a removal's (state absent) are what its plan (removal()) shows, nothing more."""
     out = []
     for s in sites:
         item = {"fqdn": s.fqdn, "web_host": s.web_host, "suspended": s.suspended and state == "present",
@@ -222,40 +327,51 @@ def items(sites: list[DesiredSite], state: str = "present") -> list[dict]:
         if state == "absent":
             removable(s)
             pool = s.adopted.get("pool") or {}
-            item.update(vhost_file=s.adopted["vhost_file"], pool_file=pool.get("file"),
+            taken = {kind: _planned(plan, s, "web", kind) is not None
+                     for kind in ("vhost", "PHP-FPM pool", "site directory", "system user")}
+            item.update(vhost_file=s.adopted["vhost_file"] if taken["vhost"] else None,
+                        pool_file=pool.get("file") if taken["PHP-FPM pool"] else None,
                         php_version=pool.get("php_version"),
-                        docroot=None if _root_owned(s.adopted.get("owner")) else docroot(s),
-                        user=s.names.user if s.adopted.get("owner_dedicated") else None)
+                        docroot=docroot(s) if taken["site directory"] else None,
+                        user=s.names.user if taken["system user"] else None)
         out.append(item)
     return out
 
 
-def db_items(sites: list[DesiredSite]) -> list[dict]:
-    """The databases and accounts of adopted sites to drop (names checked by removable())."""
+def db_items(sites: list[DesiredSite], plan) -> list[dict]:
+    """The databases and accounts of adopted sites to drop: those the removal plan shows (names
+    checked by removable())."""
     out = []
     for s in sites:
         if not s.database:
             continue
         removable(s)
-        # A shared account is kept: no DROP USER for any of its hosts.
-        hosts = [] if user_shared(s) else (s.adopted.get("database") or {}).get("user_hosts", [])
-        out.append({"db_host": s.db_host, "name": s.names.db_name, "user": s.names.db_user, "hosts": hosts})
+        accounts = _planned(plan, s, "db", "database user")
+        database = _planned(plan, s, "db", "database")
+        if accounts is None and database is None:
+            continue
+        out.append({"db_host": s.db_host, "name": s.names.db_name, "user": s.names.db_user,
+                    "hosts": [host for _user, host in accounts.detail["accounts"]] if accounts else [],
+                    "drop_database": database is not None})
     return out
 
 
 def apply(inventory_path, sites: list[DesiredSite], secrets: dict | None = None, state: str = "present",
-          artifact_dir=None, timeout: int | None = None, step: str = "web", **_ignored) -> runner.RunResult | None:
+          artifact_dir=None, timeout: int | None = None, step: str = "web", plan=None,
+          **_ignored) -> runner.RunResult | None:
     """Suspend or unsuspend adopted sites (same signature as web.apply, for the lifecycle); with
-    state absent, take the `step` (web or db) of their removal."""
+    state absent, take the `step` (web or db) of their removal as `plan` (removal()) shows it."""
+    if state == "absent" and plan is None:
+        raise StateError(f"{', '.join(s.fqdn for s in sites)}: a removal takes what its plan shows; no plan given")
     if step == "db":
-        databases = db_items(sites)
+        databases = db_items(sites, plan)
         if not databases:
             return None
         hosts = {d["db_host"] for d in databases}
         extravars = {"adopted_site__sites": [], "adopted_site__databases": databases}
     else:
         hosts = {s.web_host for s in sites}
-        extravars = {"adopted_site__sites": items(sites, state), "adopted_site__databases": []}
+        extravars = {"adopted_site__sites": items(sites, state, plan), "adopted_site__databases": []}
     return runner.run_playbook(
         "adopted_site.yml", inventory_path, hosts, extravars=extravars,
         secrets={}, limit=",".join(sorted(hosts)), artifact_dir=artifact_dir, timeout=timeout,

@@ -20,6 +20,8 @@ WORDS = {"servername": "server_name", "serveralias": "aliases", "documentroot": 
          "sslcertificatefile": "cert_file", "sslcertificatekeyfile": "key_file",
          "sslcertificatechainfile": "chain_file", "errorlog": "error_log"}
 SOCKET = re.compile(r"unix:(/[^|\s\"]+)")
+# A handler that reaches PHP-FPM over TCP (ProxyPassMatch ... fcgi://127.0.0.1:9001/...): "host:port".
+TCP = re.compile(r"(?<!\|)fcgi://([^/\s\"|]+:[0-9]+)")
 
 def sha(path):
     try:
@@ -84,7 +86,7 @@ def vhosts(path):
             current["server_name"] = value.strip('"').split(":")[0].lower()
         elif key is not None:
             current[key] = value.strip('"')
-        for socket in SOCKET.findall(text):
+        for socket in SOCKET.findall(text) + TCP.findall(text):
             current["fpm_sockets"].append(socket)
     return found
 
@@ -173,6 +175,58 @@ for user, host in sql("SELECT User, Host FROM mysql.user"):
     accounts.append({"user": user, "host": host, "grants": grants, "databases": dbs})
 print(json.dumps({"databases": databases, "accounts": accounts}))
 '''
+
+
+# -- who uses what on a web host (from probe_web_all's answer) ---------------------------
+#
+# Adoption records, and a removal decides again on the host as it is then, what an adopted
+# site shares with other vhosts: those may be the toolkit's, the office's or on the unmanaged
+# list; the probe lists them all.
+
+
+def uses(live: dict) -> dict:
+    """Every document root, owner and PHP handler on a web host, by the file (vhost or pool) that uses it."""
+    roots, owners, handlers = [], [], []
+    for entry in live.get("files", []):
+        for b in entry.get("vhosts") or []:
+            if b.get("docroot"):
+                roots.append((entry["path"], b["docroot"].rstrip("/")))
+            if b.get("docroot_stat"):
+                owners.append((entry["path"], b["docroot_stat"]["owner"]))
+            handlers += [(entry["path"], s) for s in b.get("fpm_sockets") or []]
+    owners += [(p["file"], p.get("user")) for p in live.get("pools", [])]
+    return {"roots": roots, "owners": owners, "handlers": handlers}
+
+
+def docroot_users(used: dict, docroot: str | None, but=()) -> list[str]:
+    """The files (but these) whose document root is this one, inside it or above it."""
+    d = (docroot or "").rstrip("/")
+    return sorted({f for f, r in used["roots"] if f not in but and d and
+                   (r == d or r.startswith(d + "/") or d.startswith(r + "/"))})
+
+
+def owner_users(used: dict, owner: str | None, but=()) -> list[str]:
+    """The files (but these) whose document root this account owns, or whose pool runs as it."""
+    return sorted({f for f, o in used["owners"] if f not in but and owner and o == owner})
+
+
+def same_listen(listen: str | None, handler: str) -> bool:
+    """Whether a vhost's PHP handler (a socket path, or host:port) reaches a pool listening on `listen`.
+
+    Over TCP the port decides (a pool on "9001" listens on every address): counting one
+    vhost too many only keeps a pool a removal could have taken.
+    """
+    listen = (listen or "").strip()
+    if not listen:
+        return False
+    if listen.startswith("/") or handler.startswith("/"):
+        return listen == handler
+    return listen.rsplit(":", 1)[-1] == handler.rsplit(":", 1)[-1]
+
+
+def listen_users(used: dict, listens, but=()) -> list[str]:
+    """The vhost files (but these) that hand PHP to a pool listening on any of `listens`."""
+    return sorted({f for f, h in used["handlers"] if f not in but and any(same_listen(x, h) for x in listens)})
 
 
 def probe_web_all(host: Host) -> dict:

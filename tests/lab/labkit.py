@@ -72,11 +72,21 @@ class Office:
         with self.store.session() as session:
             return list(session.query(Event).filter(Event.kind == kind))
 
-    def cleanup(self) -> None:
+    def live_sites(self) -> list[str]:
         with self.store.session() as session:
-            live = [r.fqdn for r in session.query(SiteRow).filter(SiteRow.state != "removed")]
-        for fqdn in live:
-            self.hosting.remove([fqdn])
+            return [r.fqdn for r in session.query(SiteRow).filter(SiteRow.state != "removed")]
+
+    def cleanup(self) -> None:
+        """Remove every site this office still has: all in one removal (one run per host), and
+        if that stops, each remaining one alone, so one broken site does not keep the others."""
+        live = self.live_sites()
+        if not live:
+            return
+        try:
+            self.hosting.remove(live)
+        except Exception:  # noqa: BLE001 - retried site by site below, where the error surfaces
+            for fqdn in self.live_sites():
+                self.hosting.remove([fqdn])
 
 
 

@@ -252,15 +252,6 @@ def test_the_playbook_passes_ansible_syntax_check():
     assert "playbook: playbooks/host_prepare.yml" in result.stdout
 
 
-def test_the_playbook_passes_ansible_lint_when_it_is_installed():
-    lint = shutil.which("ansible-lint") or str(Path(sys.executable).parent / "ansible-lint")
-    if not Path(lint).exists():
-        pytest.skip("ansible-lint is not installed")
-    result = subprocess.run([lint, "playbooks/host_prepare.yml"], cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=300, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 def _tasks(path):
     found = {}
 
@@ -298,42 +289,82 @@ def test_the_roles_install_the_lab_image_packages():
         assert set(packages) <= listed, f"{role}: {set(packages) - listed} not in packages.txt"
 
 
-# --- The lab's switch ----------------------------------------------------------------------
+# --- The lab is configured by these playbooks -------------------------------------------
 
-def test_the_lab_uses_the_playbooks_only_when_switched_on(monkeypatch):
-    monkeypatch.delenv(lifecycle.HOST_PREPARE_SWITCH, raising=False)
-    assert not lifecycle.prepare_with_playbooks()
-    monkeypatch.setenv(lifecycle.HOST_PREPARE_SWITCH, "1")
-    assert lifecycle.prepare_with_playbooks()
-    assert lifecycle.LAB_INVENTORY == LAB
-
-
-def test_with_the_switch_the_lab_script_adds_only_the_lab_extras(monkeypatch):
-    applied, scripts = [], []
+def _applied_once(applied):
     result = host_prepare.ApplyResult(host_prepare.parse_events(EVENTS["fresh"], ["sb1"], check=False),
                                       host_prepare.parse_events(EVENTS["prepared"], ["sb1"]))
-    monkeypatch.setattr(host_prepare, "apply", lambda path: applied.append(path) or result)
+    return lambda path: applied.append(("host prepare", path)) or result
+
+
+def test_lab_up_configures_its_servers_with_host_prepare(monkeypatch, tmp_path):
+    """`lab up` runs host prepare on inventory/lab once the hosts answer SSH, then the lab's extras, then its checks."""
+    calls = []
+    record = lambda what: (lambda *a, **k: calls.append((what,) + tuple(getattr(x, "name", x) for x in a)))
+    down = lifecycle.LabStatus(bridge=False, hosts=[])
+    monkeypatch.setattr(lifecycle, "require_root", lambda what: None)
+    monkeypatch.setattr(lifecycle, "_check_tools", lambda: None)
+    monkeypatch.setattr(lifecycle, "LOCK_FILE", str(tmp_path / "lab.lock"))
+    monkeypatch.setattr(lifecycle, "status", lambda: down)
+    # Never the real lab: no leftovers seen, and taking anything down is a failure.
+    monkeypatch.setattr(lifecycle.topology, "HOSTS_DIR", tmp_path / "no-hosts")
+    monkeypatch.setattr(lifecycle, "_down", lambda **k: pytest.fail("a unit test must not take the lab down"))
+    monkeypatch.setattr(lifecycle, "_check_mirror_outside_lab", lambda: None)
+    monkeypatch.setattr(lifecycle.rootfs, "ensure_cache", lambda log: tmp_path / "lower")
+    monkeypatch.setattr(lifecycle, "_ensure_secrets", lambda: "ssh-ed25519 AAAA lab")
+    monkeypatch.setattr(lifecycle.tls, "ensure_lab_ca", lambda path: None)
+    monkeypatch.setattr(lifecycle.network, "ensure_bridge", lambda: None)
+    monkeypatch.setattr(lifecycle.network, "ensure_host_network", lambda h: None)
+    monkeypatch.setattr(lifecycle.hosts, "mount_root", lambda h, lower: None)
+    monkeypatch.setattr(lifecycle.hosts, "install_boot_files", lambda h, line, key: "HOSTKEY")
+    monkeypatch.setattr(lifecycle, "_write_ssh_files", lambda keys: None)
+    monkeypatch.setattr(lifecycle.hosts, "start", record("start"))
+    monkeypatch.setattr(lifecycle.remote, "wait_for_ssh", record("ssh"))
+    monkeypatch.setattr(host_prepare, "apply", _applied_once(calls))
     monkeypatch.setattr(lifecycle, "_acme_tls", lambda: SimpleNamespace(cert="CERT", key="KEY"))
-    monkeypatch.setattr(lifecycle.remote, "run_script", lambda h, script, env: scripts.append((h.name, env)))
+    monkeypatch.setattr(lifecycle.remote, "run_script", lambda h, script, env: calls.append(("script", h.name, env["LAB_PHASE"])))
+    monkeypatch.setattr(lifecycle, "_wait_ready", record("dns ready"))
+    monkeypatch.setattr(lifecycle, "_wait_acme", record("acme ready"))
+    monkeypatch.setattr(lifecycle, "refresh_acme_roots", record("roots"))
+    logged = []
+    lifecycle.up(log=logged.append)
+    names = [h.name for h in lifecycle.topology.HOSTS]
+    assert calls[:len(names)] == [("start", n) for n in names]
+    assert sorted(calls[len(names):2 * len(names)]) == sorted(("ssh", n) for n in names)
+    assert calls[2 * len(names):] == [("host prepare", LAB), ("script", "ca1", "lab"),
+                                      ("dns ready",), ("acme ready",), ("roots",)]
+    assert "  host prepare: 37 change(s) on sb1; a second look finds none" in logged
+    # Each phase is still timed, the services phase among them.
+    timed = [line.split()[0] for line in logged if re.fullmatch(r"  \S+ +\d+\.\ds", line)]
+    assert timed == ["cache", "network", "hosts", "services", "checks", "total"]
+
+
+def test_the_lab_script_adds_only_the_acme_server(monkeypatch):
+    calls, scripts = [], []
+    monkeypatch.setattr(host_prepare, "apply", _applied_once(calls))
+    monkeypatch.setattr(lifecycle, "_acme_tls", lambda: SimpleNamespace(cert="CERT", key="KEY"))
+    monkeypatch.setattr(lifecycle.remote, "run_script", lambda h, script, env: scripts.append((h.name, script, env)))
     # The key reaches the primary through host prepare's secrets, not the script's environment.
     monkeypatch.setattr(lifecycle, "pdns_api_key", lambda: pytest.fail("the lab phase must not need the API key"))
-    logged = []
-    lifecycle._services_by_playbooks(log=logged.append)
-    assert applied == [LAB]
-    assert logged == ["  host prepare: 37 change(s) on sb1; a second look finds none"]
-    envs = dict(scripts)
-    assert sorted(envs) == ["ca1", "web1"]
-    assert {env["LAB_PHASE"] for env in envs.values()} == {"lab"}
-    assert envs["ca1"]["LAB_ROLE"] == "acme" and envs["ca1"]["PEBBLE_TLS_KEY"] == "KEY"
-    assert envs["web1"]["LAB_ROLE"] == "web" and "PDNS_API_KEY" not in envs["web1"]
+    lifecycle._services(log=lambda line: None)
+    assert calls == [("host prepare", LAB)]
+    assert lifecycle.LAB_INVENTORY == LAB
+    [(name, script, env)] = scripts
+    assert name == "ca1" and script == (REPO_ROOT / "provisioner" / "lab" / "scripts" / "setup-host.sh").read_text()
+    assert env["LAB_PHASE"] == "lab" and env["LAB_ROLE"] == "acme" and env["PEBBLE_TLS_KEY"] == "KEY"
+    assert not any(k.startswith("PDNS") for k in env)
 
 
-def test_the_lab_phase_of_the_script_configures_no_production_service():
+def test_the_lab_script_configures_no_production_service():
     script = (REPO_ROOT / "provisioner" / "lab" / "scripts" / "setup-host.sh").read_text()
-    lab_phase = script[script.index("    lab)\n"):script.index("    *) echo \"unknown phase")]
-    assert "role_acme" in lab_phase and "lab_public_addresses" in lab_phase
-    for production in ("role_ns_primary", "role_ns_secondary", "role_web", "role_db"):
-        assert production not in lab_phase
+    dispatch = script[script.index('case "$LAB_PHASE" in'):]
+    # Its phases: packages, base and lab; no service-role phase.
+    assert re.findall(r"^    (\w+)\)", dispatch, re.M) == ["packages", "base", "lab"]
+    lab_phase = dispatch[dispatch.index("    lab)\n"):dispatch.index("    *) echo \"unknown phase")]
+    assert re.findall(r"\) (\w+) ;;", lab_phase) == ["lab_acme", "lab_public_addresses"]
+    # What host prepare's roles configure is configured nowhere in it.
+    for production in ("pdnsutil", "pdns.d", "a2enmod", "a2enconf", "mariadb", "php8.2-fpm", "apache2"):
+        assert production not in script, production
 
 
 # --- What the roles read of the inventory, and what the inventory check knows -------------
@@ -506,3 +537,135 @@ def test_the_glue_is_the_public_address_and_by_default_ansible_host(tmp_path):
     assert glue(REPO_ROOT / "inventory" / "example") == [[["ns1", "198.51.100.53"], ["ns2", "203.0.113.53"]]]
     # The lab's name servers are asked on their lab addresses: no pdns_public_address, ansible_host.
     assert glue(LAB) == [[["ns1", "10.77.0.11"], ["ns2", "10.77.0.12"]]] * 2
+
+
+# --- A name server whose zones another backend holds --------------------------------------
+# host_ns writes launch=gsqlite3, which replaces what pdns.conf and the pdns.d files launch:
+# its files/pdns-backends (run on the server) tells Debian's example bind backend, which
+# holds no zone, from a backend an office's zones are in, and tasks/backends.yml refuses those.
+
+PDNS_BACKENDS = ROLES / "host_ns" / "files" / "pdns-backends"
+# Debian 12's pdns-server pdns.conf (its settings) and pdns-backend-bind's two files.
+DEBIAN_PDNS_CONF = "# PowerDNS configuration file\ninclude-dir=/etc/powerdns/pdns.d\nlaunch=\nsecurity-poll-suffix=\n"
+DEBIAN_BIND_CONF = """# See https://doc.powerdns.com/authoritative/backends/bind.html
+launch+=bind
+
+#################################
+# bind-config	Location of named.conf
+#
+# bind-config=
+bind-config=/etc/powerdns/named.conf
+
+# bind-supermaster-config=
+bind-supermaster-config=/var/lib/powerdns/supermaster.conf
+bind-supermaster-destdir=/var/lib/powerdns/zones.slave.d
+"""
+DEBIAN_NAMED_CONF = """# Debian default: supermaster created zones are written here:
+include "/var/lib/powerdns/supermaster.conf";
+
+# Example for a manually configured slave zone:
+#
+# zone "example.net" {
+#   file "/var/lib/powerdns/zones.slave.d/example.net.zone";
+#   type slave;
+#   masters { 192.0.2.53; };
+# };
+"""
+OFFICE_ZONE = 'zone "bulungan.go.id" {\n  type master;\n  file "/var/lib/powerdns/bulungan.go.id.zone";\n};\n'
+
+
+@pytest.fixture
+def pdns_root(tmp_path):
+    """A name server's /etc/powerdns as Debian installs pdns-server and pdns-backend-bind, under tmp_path."""
+    root = tmp_path / "root"
+    files = {"etc/powerdns/pdns.conf": DEBIAN_PDNS_CONF, "etc/powerdns/pdns.d/bind.conf": DEBIAN_BIND_CONF,
+             "etc/powerdns/named.conf": DEBIAN_NAMED_CONF, "var/lib/powerdns/supermaster.conf": ""}
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def _backends(root):
+    result = subprocess.run([sys.executable, str(PDNS_BACKENDS), "--root", str(root),
+                             "--own", "provisioner.conf", "--own", "provisioner-api-key.conf"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _foreign(root):
+    return [(f["file"], f["line"], f["text"]) for f in _backends(root)["foreign"]]
+
+
+def test_debians_example_bind_backend_holds_no_zone_and_may_be_replaced(pdns_root):
+    found = _backends(pdns_root)
+    assert [(f["file"], f["backends"]) for f in found["launches"]] == [
+        ("/etc/powerdns/pdns.conf", []), ("/etc/powerdns/pdns.d/bind.conf", ["bind"])]
+    assert found["foreign"] == [] and found["bind_zones"] == 0
+    # A prepared server (the lab's): the role's own files only, which are left out.
+    (pdns_root / "etc/powerdns/pdns.d/bind.conf").unlink()
+    (pdns_root / "etc/powerdns/pdns.d/provisioner.conf").write_text("launch=gsqlite3\n")
+    (pdns_root / "etc/powerdns/pdns.d/provisioner-api-key.conf").write_text("api-key=x\n")
+    assert _backends(pdns_root)["foreign"] == []
+
+
+@pytest.mark.parametrize("where", ["etc/powerdns/named.conf", "var/lib/powerdns/supermaster.conf"])
+def test_a_bind_backend_with_zones_is_foreign(pdns_root, where):
+    # The office's zone in named.conf itself, or one PowerDNS wrote to the file it includes.
+    with (pdns_root / where).open("a") as f:
+        f.write(OFFICE_ZONE)
+    assert _foreign(pdns_root) == [("/etc/powerdns/pdns.d/bind.conf", 2, "launch+=bind")]
+    assert _backends(pdns_root)["bind_zones"] == 1
+
+
+def test_any_other_backend_is_foreign_and_only_its_launch_line_is_shown(pdns_root):
+    (pdns_root / "etc/powerdns/pdns.d/gmysql.conf").write_text(
+        "# the office's zones\nlaunch+=gmysql\ngmysql-host=127.0.0.1\ngmysql-password=s3cret-db-password\n")
+    pdns_conf = pdns_root / "etc/powerdns/pdns.conf"
+    pdns_conf.write_text(pdns_conf.read_text().replace("launch=\n", "launch = bind, gpgsql:second  # two\n"))
+    (pdns_root / "etc/powerdns/pdns.d/zz-more.conf").write_text("launch+=gsqlite3\n")  # ours: fine
+    assert _foreign(pdns_root) == [("/etc/powerdns/pdns.conf", 3, "launch = bind, gpgsql:second  # two"),
+                                   ("/etc/powerdns/pdns.d/gmysql.conf", 2, "launch+=gmysql")]
+    assert "s3cret" not in json.dumps(_backends(pdns_root))
+
+
+def test_host_ns_checks_the_backends_before_it_changes_anything():
+    configure = yaml.safe_load((ROLES / "host_ns" / "tasks" / "configure.yml").read_text())
+    names = [t["name"] for t in configure]
+    check = names.index("Refuse a server whose zones another backend holds")
+    assert configure[check]["ansible.builtin.import_tasks"] == "backends.yml"
+    # Before the first task that changes the server (the asserts above it change nothing).
+    assert all("ansible.builtin.assert" in t for t in configure[:check])
+    read = _tasks(ROLES / "host_ns" / "tasks" / "backends.yml")["Read the backends PowerDNS launches now"]
+    assert read["check_mode"] is False and read["changed_when"] is False
+    assert read["ansible.builtin.script"]["cmd"].startswith("pdns-backends ")
+
+
+def test_the_refusal_names_the_file_and_its_launch_line(pdns_root, tmp_path):
+    """The role's assert, run on the controller with what the script found on an office's server."""
+    playbook_bin = Path(sys.executable).parent / "ansible-playbook"
+    if not playbook_bin.exists():
+        pytest.skip("ansible-playbook is not installed beside this interpreter")
+    assert_task = _tasks(ROLES / "host_ns" / "tasks" / "backends.yml")["Refuse a server whose zones are in another backend"]
+
+    def run(found):
+        playbook = tmp_path / "refuse.yml"
+        playbook.write_text(yaml.safe_dump([{
+            "hosts": "localhost", "gather_facts": False, "connection": "local",
+            "vars_files": [str(ROLES / "host_ns" / "defaults" / "main.yml")], "tasks": [assert_task]}]))
+        extra = tmp_path / "found.json"
+        extra.write_text(json.dumps({"host_ns__backends": {"stdout": json.dumps(found)}}))
+        return subprocess.run([str(playbook_bin), "-i", "localhost,", "-e", f"@{extra}", str(playbook)],
+                              capture_output=True, text=True, timeout=120, check=False,
+                              env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0"})
+
+    assert run(_backends(pdns_root)).returncode == 0  # Debian's example: passes
+    with (pdns_root / "etc/powerdns/named.conf").open("a") as f:
+        f.write(OFFICE_ZONE)
+    refused = run(_backends(pdns_root))
+    assert refused.returncode != 0
+    message = " ".join(refused.stdout.split())
+    assert "/etc/powerdns/pdns.d/bind.conf line 2 `launch+=bind`" in message, refused.stdout
+    assert "launch=gsqlite3 in /etc/powerdns/pdns.d/provisioner.conf" in message
+    assert "1 zone(s) in /etc/powerdns/named.conf" in message

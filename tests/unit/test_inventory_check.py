@@ -26,8 +26,9 @@ def copy(tmp_path):
     shutil.copytree(EXAMPLE, inventory)
     keys = tmp_path / "etc"
     keys.mkdir()
-    for name in ("id_ed25519", "pdns-api-key"):
-        (keys / name).write_text("not a real key, but long enough\n")
+    # The API key as host_ns wants it: 16+ characters, no blanks inside.
+    for name, content in (("id_ed25519", "not a real key\n"), ("pdns-api-key", "not-a-real-key-but-long-enough\n")):
+        (keys / name).write_text(content)
         (keys / name).chmod(0o600)
     for file in (inventory / "hosts.yml", inventory / "group_vars" / "nameservers.yml"):
         file.write_text(file.read_text().replace("/etc/provisioner/id_ed25519", str(keys / "id_ed25519"))
@@ -278,11 +279,41 @@ def test_a_key_file_that_is_a_directory_or_empty(copy):
 
 
 def test_an_api_key_too_short_for_host_prepare(copy):
-    # host_ns refuses a key under 16 characters; the size is read, never the key.
+    # host_ns refuses a key under 16 characters; the key is never echoed.
     _key_file(copy, "pdns-api-key").write_text("short-key\n")
     problems = found(check_inventory(copy), "group nameservers", "pdns_api_key_file")
-    assert len(problems) == 1 and "shorter than the 16 characters" in problems[0].rule
-    assert "short-key" not in problems[0].rule
+    assert len(problems) == 1 and "a key of 9 characters" in problems[0].rule
+    assert "at least 16" in problems[0].rule and "short-key" not in problems[0].rule
+
+
+@pytest.mark.parametrize("content, rule", [
+    # 19 bytes, but host prepare strips the blanks and passes a 9-character key.
+    ("short-key\n\n\n\n\n\n\n\n\n\n", "a key of 9 characters"),
+    ("   short-key        \n", "a key of 9 characters"),
+    # Long enough, but host_ns refuses blanks or control characters inside the key.
+    ("k3y with a space in it 0123\n", "blanks or control characters"),
+    ("k3y-with-a-tab\tinside-0123\n", "blanks or control characters"),
+    ("\n\n\n", "is empty"),
+])
+def test_the_api_key_is_held_to_host_prepares_rule_not_its_byte_count(copy, content, rule):
+    key = _key_file(copy, "pdns-api-key")
+    key.write_text(content)
+    problems = found(check_inventory(copy), "group nameservers", "pdns_api_key_file")
+    assert len(problems) == 1 and rule in problems[0].rule, [str(p) for p in problems]
+    # Neither the key nor a piece of it is ever shown.
+    for piece in ("short-key", "k3y", "space in it", "inside-0123"):
+        assert piece not in problems[0].rule and piece not in json.dumps(check_inventory(copy).as_dict())
+
+
+def test_a_key_host_prepare_accepts_passes_with_its_surrounding_blanks(copy):
+    _key_file(copy, "pdns-api-key").write_text("\n  k3y-of-17-chars!\n\n")  # 17 characters once stripped
+    assert not found_any(check_inventory(copy), "pdns_api_key_file")
+    _key_file(copy, "pdns-api-key").write_text("0123456789abcdef\n")  # exactly 16
+    assert not found_any(check_inventory(copy), "pdns_api_key_file")
+
+
+def found_any(report, key):
+    return [str(p) for p in report.problems if p.key == key]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")

@@ -61,6 +61,23 @@ def test_vagrantfile_validates_and_defines_the_same_hosts(tmp_path):
     assert "ca1" in machines
 
 
+def test_vagrantfile_configures_the_servers_with_host_prepare():
+    from provisioner import host_prepare
+
+    vagrantfile = (ROOT / "Vagrantfile").read_text()
+    # The script's phases are only the lab's own; the services come from host prepare's playbook,
+    # run by a trigger on the machines of the groups host prepare knows.
+    assert "%w[packages base lab].each do |phase|" in vagrantfile
+    groups = re.search(r"^PREPARED_GROUPS = %w\[([^\]]*)\]", vagrantfile, re.M).group(1).split()
+    assert set(groups) == set(host_prepare.GROUPS)
+    assert 'HOST_PREPARE = File.join(ROOT, "playbooks/host_prepare.yml")' in vagrantfile
+    assert (ROOT / "playbooks" / host_prepare.PLAYBOOK).is_file()
+    assert "node.trigger.after [:up, :provision]" in vagrantfile
+    # The API key reaches the playbook as the toolkit's runner passes it: in a private file, never argv.
+    assert '"provisioner_secrets" => { "pdns_api_key" => api_key }' in vagrantfile
+    assert "PDNS_API_KEY" not in vagrantfile
+
+
 def test_package_list_is_shared_and_complete():
     packages = rootfs.packages()
     for needed in ("openssh-server", "pdns-server", "pdns-backend-sqlite3", "apache2", "php-fpm", "mariadb-server", "tini"):
@@ -167,11 +184,11 @@ def test_pebble_https_certificate_is_signed_by_the_lab_ca_for_its_address_and_na
     assert san.get_values_for_type(x509.DNSName) == ["ca1"]
     assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("10.77.0.41")]
     assert "PRIVATE KEY" in bundle.key and "PRIVATE KEY" not in bundle.cert
-    # Only ca1's role script receives it; the key is in the script's text, not argv.
-    env = lifecycle._role_env(topology.acme_host(), bundle)
+    # Only ca1's setup script receives it; the key is in the script's text, not argv.
+    env = lifecycle._lab_env(topology.acme_host(), bundle)
     assert env["PEBBLE_TLS_KEY"] == bundle.key and env["LAB_ROLE"] == "acme"
     assert env["ACME_PORT"] == "14000" and env["ACME_MANAGEMENT_PORT"] == "15000"
-    assert "PEBBLE_TLS_KEY" not in lifecycle._role_env(topology.host("web1"), bundle)
+    assert "PEBBLE_TLS_KEY" not in lifecycle._lab_env(topology.host("web1"), bundle)
 
 
 def _root(name):

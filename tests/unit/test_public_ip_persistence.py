@@ -7,14 +7,17 @@ restart drops only what the lab's topology does not configure.
 """
 
 import json
+import os
 import re
 import shutil
 import stat
 import subprocess
+import sys
 from ipaddress import IPv4Interface
 from pathlib import Path
 
 import pytest
+import yaml
 
 from provisioner import audit, naming
 from provisioner.lab import network, topology
@@ -64,7 +67,7 @@ def host(tmp_path):
         return state.read_text().splitlines() if state.exists() else []
 
     return type("Host", (), {"run": staticmethod(run), "kept": kept, "lines": staticmethod(lines),
-                             "up_now": staticmethod(up_now)})
+                             "up_now": staticmethod(up_now), "env": env})
 
 
 def test_keep_writes_one_line_per_address_and_reports_only_a_change(host):
@@ -78,8 +81,8 @@ def test_keep_writes_one_line_per_address_and_reports_only_a_change(host):
     # A new prefix or device for an address replaces its line.
     assert host.run("keep", "203.0.113.140/24", "eth1").stdout.strip() == "changed"
     assert host.lines() == ["203.0.113.131/32 eth0", "203.0.113.140/24 eth1"]
-    # Written whole then renamed: no temporary file is left next to it.
-    assert sorted(p.name for p in host.kept.parent.iterdir()) == ["public-addresses"]
+    # Written whole then renamed: no temporary file is left next to it, only the lock file.
+    assert sorted(p.name for p in host.kept.parent.iterdir()) == ["public-addresses", "public-addresses.lock"]
 
 
 def test_forget_drops_only_that_address(host):
@@ -90,6 +93,33 @@ def test_forget_drops_only_that_address(host):
     assert host.lines() == ["203.0.113.14/32 eth0"]
     assert host.run("forget", "203.0.113.140").stdout == ""
     assert host.run("list").stdout.splitlines() == ["203.0.113.14/32 eth0"]
+
+
+# Stands in for sort: slow, so a writer's read and its rename lie far apart and
+# two writers without a lock would overlap (the later rename drops the other's line).
+SLOW_SORT = """#!/bin/sh
+sleep 0.05
+exec /usr/bin/sort "$@"
+"""
+
+
+def test_two_writers_at_once_lose_no_line(host, tmp_path):
+    (tmp_path / "bin" / "sort").write_text(SLOW_SORT)
+    (tmp_path / "bin" / "sort").chmod(0o755)
+    host.run("keep", "203.0.113.200/32", "eth0")
+    host.run("keep", "203.0.113.201/32", "eth0")
+    # Each writer keeps 8 addresses of its own; the second also forgets one kept before.
+    loops = ["for n in 130 131 132 133 134 135 136 137; do sh \"$0\" keep 203.0.113.$n/32 eth0; done",
+             "sh \"$0\" forget 203.0.113.200; "
+             "for n in 140 141 142 143 144 145 146 147; do sh \"$0\" keep 203.0.113.$n/32 eth1; done"]
+    writers = [subprocess.Popen(["/bin/sh", "-c", loop, str(SCRIPT)], env=host.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for loop in loops]
+    for writer in writers:
+        out, err = writer.communicate(timeout=120)
+        assert writer.returncode == 0 and err == "", err
+    assert sorted(host.lines()) == sorted(["203.0.113.201/32 eth0"]
+                                          + [f"203.0.113.{n}/32 eth0" for n in range(130, 138)]
+                                          + [f"203.0.113.{n}/32 eth1" for n in range(140, 148)])
 
 
 def test_forget_without_a_file_makes_none(host):
@@ -143,6 +173,71 @@ def test_up_without_a_file_does_nothing(host):
     assert host.up_now() == []
 
 
+def test_up_with_a_device_brings_up_only_that_devices_addresses(host):
+    host.run("keep", "203.0.113.140/32", "eth1")
+    host.run("keep", "203.0.113.131/32", "eth0")
+    result = host.run("up", "eth1")
+    assert result.returncode == 0, result.stderr
+    assert host.up_now() == ["203.0.113.140/32 eth1"]
+    assert host.run("up", "eth1; reboot").returncode == 2
+
+
+HOOK = ROLE / "files" / "provisioner-public-addresses.if-up"
+
+
+@pytest.fixture
+def if_up(host, tmp_path):
+    """Runs the ifupdown hook as ifup does (IFACE, MODE), its script the role's on the stand-in `ip`."""
+    # The hook sets its own PATH; the script it calls puts the stand-in `ip` first again.
+    wrapper = tmp_path / "script"
+    wrapper.write_text(f'#!/bin/sh\nPATH="{tmp_path / "bin"}:/usr/bin:/bin" exec /bin/sh "{SCRIPT}" "$@"\n')
+    wrapper.chmod(0o755)
+
+    def run(iface, mode="start"):
+        env = {**host.env, "IFACE": iface, "MODE": mode, "PHASE": "post-up",
+               "PROVISIONER_PUBLIC_ADDRESSES_SCRIPT": str(wrapper)}
+        return subprocess.run(["/bin/sh", str(HOOK)], env=env, capture_output=True, text=True)
+    return run
+
+
+def test_the_ifupdown_hook_brings_an_interfaces_addresses_back_after_a_flush(host, if_up):
+    host.run("keep", "203.0.113.140/32", "eth1")
+    host.run("keep", "203.0.113.141/32", "eth1")
+    host.run("keep", "203.0.113.131/32", "eth0")
+    # ifdown eth1 / `systemctl restart networking` flushed eth1; ifup runs the hook for it.
+    result = if_up("eth1")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert sorted(host.up_now()) == ["203.0.113.140/32 eth1", "203.0.113.141/32 eth1"]
+    # Again changes nothing; other interfaces, `ifup -a`'s --all call and a stop do nothing.
+    assert if_up("eth1").returncode == 0 and len(host.up_now()) == 2
+    for iface, mode in (("--all", "start"), ("eth0", "stop"), ("eth2", "start")):
+        assert if_up(iface, mode).returncode == 0
+    assert sorted(host.up_now()) == ["203.0.113.140/32 eth1", "203.0.113.141/32 eth1"]
+
+
+def test_the_ifupdown_hook_never_fails_the_interface(host, if_up):
+    host.run("keep", "203.0.113.140/32", "gone0")
+    result = if_up("gone0")
+    assert result.returncode == 0
+    assert "cannot bring 203.0.113.140/32 up on gone0" in result.stderr
+    assert "not every kept address came up on gone0" in result.stderr
+
+
+def test_the_role_installs_the_ifupdown_hook_where_ifupdown_is():
+    tasks = {t["name"]: t for t in yaml.safe_load((ROLE / "tasks" / "main.yml").read_text())}
+    install = tasks["Install the hook that brings the addresses up again with their interface (ifupdown)"]
+    copy = install["ansible.builtin.copy"]
+    assert (copy["src"], copy["mode"]) == (HOOK.name, "0755")
+    # run-parts, which ifupdown uses, skips a name with a dot in it.
+    assert re.fullmatch(r"/etc/network/if-up\.d/[A-Za-z0-9_-]+", copy["dest"])
+    assert tasks["Find ifupdown"]["ansible.builtin.stat"]["path"] == "/etc/network/if-up.d"
+    assert install["when"] == "public_ip__ifupdown.stat.isdir | default(false)"
+    # `systemctl restart networking` restarts the boot unit after it.
+    unit = (ROLE / "files" / "provisioner-public-addresses.service").read_text()
+    assert "PartOf=networking.service" in unit
+    assert re.search(r"^After=.*\bnetworking\.service\b", unit, re.M)
+
+
 def test_the_boot_hooks_run_the_script_after_the_network():
     unit = (ROLE / "files" / "provisioner-public-addresses.service").read_text()
     assert "After=network-online.target" in unit and "Wants=network-online.target" in unit
@@ -166,6 +261,68 @@ def test_the_unit_passes_systemd_analyze_verify(tmp_path):
     run = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
     problems = [line for line in (run.stdout + run.stderr).splitlines() if "provisioner-public-addresses" in line]
     assert run.returncode == 0 and not problems, run.stdout + run.stderr
+
+
+# -- which interface: the public one, beside the shared address ---------------------
+
+# `ip -o -4 addr show` of a server with a management NIC (192.0.2.0/24, as
+# inventory/example) and a public one (198.51.100.0/24).
+TWO_NICS = [
+    "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever",
+    "2: eth0    inet 192.0.2.21/24 brd 192.0.2.255 scope global eth0\\       valid_lft forever preferred_lft forever",
+    "3: eth1    inet 198.51.100.10/24 brd 198.51.100.255 scope global eth1\\       valid_lft forever",
+    "3: eth1    inet 198.51.100.100/32 scope global eth1\\       valid_lft forever preferred_lft forever",
+]
+
+
+def _choose_interface(tmp_path, probe_lines, **host_vars):
+    """Run the role's tasks/interface.yml on this machine (nothing is changed); its choice or failure."""
+    playbook_bin = Path(sys.executable).parent / "ansible-playbook"
+    if not playbook_bin.exists():
+        pytest.skip("ansible-playbook is not installed beside this interpreter")
+    playbook = tmp_path / "choose.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "hosts": "localhost", "gather_facts": False, "connection": "local",
+        "tasks": [{"ansible.builtin.import_tasks": str(ROLE / "tasks" / "interface.yml")},
+                  {"ansible.builtin.debug": {"msg": "CHOSEN {{ public_ip__interface }}"}}]}]))
+    extra = tmp_path / "vars.json"
+    extra.write_text(json.dumps({**host_vars, "public_ip__probe": {"stdout_lines": probe_lines}}))
+    result = subprocess.run([str(playbook_bin), "-i", "localhost,", "-e", f"@{extra}", str(playbook)],
+                            capture_output=True, text=True, timeout=120, check=False,
+                            env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0"})
+    chosen = re.search(r'"msg": "CHOSEN (\S+)"', result.stdout)
+    return (chosen.group(1) if chosen else None), result.stdout
+
+
+def test_dedicated_addresses_go_on_the_interface_of_the_shared_public_address(tmp_path):
+    chosen, out = _choose_interface(tmp_path, TWO_NICS, ansible_host="192.0.2.21", public_ip="198.51.100.10")
+    assert chosen == "eth1", out
+
+
+def test_without_a_public_ip_on_the_host_the_management_interface_is_used(tmp_path):
+    # No public_ip, or one the host does not hold itself (the lab's single NIC holds both).
+    assert _choose_interface(tmp_path, TWO_NICS, ansible_host="192.0.2.21")[0] == "eth0"
+    assert _choose_interface(tmp_path, TWO_NICS, ansible_host="192.0.2.21", public_ip="198.51.100.99")[0] == "eth0"
+
+
+def test_a_host_carrying_neither_address_is_refused(tmp_path):
+    chosen, out = _choose_interface(tmp_path, TWO_NICS[:1], ansible_host="192.0.2.21", public_ip="198.51.100.10")
+    assert chosen is None
+    assert "no interface carries 198.51.100.10 (public_ip) or 192.0.2.21 (ansible_host)" in out
+    chosen, out = _choose_interface(tmp_path, TWO_NICS[:1], ansible_host="192.0.2.21")
+    assert chosen is None and '"no interface carries 192.0.2.21 (ansible_host)"' in out
+
+
+def test_addresses_are_added_moved_and_kept_on_the_chosen_interface():
+    tasks = {t["name"]: t for t in yaml.safe_load((ROLE / "tasks" / "main.yml").read_text())}
+    assert tasks["Choose the interface the addresses go on"]["ansible.builtin.import_tasks"] == "interface.yml"
+    assert tasks["Bring addresses up"]["ansible.builtin.command"]["argv"][-1] == "{{ public_ip__interface }}"
+    # One up on another interface (an earlier version used the management one) is taken off it first ...
+    move = tasks["Take addresses off an interface they do not belong on"]
+    assert "public_ip__current[item.address] != public_ip__interface" in move["when"]
+    assert "public_ip__current[item.address] | default('') != public_ip__interface" in tasks["Bring addresses up"]["when"]
+    # ... and the kept line names the chosen interface, whatever the address is on now.
+    assert tasks["Keep the addresses brought up"]["ansible.builtin.command"]["argv"][-1] == "{{ public_ip__interface }}"
 
 
 # -- what reads the file: the probe and the audit; the plan does not -----------------

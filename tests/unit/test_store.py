@@ -73,6 +73,22 @@ def test_events_can_be_added_but_never_changed_or_removed(store):
         assert all(e.at <= utcnow() for e in rows)
 
 
+# SQLite has no TRUNCATE (its DELETE is refused above); PostgreSQL's fires no row trigger.
+@pytest.mark.parametrize("state_url", ["postgresql"], indirect=True)
+def test_truncate_cannot_empty_the_events_or_free_letter_numbers(store):
+    with store.session() as session:
+        add_event(session, None, "probe")
+    for statement, refusal in (("TRUNCATE events", "events are append-only"),
+                               ("TRUNCATE letter_numbers", "letter numbers are never changed or freed"),
+                               # A cascade from requests reaches letter_numbers: refused there too.
+                               ("TRUNCATE requests CASCADE", "letter numbers are never changed or freed")):
+        with pytest.raises(DatabaseError, match=refusal):
+            with store.session() as session:
+                session.execute(text(statement))
+    with store.session() as session:
+        assert [e.kind for e in session.query(Event).all()] == ["probe"]
+
+
 def test_a_refused_connection_is_a_config_error_without_the_password(pg_server):
     url = pg_server.new_database()
     try:

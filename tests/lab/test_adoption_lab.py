@@ -217,6 +217,22 @@ def test_a_hand_made_site_is_listed_adopted_audited_suspended_and_removed(office
     code, out = _cli("audit", "--site", site.fqdn, "--format", "json")
     assert code == 0 and json.loads(out)["clean"], out
 
+    # Meanwhile the office's vhost became one Apache refuses: the unsuspension fails and leaves the
+    # host as it was (stand-in enabled, the refused vhost not), so Apache's configuration still passes.
+    vhost = f"/etc/apache2/sites-available/{site.label}.conf"
+    original = _sh(office, "web1", f"cat {vhost}\n")
+    try:
+        _sh(office, "web1", f"sed -i 's|^</VirtualHost>|    NoSuchDirectiveOfTheOffice on\\n</VirtualHost>|' {vhost}\n")
+        code, out = _cli("site", "unsuspend", site.fqdn, "--apply")
+        assert code != 0 and "put back as they were before this run" in out, out
+        enabled = _sh(office, "web1", "apache2ctl configtest 2>/dev/null && echo configtest-passes\n"
+                                      "ls /etc/apache2/sites-enabled/\n")
+        assert "configtest-passes" in enabled and f"provisioner-suspended-{site.fqdn}.conf" in enabled, enabled
+        assert f"\n{site.label}.conf\n" not in "\n" + enabled
+        assert _http(site).status == 503 and office.site(site.fqdn).state == "suspended"
+    finally:
+        _sh(office, "web1", f"cat > {vhost} <<'VHOST'\n{original}VHOST\n")
+
     # Unsuspended: the office's own vhost serves the site again, exactly as before.
     code, out = _cli("site", "unsuspend", site.fqdn, "--apply")
     assert code == 0, out
@@ -230,6 +246,31 @@ def test_a_hand_made_site_is_listed_adopted_audited_suspended_and_removed(office
     code, out = _cli("import", "--site", site.fqdn, "--normalize")
     assert code == 0 and "checksum" in out and "planned only" in out, out
     assert _host_state(office, site) == before
+
+    # A vhost made after adoption that uses a directory in the document root and the site's PHP
+    # socket (not even enabled): the removal planned now keeps the directory, the pool and the owner.
+    extra = f"/etc/apache2/sites-available/{site.label}-baru.conf"
+    try:
+        _sh(office, "web1", f"""cat > {extra} <<'VHOST'
+<VirtualHost {site.shared}:80>
+    ServerName baru-{site.fqdn}
+    DocumentRoot {site.docroot}/baru
+    <FilesMatch "\\.php$">
+        SetHandler "proxy:unix:/run/php/{site.label}.sock|fcgi://localhost"
+    </FilesMatch>
+</VirtualHost>
+VHOST
+""")
+        code, out = _cli("site", "remove", site.fqdn, "--json")
+        assert code == 0, out
+        planned = json.loads(out)["plan"]
+        kinds = {c["kind"] for c in planned["changes"]}
+        assert {"vhost", "database"} <= kinds and not kinds & {"site directory", "PHP-FPM pool", "system user"}, out
+        note = planned["notes"][site.fqdn]
+        assert f"document root {site.docroot} ({extra} also use" in note, note
+        assert f"pool.d/{site.label}.conf ({extra} also hand PHP to it)" in note and f"system user {site.label}" in note
+    finally:
+        _sh(office, "web1", f"rm -f {extra}\n")
 
     # Removed like any other: archived, then exactly what was found is taken away.
     code, out = _cli("site", "remove", site.fqdn, "--reason", "uji selesai", "--apply")
