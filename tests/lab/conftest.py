@@ -24,8 +24,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.lab)
 
 
-@pytest.fixture(autouse=True)
-def lab_up():
+def require_lab() -> None:
+    """Skip (or fail, under PROVISIONER_REQUIRE_LAB) unless the lab's bridge is up."""
     if os.geteuid() != 0:
         pytest.skip("lab tests run as root")
     if not lifecycle.status().bridge:
@@ -33,6 +33,11 @@ def lab_up():
         if os.environ.get("PROVISIONER_REQUIRE_LAB"):
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def lab_up():
+    require_lab()
 
 
 @pytest.fixture(scope="session")
@@ -97,3 +102,23 @@ def office(tmp_path, monkeypatch, generated_secrets):
     o = Office(tmp_path)
     yield o
     o.cleanup()
+
+
+@pytest.fixture(scope="module")
+def module_office(tmp_path_factory, generated_secrets):
+    """An office like `office`, shared by the tests of one module (module fixtures are set
+    up before the autouse `lab_up`, so it checks the lab itself); its sites are removed at
+    the end of the module."""
+    require_lab()
+    home = tmp_path_factory.mktemp("office")
+    generated_secrets.homes.append(home)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PROVISIONER_HOME", str(home))
+        patch.delenv("PROVISIONER_STATE_URL", raising=False)
+        patch.delenv("PROVISIONER_CONFIG", raising=False)
+        patch.chdir(home)
+        office = Office(home)
+        try:
+            yield office
+        finally:
+            office.cleanup()

@@ -22,7 +22,6 @@ from click.testing import CliRunner
 from provisioner import ipam, ssh
 from provisioner.cli import main
 from provisioner.lab import guard
-from provisioner.store.models import Event
 
 from labkit import PDNS, api_headers
 

@@ -2,12 +2,18 @@
 DNS-01 for several names with one PATCH per zone, the weekly limit, revocation on removal,
 and HTTP-01 for an office that chooses it.
 
-Every test works in its own state home with fresh request ids and labels (labkit), and
-its sites are removed afterwards.
+A site costs the lab most of a minute to provision and remove, so the module provisions
+one batch (`batch`: two tarakan sites and one buleleng site in ONE apply, in a state home
+of its own with fresh request ids and labels) that the tests share in this file's order:
+test 1 looks at the first tarakan site, test 2 at the whole batch and its PATCHes, test 3
+adds sites next to the batch (which took tarakankota.go.id's last slot of the week),
+test 4 removes the buleleng site and test 5 renews the second tarakan site. A test that
+changes a site is the last one to look at it. Every site is removed when the module ends.
 """
 
 import json
 import time
+from types import SimpleNamespace
 
 import dns.message
 import dns.query
@@ -33,12 +39,44 @@ LAB_CA = topology.STATE_DIR / "ca" / "ca.crt"  # Pebble's own HTTPS (directory a
 NAMESERVERS = ("10.77.0.11", "10.77.0.12")
 SHARED_IP = "203.0.113.10"
 CHALLENGE = "_acme-challenge"
+TARAKAN = "tarakankota.go.id"
+# The batch is applied under this weekly limit: its two tarakan sites take the whole week.
+WEEKLY_LIMIT = 2
+
+
+def _require_pebble() -> None:
+    guard.require_lab_route(topology.acme_host().address)
+    assert ROOTS.exists(), f"{ROOTS} missing: is ca1 (Pebble) part of this lab?"
 
 
 @pytest.fixture(autouse=True)
 def pebble_up(lab_up):
-    guard.require_lab_route(topology.acme_host().address)
-    assert ROOTS.exists(), f"{ROOTS} missing: is ca1 (Pebble) part of this lab?"
+    _require_pebble()
+
+
+# --- the module's office and its batch ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def batch(module_office):
+    """Two tarakan sites and a buleleng one, applied together under WEEKLY_LIMIT, with every
+    PATCH sent to the DNS API during that apply recorded as (zone, [(name, type, changetype)])."""
+    _require_pebble()
+    office = module_office
+    assert office.config.hosting.tls_source == "acme"  # the lab's default: the production path
+    limited = Hosting(_with_acme(office.config, weekly_limit=WEEKLY_LIMIT), office.store)
+    patches = []
+    real_patch = DnsTarget._patch
+
+    def recorded(self, zone, rrsets):
+        patches.append((zone, [(r["name"].rstrip("."), r["type"], r["changetype"]) for r in rrsets]))
+        return real_patch(self, zone, rrsets)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DnsTarget, "_patch", recorded)
+        fqdns, result = _provisioned(office, "tarakan-simkes.yaml", "tarakan-simkes.yaml", "buleleng-sipandu.yaml",
+                                     hosting=limited)
+    return SimpleNamespace(office=office, limited=limited, fqdns=fqdns, result=result, patches=patches,
+                           records={r["fqdn"]: r for r in result.sites})
 
 
 # --- helpers -------------------------------------------------------------------
@@ -115,9 +153,10 @@ def _with_acme(config, **acme):
 
 # --- 1. a new site gets Pebble's certificate -------------------------------------------
 
-def test_a_new_tls_site_gets_a_trusted_certificate_from_pebble(office, lab_host):
+def test_a_new_tls_site_gets_a_trusted_certificate_from_pebble(batch, lab_host):
+    office = batch.office
     assert office.config.hosting.tls_source == "acme"  # the lab's default: the production path
-    (fqdn,), result = _provisioned(office, "tarakan-simkes.yaml")
+    fqdn = batch.fqdns[0]
     row = office.site(fqdn)
     assert row.state == "provisioned"
 
@@ -135,19 +174,19 @@ def test_a_new_tls_site_gets_a_trusted_certificate_from_pebble(office, lab_host)
     (cert,) = office.hosting.certs.rows(fqdn)
     assert cert.state == "active" and cert.source == "acme"
     assert cert.serial == served["serial"] and cert.names == [fqdn]
-    assert cert.registered_domain == "tarakankota.go.id"
+    assert cert.registered_domain == TARAKAN
     assert cert.key_sealed and "-----BEGIN" not in cert.key_sealed and "PRIVATE" not in cert.key_sealed
     assert "PRIVATE" not in cert.cert_pem + cert.chain_pem
     assert office.hosting.box.open(cert.key_sealed).startswith("-----BEGIN PRIVATE KEY-----")
 
     (issued,) = _certificate_events(office, "certificate_issued", fqdn)
     assert issued.payload["serial"] == cert.serial and issued.payload["tls_source"] == "acme"
-    assert issued.payload["registered_domain"] == "tarakankota.go.id"
+    assert issued.payload["registered_domain"] == TARAKAN
     assert "challenge_cleanup_failed" not in issued.payload
     recorded = row.config["certificate"]
     assert recorded["issuer"] == served["issuer"] and recorded["not_after"] == served["not_after"]
     assert recorded["serial"] == cert.serial and recorded["source"] == "acme"
-    assert result.sites[0]["verified"]["certificate"]["trusted"] is True
+    assert batch.records[fqdn]["verified"]["certificate"]["trusted"] is True
 
     # The challenge record is gone from both name servers and from the zone itself.
     _challenge_gone_everywhere(fqdn)
@@ -168,30 +207,22 @@ def test_a_new_tls_site_gets_a_trusted_certificate_from_pebble(office, lab_host)
 
 # --- 2. one PATCH per zone for a batch ---------------------------------------------------
 
-def test_dns01_for_several_names_uses_one_patch_per_zone(office, monkeypatch):
-    patches = []
-    real_patch = DnsTarget._patch
-
-    def recorded(self, zone, rrsets):
-        patches.append((zone, [(r["name"].rstrip("."), r["type"], r["changetype"]) for r in rrsets]))
-        return real_patch(self, zone, rrsets)
-
-    monkeypatch.setattr(DnsTarget, "_patch", recorded)
-    fqdns, _result = _provisioned(office, "tarakan-simkes.yaml", "tarakan-simkes.yaml", "buleleng-sipandu.yaml")
-    t1, t2, b1 = fqdns
-    challenge = [(zone, rrsets) for zone, rrsets in patches if any(n.startswith(CHALLENGE + ".") for n, _t, _c in
-                                                                   rrsets)]
-    expected_names = {"tarakankota.go.id": {f"{CHALLENGE}.{t1}", f"{CHALLENGE}.{t2}"},
+def test_dns01_for_several_names_uses_one_patch_per_zone(batch):
+    office = batch.office
+    t1, t2, b1 = batch.fqdns
+    challenge = [(zone, rrsets) for zone, rrsets in batch.patches
+                 if any(n.startswith(CHALLENGE + ".") for n, _t, _c in rrsets)]
+    expected_names = {TARAKAN: {f"{CHALLENGE}.{t1}", f"{CHALLENGE}.{t2}"},
                       "bulelengkab.go.id": {f"{CHALLENGE}.{b1}"}}
     # Publish: one PATCH per zone with every name of the batch; cleanup: one per zone again.
-    assert [zone for zone, _r in challenge] == ["bulelengkab.go.id", "tarakankota.go.id",
-                                                "bulelengkab.go.id", "tarakankota.go.id"], challenge
+    assert [zone for zone, _r in challenge] == ["bulelengkab.go.id", TARAKAN,
+                                                "bulelengkab.go.id", TARAKAN], challenge
     for i, (zone, rrsets) in enumerate(challenge):
         assert {n for n, _t, _c in rrsets} == expected_names[zone]
         assert {t for _n, t, _c in rrsets} == {"TXT"}
         assert {c for _n, _t, c in rrsets} == ({"REPLACE"} if i < 2 else {"DELETE"})
     # Every site got its own certificate from that one batch, served and trusted.
-    for fqdn in fqdns:
+    for fqdn in batch.fqdns:
         row = office.site(fqdn)
         assert row.state == "provisioned"
         served = certificates.served(row.public_ip, fqdn, ROOTS)
@@ -203,15 +234,18 @@ def test_dns01_for_several_names_uses_one_patch_per_zone(office, monkeypatch):
 
 # --- 3. the weekly limit ------------------------------------------------------------------
 
-def test_the_weekly_limit_holds_the_next_site_back_with_the_date_of_the_next_slot(office, lab_host):
-    with office.store.session() as session:
-        issued = session.query(CertificateRow).filter(CertificateRow.source == "acme").count()
-    limited = Hosting(_with_acme(office.config, weekly_limit=issued + 1), office.store)
+def test_the_weekly_limit_holds_the_next_site_back_with_the_date_of_the_next_slot(batch, lab_host):
+    office, limited = batch.office, batch.limited
 
-    # The last slot of the week goes to the first site.
-    (first,), _r = _provisioned(office, "tarakan-simkes.yaml", hosting=limited)
-    (first_cert,) = office.hosting.certs.rows(first)
-    next_slot = first_cert.issued_at + WINDOW  # the week of the one certificate counted
+    # The last slot of the week went to the batch's second tarakan site: under WEEKLY_LIMIT,
+    # both tarakan sites of the one apply got a certificate, and they are all the week counts.
+    firsts = [row for fqdn in batch.fqdns[:2] for row in office.hosting.certs.rows(fqdn)]
+    assert [c.state for c in firsts] == ["active", "active"]
+    with office.store.session() as session:
+        counted = session.query(CertificateRow).filter(CertificateRow.source == "acme",
+                                                       CertificateRow.registered_domain == TARAKAN).count()
+    assert counted == WEEKLY_LIMIT == len(firsts)
+    next_slot = min(c.issued_at for c in firsts) + WINDOW  # the week of the oldest certificate counted
 
     # The next one waits: refused before anything is built, with the date of the next slot.
     waiting_id = _approved(office, "tarakan-simkes.yaml")
@@ -222,7 +256,7 @@ def test_the_weekly_limit_holds_the_next_site_back_with_the_date_of_the_next_slo
         limited.apply([waiting_id])
     message = str(refused.value)
     assert "waits for a certificate" in message and waiting in message
-    assert f"{next_slot:%Y-%m-%d %H:%M}" in message and "tarakankota.go.id" in message
+    assert f"{next_slot:%Y-%m-%d %H:%M}" in message and TARAKAN in message
     row = office.site(waiting)
     assert row.state == "waiting" and "waits for a certificate" in row.reason
     assert f"{next_slot:%Y-%m-%d %H:%M}" in row.reason
@@ -230,13 +264,13 @@ def test_the_weekly_limit_holds_the_next_site_back_with_the_date_of_the_next_slo
     assert event.payload["reason"] == row.reason
     assert office.hosting.certs.rows(waiting) == []
     # Nothing of it on the hosts or in DNS.
-    names = naming.site_names(waiting.split(".", 1)[0], "tarakankota.go.id")
+    names = naming.site_names(waiting.split(".", 1)[0], TARAKAN)
     web, db = lab_host("web1"), lab_host("db1")
     assert not web.file(f"/etc/apache2/sites-available/{waiting}.conf").exists
     assert not web.file(f"/etc/ssl/provisioner/{waiting}.crt").exists
     assert not web.file(names.docroot).exists and not web.user(names.user).exists
     assert names.db_name not in db.check_output("mysql -N -e 'SHOW DATABASES'").split()
-    assert not any(name == f"{waiting}." for name, _t in _zone_rrsets("tarakankota.go.id"))
+    assert not any(name == f"{waiting}." for name, _t in _zone_rrsets(TARAKAN))
     with office.store.session() as session:
         assert session.query(Event).filter(Event.request_id == waiting_id, Event.kind == "apply_started").count() == 0
 
@@ -266,8 +300,9 @@ def test_the_weekly_limit_holds_the_next_site_back_with_the_date_of_the_next_slo
 
 # --- 4. removal revokes ---------------------------------------------------------------------
 
-def test_removal_revokes_the_certificate_at_pebble_and_drops_the_key(office, lab_host):
-    (fqdn,), _r = _provisioned(office, "tarakan-simkes.yaml")
+def test_removal_revokes_the_certificate_at_pebble_and_drops_the_key(batch, lab_host):
+    office = batch.office
+    fqdn = batch.fqdns[2]  # the buleleng site: no later test looks at it
     (cert,) = office.hosting.certs.rows(fqdn)
     before = _pebble_status(cert.serial)
     assert before["Status"].lower() == "valid"
@@ -289,10 +324,11 @@ def test_removal_revokes_the_certificate_at_pebble_and_drops_the_key(office, lab
 
 # --- 5. HTTP-01 for an office that chooses it -------------------------------------------------
 
-def test_http01_renewal_is_validated_over_port_80_of_the_site(office, lab_host, monkeypatch):
+def test_http01_renewal_is_validated_over_port_80_of_the_site(batch, lab_host, monkeypatch):
     from provisioner import tls_renewal
 
-    (fqdn,), _r = _provisioned(office, "tarakan-simkes.yaml")
+    office = batch.office
+    fqdn = batch.fqdns[1]  # the second tarakan site: no later test looks at it
     (old,) = office.hosting.certs.rows(fqdn)
     offices = dict(office.config.offices)
     offices["tarakan"] = offices["tarakan"].model_copy(update={"tls_challenge": "http-01"})

@@ -1,31 +1,44 @@
 """Certificate status and renewal against the real lab: Pebble on ca1 issues, web1 serves.
 
-Each test provisions a site of its own (fresh id and label, ACME certificates
-from Pebble) in its own state home, and removes it afterwards. The test that
-stops Pebble starts it again in a finally (and records its new root).
+A site costs the lab most of a minute to provision and remove, so the module provisions
+one (fresh id and label, ACME certificate from Pebble, a state home of its own: `site`)
+and its tests take turns on it in this file's order: status first, on the certificate
+the site was provisioned with, then the renewals, each asserting against what was
+served and recorded when it started. The site is removed when the module ends. The test
+that stops Pebble starts it again in a finally (and records its new root).
 """
 
 import threading
 import time
 from datetime import datetime, timezone
+from types import SimpleNamespace
 
+import pytest
 import urllib3
 
 from provisioner import certificates, tls_renewal
 from provisioner.lab import guard, lifecycle
 
+
 POLL_EVERY = 0.02  # seconds between two HTTPS requests of the client that watches a renewal
 
 
-def _provision(office) -> dict:
+@pytest.fixture(scope="module")
+def site(module_office):
+    """One provisioned site shared by the module's tests: SimpleNamespace(office, record)."""
+    office = module_office
     request_id = office.through_review("tarakan-simkes.yaml")
     office.approve_without_hook(request_id)
     (record,) = office.hosting.apply([request_id]).sites
-    return record
+    return SimpleNamespace(office=office, record=record)
 
 
 def _served(office, record: dict) -> dict:
     return certificates.served(record["public_ip"], record["fqdn"], office.hosting.ca_file())
+
+
+def _events(office, kind: str, fqdn: str) -> list:
+    return [e for e in office.events(kind) if e.payload["fqdn"] == fqdn]
 
 
 class Poller(threading.Thread):
@@ -55,10 +68,29 @@ class Poller(threading.Thread):
             time.sleep(POLL_EVERY)
 
 
-def test_a_forced_renewal_serves_a_new_certificate_with_no_failed_request(office):
-    record = _provision(office)
+def test_status_shows_the_issuer_and_expiry_figures(site):
+    office, record = site.office, site.record
+    fqdn = record["fqdn"]
+    (row,) = tls_renewal.status(office.config, office.store, site=fqdn)
+    served = row["served"]
+    assert row["error"] is None and row["web_host"] == record["web_host"]
+    assert served["issuer"] and "Pebble" in served["issuer"]
+    assert fqdn in served["names"] and served["covers"] and served["trusted"]
+    # The days left are those to the served not-after, and agree with the record.
+    not_after = datetime.fromisoformat(served["not_after"])
+    assert served["days_left"] > 0
+    assert abs(served["days_left"] - (not_after - datetime.now(timezone.utc)).total_seconds() / 86400) < 0.2
+    assert row["recorded"]["serial"] == served["serial"] and row["matches"] is True
+    assert abs(row["recorded"]["days_left"] - served["days_left"]) < 0.2
+    assert row["record_certificate"]["not_after"] == served["not_after"]
+    assert row["last_failure"] is None
+
+
+def test_a_forced_renewal_serves_a_new_certificate_with_no_failed_request(site):
+    office, record = site.office, site.record
     fqdn = record["fqdn"]
     before = _served(office, record)
+    renewed_before = len(_events(office, "certificate_renewed", fqdn))
     assert before["trusted"] and before["covers"]
     assert office.hosting.certs.current(fqdn).serial == before["serial"]
 
@@ -91,7 +123,7 @@ def test_a_forced_renewal_serves_a_new_certificate_with_no_failed_request(office
     states = {r.serial: r.state for r in office.hosting.certs.rows(fqdn)}
     assert states[before["serial"]] == "superseded"
     assert office.site(fqdn).config["certificate"]["serial"] == after["serial"]
-    (event,) = [e for e in office.events("certificate_renewed") if e.payload["fqdn"] == fqdn]
+    (event,) = _events(office, "certificate_renewed", fqdn)[renewed_before:]
     assert (event.payload["old_serial"], event.payload["serial"]) == (before["serial"], after["serial"])
 
     # Nothing is due any more under the default window.
@@ -99,10 +131,11 @@ def test_a_forced_renewal_serves_a_new_certificate_with_no_failed_request(office
     assert again.plan.due == [] and not again.applied
 
 
-def test_pebble_stopped_during_a_renewal_keeps_the_old_certificate_and_says_why(office, monkeypatch):
-    record = _provision(office)
+def test_pebble_stopped_during_a_renewal_keeps_the_old_certificate_and_says_why(site, monkeypatch):
+    office, record = site.office, site.record
     fqdn = record["fqdn"]
     before = _served(office, record)
+    failed_before = len(_events(office, "tls_renewal_failed", fqdn))
     made = certificates.Certificates.client
 
     def then_stop(self):
@@ -124,7 +157,7 @@ def test_pebble_stopped_during_a_renewal_keeps_the_old_certificate_and_says_why(
     # The old certificate still serves, still trusted.
     still = _served(office, record)
     assert still["serial"] == before["serial"] and still["trusted"]
-    (event,) = [e for e in office.events("tls_renewal_failed") if e.payload["fqdn"] == fqdn]
+    (event,) = _events(office, "tls_renewal_failed", fqdn)[failed_before:]
     assert event.payload["reason"] == reason and event.payload["serial"] == before["serial"]
     assert event.payload["stage"] == "order"
     assert office.hosting.certs.current(fqdn).serial == before["serial"]
@@ -139,21 +172,3 @@ def test_pebble_stopped_during_a_renewal_keeps_the_old_certificate_and_says_why(
     assert after["serial"] == renewed["serial"] != before["serial"] and after["trusted"]
     (row,) = tls_renewal.status(office.config, office.store, site=fqdn)
     assert row["last_failure"] is None and row["served"]["serial"] == after["serial"]
-
-
-def test_status_shows_the_issuer_and_expiry_figures(office):
-    record = _provision(office)
-    fqdn = record["fqdn"]
-    (row,) = tls_renewal.status(office.config, office.store, site=fqdn)
-    served = row["served"]
-    assert row["error"] is None and row["web_host"] == record["web_host"]
-    assert served["issuer"] and "Pebble" in served["issuer"]
-    assert fqdn in served["names"] and served["covers"] and served["trusted"]
-    # The days left are those to the served not-after, and agree with the record.
-    not_after = datetime.fromisoformat(served["not_after"])
-    assert served["days_left"] > 0
-    assert abs(served["days_left"] - (not_after - datetime.now(timezone.utc)).total_seconds() / 86400) < 0.2
-    assert row["recorded"]["serial"] == served["serial"] and row["matches"] is True
-    assert abs(row["recorded"]["days_left"] - served["days_left"]) < 0.2
-    assert row["record_certificate"]["not_after"] == served["not_after"]
-    assert row["last_failure"] is None
