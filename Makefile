@@ -51,7 +51,7 @@ unit: install
 test: lab-up
 	@unit_log=$$(mktemp); \
 	PROVISIONER_REQUIRE_PG=1 $(BIN)/pytest -q -p no:cacheprovider tests/unit >"$$unit_log" 2>&1 & unit=$$!; \
-	PROVISIONER_REQUIRE_LAB=1 $(BIN)/pytest -q -p no:cacheprovider tests/lab; lab=$$?; \
+	PROVISIONER_REQUIRE_LAB=1 $(BIN)/pytest -q -p no:cacheprovider --durations=40 tests/lab; lab=$$?; \
 	wait $$unit; unit_rc=$$?; \
 	echo "== unit tests (run beside the lab tests)"; cat "$$unit_log"; rm -f "$$unit_log"; \
 	echo "== lab tests: exit $$lab; unit tests: exit $$unit_rc"; \

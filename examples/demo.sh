@@ -3,7 +3,11 @@
 #   - two example requests (one per office) go through the hosting SOP's
 #     human steps; the head's approval provisions each site by itself
 #     (plan, apply, verify from outside), then the configuration letter;
+#   - the website SOP's installation on the first site: two releases from
+#     archives, the list of releases, and a rollback;
 #   - a third request is rejected and gets its reply letter (surat balasan);
+#   - the two application SOPs run to done with their documents (the KAK as
+#     DOCX and PDF, reports, berita acara): examples/demo-applications.sh;
 #   - the audit finds no drift, and the usage report is written.
 # It starts from a fresh lab and its own state home, so it can run again.
 set -euo pipefail
@@ -35,6 +39,21 @@ for file in examples/tarakan-simkes.yaml examples/buleleng-sipandu.yaml; do
     provision hosting "$id" --apply
 done
 
+echo "== a website deploy: examples/website/ packed twice (two releases), then a rollback"
+site=simkes.tarakankota.go.id
+content="$PROVISIONER_HOME/konten"
+mkdir -p "$content/rilis-2"
+tar -czf "$content/rilis-1.tar.gz" -C examples/website .
+cp -a examples/website/. "$content/rilis-2/"
+echo contoh-rilis-2 > "$content/rilis-2/.release-marker"
+tar -czf "$content/rilis-2.tar.gz" -C "$content/rilis-2" .
+provision website deploy "$site" --source "$content/rilis-1.tar.gz"
+provision website deploy "$site" --source "$content/rilis-1.tar.gz" --apply --by bidang_aplikasi
+provision website deploy "$site" --source "$content/rilis-2.tar.gz" --apply --by bidang_aplikasi
+provision website releases "$site"
+provision website rollback "$site"
+provision website rollback "$site" --apply --by bidang_aplikasi
+
 id=$(review examples/tarakan-turnamen.yaml)
 echo "== $id: the head rejects; the reply letter follows"
 provision decide "$id" --reject --by kadis \
@@ -48,6 +67,9 @@ echo "== what a daily renewal run would do now (nothing is due)"
 provision tls renew
 echo "== this month's usage report"
 provision report usage
+
+echo "== the two application SOPs and their documents (needs analysis, KAK, reports, berita acara)"
+PROVISIONER_HOME="$PWD/var/demo-applications" examples/demo-applications.sh
 
 echo "== results"
 provision request list

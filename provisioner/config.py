@@ -74,6 +74,10 @@ class LetterProfile(_Strict):
     city: str  # the date line: "<city>, 22 November 2026"
     signer: Signer
     copies: list[str] = Field(default_factory=list)  # tembusan
+    # The full jabatan of an SOP role as documents address it (role key -> title), for the
+    # roles the SOP names only by level: kabid: "Kepala Bidang Aplikasi Informatika". A role
+    # left out prints as a placeholder to be written in ("[Kepala Bidang ...]").
+    positions: dict[str, str] = Field(default_factory=dict)
     # Archive classification code and pattern of the letter number, with a
     # running number per office and year: "{klasifikasi}/{urut}/DKISP/{tahun}".
     classification: str
@@ -239,6 +243,38 @@ class Hosting(_Strict):
     unmanaged: list[str] = Field(default_factory=list)
 
 
+# A relative path inside a release: segments of letters, digits, '.', '_', '-', never '.' or '..'.
+_RELEASE_PATH = re.compile(r"(?!\.{1,2}(/|$))[A-Za-z0-9_.-]+(/(?!\.{1,2}(/|$))[A-Za-z0-9_.-]+)*")
+
+
+class Website(_Strict):
+    """Website deploys (`provision website`, the website SOP's installation step)."""
+
+    # Releases kept on the web host per site, the new one included; older ones are pruned
+    # (never the current or the previous one, so at least 2).
+    keep_releases: int = Field(default=5, ge=2, le=100)
+    # Limits of one release's content, checked on the controller before anything is copied.
+    max_files: int = Field(default=20000, ge=1, le=10_000_000)
+    max_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    # Uncompressed size / compressed size above which an archive (or a zip member) is a bomb.
+    max_ratio: float = Field(default=100.0, gt=1, le=100000)
+    # Seconds the optional command (`--run`) may take as the site user, and the git fetch.
+    command_timeout: int = Field(default=600, ge=1, le=86400)
+    # Seconds the site has after the switch to answer 200 (and its marker) at the health path.
+    health_timeout: float = Field(default=30.0, gt=0, le=600)
+    # Paths every release links to <home>/shared/<path> (besides those in its `.shared` file).
+    shared: list[str] = Field(default_factory=list)
+
+    @field_validator("shared")
+    @classmethod
+    def _shared(cls, value):
+        for path in value:
+            if not _RELEASE_PATH.fullmatch(path) or len(path) > 200:
+                raise ValueError(f"{path!r} is not a relative path inside a release (segments of A-Z a-z 0-9 "
+                                 f"'.', '_', '-', no '..', no leading '/', at most 200 characters)")
+        return value
+
+
 class Config(_Strict):
     offices: dict[str, Office]
     state_url: str | None = None
@@ -249,6 +285,7 @@ class Config(_Strict):
     limits: Limits = Field(default_factory=Limits)
     webhook: Webhook = Field(default_factory=Webhook)
     hosting: Hosting = Field(default_factory=Hosting)
+    website: Website = Field(default_factory=Website)
     source: str = "built-in defaults"
 
     def home(self):

@@ -41,6 +41,14 @@ class StateError(UserError):
     """The action is not allowed in the current state (wrong step, not approved...)."""
 
 
+class Waiting(StateError):
+    """An action cannot finish until something else happens (a linked request provisions its site).
+
+    The engine records the action as waiting, not failed: the request keeps its state, and the
+    action runs again when that happens or on `provision request resume`.
+    """
+
+
 class PermissionDenied(UserError):
     """The caller lacks a privilege the action needs (for example root for the lab)."""
 

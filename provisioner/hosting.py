@@ -147,7 +147,7 @@ class Hosting:
                 # A recorded site's request was accepted under the rules of its day: today's
                 # submission-only rules must not keep it from being removed, rotated or audited.
                 requests.append(validate(row.content, self.config, source=f"stored {request_id}",
-                                         stored=not provisioning))
+                                         stored=not provisioning, registered=True))
         if len({r.site.fqdn for r in requests}) != len(requests):
             raise StateError("two requests name the same site")
         return requests

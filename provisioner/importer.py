@@ -500,8 +500,8 @@ def adopt(config, store, fqdn: str, request_file=None, apply: bool = False, acto
     if request_file is not None:
         raw = read_request_file(request_file)
         request = validate(raw, config, source=str(request_file))
-        if request.service != "hosting" or request.site.fqdn != fqdn:
-            raise UserError(f"--request: {request_file} asks for {request.service} of {request.site.fqdn}, "
+        if request.service != "hosting" or request.fqdn != fqdn:
+            raise UserError(f"--request: {request_file} asks for {request.service} of {request.fqdn}, "
                             f"not hosting of {fqdn}")
     now = utcnow()
     office = config.office_for_zone(zone).key

@@ -23,7 +23,12 @@ CONFIGURATION_COLUMNS = (
     "fqdn", "state", "reason", "request_id", "office", "zone", "web_host", "db_host", "public_ip",
     "dedicated_ip", "docroot", "php_version", "db_name", "db_user", "sftp_user", "tls", "quota_mb",
     "bandwidth_kbps", "plan_checksum", "created_at", "provisioned_at", "updated_at", "sop",
+) + (
+    # The live release of the site's content (provisioner.website): the last deploy or rollback.
+    "release", "release_source", "release_ref", "release_commit", "release_sha256", "release_at", "release_by",
+    "release_result",
 )
+DEPLOY_EVENTS = ("website_deployed", "website_deploy_failed", "website_rolled_back")
 IP_COLUMNS = (
     "subdomain", "zone", "label", "public_ip", "ip_type", "ip_held", "ip_allocated_at", "web_host", "state",
     "request_id", "office", "updated_at",
@@ -69,7 +74,38 @@ def sop_citations(store, config, rows: list[SiteRow]) -> dict[str, str]:
     return out
 
 
-def configuration_record(row: SiteRow, sop: str = "") -> dict:
+def deploys(store, fqdns=None) -> dict[str, dict]:
+    """fqdn -> the last website deploy, failed deploy or rollback recorded for it (its event)."""
+    query = select(Event).where(Event.kind.in_(DEPLOY_EVENTS)).order_by(Event.at, Event.id)
+    with store.session() as session:
+        events = list(session.scalars(query))
+    last = {}
+    for event in events:
+        fqdn = (event.payload or {}).get("fqdn")
+        if fqdn and (fqdns is None or fqdn in fqdns):
+            last[fqdn] = event
+    return {fqdn: deploy_columns(event) for fqdn, event in last.items()}
+
+
+def deploy_columns(event: Event | None) -> dict:
+    """The release columns of a configuration record from the site's last website event.
+
+    A failed deploy was switched back: the release shown stays the one it replaced.
+    """
+    if event is None:
+        return {k: "" for k in CONFIGURATION_COLUMNS[CONFIGURATION_COLUMNS.index("release"):]}
+    p = event.payload or {}
+    failed = event.kind == "website_deploy_failed"
+    live = (p.get("switched_back") or {}).get("release") or p.get("previous") if failed else p.get("release")
+    return {"release": live or "", "release_source": "" if failed else p.get("source") or "",
+            "release_ref": "" if failed else p.get("ref") or "", "release_commit": "" if failed else p.get("commit") or "",
+            "release_sha256": "" if failed else p.get("sha256") or "", "release_at": _time(event.at),
+            "release_by": event.actor, "release_result": {"website_deployed": "deployed",
+                                                          "website_rolled_back": "rolled back"}.get(
+                event.kind, f"deploy of {p.get('release')} failed")}
+
+
+def configuration_record(row: SiteRow, sop: str = "", deploy: dict | None = None) -> dict:
     config = row.config or {}
     names = config.get("names") or {}
     return {
@@ -82,6 +118,7 @@ def configuration_record(row: SiteRow, sop: str = "") -> dict:
         "quota_mb": config.get("quota_mb"), "bandwidth_kbps": config.get("bandwidth_kbps"),
         "plan_checksum": row.plan_checksum or "", "created_at": _time(row.created_at),
         "provisioned_at": _time(row.provisioned_at), "updated_at": _time(row.updated_at), "sop": sop,
+        **(deploy or deploy_columns(None)),
     }
 
 
@@ -100,7 +137,8 @@ def ip_record(row: SiteRow, allocation: IPAllocation | None) -> dict:
 def configuration_records(store, state: str | None = None, config=None) -> list[dict]:
     rows = _rows(store, state)
     cited = sop_citations(store, config, rows)
-    return [configuration_record(r, cited.get(r.fqdn, "")) for r in rows]
+    deployed = deploys(store)
+    return [configuration_record(r, cited.get(r.fqdn, ""), deployed.get(r.fqdn)) for r in rows]
 
 
 def ip_records(store) -> list[dict]:
@@ -138,7 +176,8 @@ def site_show(store, fqdn: str, config=None) -> dict:
     if allocation is not None and allocation.fqdn != fqdn:
         allocation = None
     sop = sop_citations(store, config, [row]).get(fqdn, "")
-    return {"record": configuration_record(row, sop), "ip": ip_record(row, allocation), "config": row.config,
+    return {"record": configuration_record(row, sop, deploys(store, {fqdn}).get(fqdn)), "ip": ip_record(row, allocation),
+            "config": row.config,
             "history": history(store, row)}
 
 

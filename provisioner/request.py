@@ -1,4 +1,9 @@
-"""A hosting request: its model, and validation that reports every problem at once.
+"""A request for one of the offices' services: its model, and validation that reports every problem at once.
+
+Each service has its own shape: hosting gives `site:`, website gives `website:`
+(the site's name, where its content comes from, and the hosting it needs if
+the name has no site yet), the two application services give `application:`
+(the agency's need; an optional `hosting:` for what the application will run on).
 
 The request's identity is the sha256 of the exact bytes submitted; an approval
 names that hash, so an edited file is a different request.
@@ -11,6 +16,7 @@ SQL, an Apache config or an Ansible template. Host-side names come from
 
 import hashlib
 import re
+import urllib.parse
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -20,6 +26,22 @@ from provisioner.errors import ValidationError
 from provisioner.yamlsrc import Problem
 
 SERVICES = ("hosting", "website", "konsultasi-aplikasi", "aplikasi-api")
+APPLICATION_SERVICES = ("konsultasi-aplikasi", "aplikasi-api")
+# The section each service's request gives (an unknown service is checked as hosting).
+SECTIONS = {"hosting": "site", "website": "website", "konsultasi-aplikasi": "application",
+            "aplikasi-api": "application"}
+HOSTING_FIELDS = ("stack", "php_version", "database", "quota_mb", "bandwidth_kbps", "dedicated_ip", "tls",
+                  "allow_exec", "tls_optional")
+SITE_FIELDS = ("subdomain", "zone") + HOSTING_FIELDS
+WEBSITE_FIELDS = ("subdomain", "zone", "source", "health_check", "hosting")
+APPLICATION_FIELDS = ("name", "need", "users", "data", "budget_source", "kind", "extends", "scope",
+                      "integrations", "hosting")
+# The top level of a request; a section of another service is refused with its own message.
+TOP_FIELDS = ("id", "service", "letter", "agency", "contact", "site", "website", "application", "office",
+              "purpose", "linked_request")
+LINKED_RULE = "set only by `provision request spawn-hosting`"
+APPLICATION_KINDS = {"new": "pembuatan", "extend": "pengembangan"}
+MAX_INTEGRATIONS = 20
 STACKS = ("static", "php")
 MAX_BYTES = 64 * 1024
 MAX_PROBLEMS = 50
@@ -34,6 +56,17 @@ EMAIL = re.compile(
     r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
 ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# Where a website's content comes from: an absolute path on the controller, or a git URL.
+# A user or host starting with "-" would reach ssh as an option (-oProxyCommand=...): the
+# first character of each is a letter, digit or "_" (a host: a letter or digit).
+_USER = r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}"
+_HOST = r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}"
+SOURCE_URL = re.compile(rf"(https://|ssh://)({_USER}@)?{_HOST}(:[0-9]{{1,5}})?/\S+|file:///\S+|"
+                        rf"{_USER}@{_HOST}:[^\s/-]\S*")
+MAX_SOURCE = 500
+# A git ref as `git check-ref-format` allows it (and a commit id): no space, ~ ^ : ? * [ \ or "..".
+REF = re.compile(r"[A-Za-z0-9._/+-]{1,200}")
+HEALTH_CHECK = re.compile(r"/[!-~]{0,199}")
 
 
 @dataclass(frozen=True)
@@ -80,30 +113,118 @@ class Site:
 
 
 @dataclass(frozen=True)
+class HostingOptions:
+    """A site section without its name: the hosting a website needs when its name has no site yet."""
+
+    stack: str
+    php_version: str | None
+    database: bool
+    quota_mb: int
+    bandwidth_kbps: int
+    dedicated_ip: bool
+    tls: bool
+    allow_exec: bool = False
+    tls_optional: bool = False
+
+    def site(self, subdomain, zone):
+        return Site(subdomain, zone, **vars(self))
+
+
+@dataclass(frozen=True)
+class Website:
+    subdomain: str
+    zone: str
+    source: str  # an absolute controller path or a git URL, without its @REF
+    ref: str | None
+    health_check: str
+    hosting: HostingOptions | None
+
+    @property
+    def fqdn(self):
+        return naming.fqdn(self.subdomain, self.zone)
+
+    @property
+    def hosting_site(self):
+        """The Site a hosting request for this website asks for (None without `hosting:`)."""
+        return self.hosting.site(self.subdomain, self.zone) if self.hosting else None
+
+
+@dataclass(frozen=True)
+class Application:
+    name: str
+    need: str
+    users: str
+    data: str
+    budget_source: str | None
+    kind: str | None  # aplikasi-api: new | extend
+    extends: str | None
+    scope: str | None
+    integrations: tuple = ()
+    hosting: Site | None = None
+
+    @property
+    def kind_text(self):
+        """The kind as the SOP says it: pembuatan / pengembangan."""
+        return APPLICATION_KINDS.get(self.kind)
+
+
+@dataclass(frozen=True)
 class Request:
     id: str
     service: str
     letter: Letter
     agency: Agency
     contact: Contact
-    site: Site
+    site: Site | None  # hosting requests (and requests stored before the services had shapes)
     purpose: str
-    office: str  # office key, from the zone
+    office: str  # office key, from the zone (or the service, for an application without hosting)
     raw: bytes
     sha256: str
     source: str
+    website: Website | None = None
+    application: Application | None = None
+    linked_request: str | None = None
+
+    @property
+    def fqdn(self):
+        """The site the request is about, or None (an application without hosting)."""
+        if self.site is not None:
+            return self.site.fqdn
+        if self.website is not None:
+            return self.website.fqdn
+        if self.application is not None and self.application.hosting is not None:
+            return self.application.hosting.fqdn
+        return None
+
+    @property
+    def hosting_site(self):
+        """The Site a hosting request spawned from this one would ask for, or None."""
+        if self.website is not None:
+            return self.website.hosting_site
+        if self.application is not None:
+            return self.application.hosting
+        return None
 
     def summary(self):
         """A plain dict of the validated fields, for --json and the store."""
-        return {
-            "id": self.id, "service": self.service, "office": self.office,
+        out = {
+            "id": self.id, "service": self.service, "office": self.office, "fqdn": self.fqdn,
             "letter": {"number": self.letter.number, "date": self.letter.date.isoformat(),
                        "subject": self.letter.subject},
             "agency": {"code": self.agency.code, "name": self.agency.name},
             "contact": vars(self.contact).copy(),
-            "site": dict(vars(self.site), fqdn=self.site.fqdn),
-            "purpose": self.purpose, "sha256": self.sha256,
+            "purpose": self.purpose, "sha256": self.sha256, "linked_request": self.linked_request,
         }
+        if self.site is not None:
+            out["site"] = dict(vars(self.site), fqdn=self.site.fqdn)
+        if self.website is not None:
+            out["website"] = dict(vars(self.website), fqdn=self.website.fqdn,
+                                  hosting=vars(self.website.hosting).copy() if self.website.hosting else None)
+        if self.application is not None:
+            app = self.application
+            out["application"] = dict(vars(app), integrations=list(app.integrations),
+                                      hosting=dict(vars(app.hosting), fqdn=app.hosting.fqdn) if app.hosting else None)
+        return out
 
 
 def content_sha256(raw):
@@ -129,6 +250,26 @@ class _Checker:
             return None
         return data[key]
 
+    def subsection(self, data, path, required=True):
+        """The mapping at the last key of `path` in `data`, or None (a problem if required)."""
+        if data is None:
+            return None
+        key = path[-1]
+        if key not in data or data[key] is None:
+            if required:
+                self.fail(path, "required")
+            return None
+        if not isinstance(data[key], dict):
+            self.fail(path, "must be a mapping of fields")
+            return None
+        return data[key]
+
+    def only(self, data, path, allowed):
+        """A section's keys beyond `allowed` are refused: a misspelt optional field must not pass unseen."""
+        for key in (data or {}):
+            if key not in allowed:
+                self.fail(path + (str(key),), "unknown field; allowed: " + ", ".join(allowed))
+
     def value(self, data, path, kinds, required=True):
         """The value at the last key of `path` in `data` if it has one of `kinds`, else None."""
         key = path[-1]
@@ -146,7 +287,7 @@ class _Checker:
             value_ok = isinstance(value, kinds)
         if not value_ok:
             names = {str: "text (quote it)", int: "a whole number", bool: "true or false",
-                     date: "a date YYYY-MM-DD"}
+                     date: "a date YYYY-MM-DD", list: "a list"}
             self.fail(path, "must be " + " or ".join(names.get(k, k.__name__) for k in kinds))
             return None
         return value
@@ -158,8 +299,8 @@ class _Checker:
             return None
         return value
 
-    def text(self, data, path, max_len, multiline=False):
-        value = self.value(data, path, (str,))
+    def text(self, data, path, max_len, multiline=False, required=True):
+        value = self.value(data, path, (str,), required=required)
         if value is None:
             return None
         lines = value.split("\n") if multiline else [value]
@@ -175,7 +316,7 @@ class _Checker:
         return None
 
 
-def validate(raw, config, source="<request>", today=None, stored=False):
+def validate(raw, config, source="<request>", today=None, stored=False, spawned=False, registered=False):
     """Parse and check request bytes; return a Request or raise ValidationError.
 
     `today` is the date in the office's time zone (tests pin it). `stored` reads
@@ -183,6 +324,11 @@ def validate(raw, config, source="<request>", today=None, stored=False):
     only gate new submissions (encoded or reserved labels, a service the office
     still runs) are skipped, so a rule added later never strands a live site.
     Provisioning from a stored request uses the full rules.
+    `spawned` is for provisioner.sop.spawn only: the hosting request it writes names
+    its parent in `linked_request`, a field a person's request may not give (it would
+    tie the request to another one's waiting step). `registered` reads content the
+    engine registered earlier under the full rules (provisioning from the store): the
+    shape it was accepted in (its fields, a linked_request spawn-hosting set) stands.
     """
     if len(raw) > MAX_BYTES:
         raise ValidationError([Problem("(document)", f"larger than {MAX_BYTES} bytes")], source)
@@ -197,6 +343,10 @@ def validate(raw, config, source="<request>", today=None, stored=False):
         raise ValidationError([Problem("(document)", "must be a mapping of fields", 1)], source)
     check = _Checker(doc)
     data = doc.data
+    accepted = stored or registered
+    if not accepted:
+        # A misspelt optional field must not pass unseen; requests stored earlier still load.
+        check.only(data, (), TOP_FIELDS)
 
     request_id = check.pattern(data, ("id",), REQUEST_ID,
                                "must look like HST-2024-0007 (2-5 capital letters, 4 digits, 4 digits)")
@@ -222,34 +372,43 @@ def validate(raw, config, source="<request>", today=None, stored=False):
                           "must be an Indonesian mobile number: 08 or +628, then 8-11 digits")
     email = check.pattern(contact, ("contact", "email"), EMAIL, "must be an ASCII e-mail address")
 
-    site = check.section(data, "site")
-    subdomain = check.value(site, ("site", "subdomain"), (str,))
-    if subdomain is not None:
-        for rule in naming.label_problems(subdomain, config.reserved_labels, stored=stored):
-            check.fail(("site", "subdomain"), rule)
-    zone = check.value(site, ("site", "zone"), (str,))
-    office = config.office_for_zone(zone) if zone is not None else None
-    if zone is not None and office is None:
-        check.fail(("site", "zone"), "must be a zone the office manages: " + ", ".join(sorted(config.zones)))
-    if office is not None and service in SERVICES and service not in office.sops and not stored:
-        check.fail(("service",), f"must be a service office {office.key} runs (offices.{office.key}.sops): "
-                                 + (", ".join(office.sops) or "none"))
-    stack = check.value(site, ("site", "stack"), (str,))
-    if stack is not None and stack not in STACKS:
-        check.fail(("site", "stack"), f"must be one of: {', '.join(STACKS)}")
-    php_version = _php_version(check, site, stack, config)
-    database = check.value(site, ("site", "database"), (bool,))
-    quota = check.value(site, ("site", "quota_mb"), (int,))
-    if quota is not None and not 1 <= quota <= config.limits.quota_mb_max:
-        check.fail(("site", "quota_mb"), f"must be between 1 and {config.limits.quota_mb_max}")
-    bandwidth = check.value(site, ("site", "bandwidth_kbps"), (int,))
-    if bandwidth is not None and not 0 <= bandwidth <= config.limits.bandwidth_kbps_max:
-        check.fail(("site", "bandwidth_kbps"),
-                   f"must be between 0 (unlimited) and {config.limits.bandwidth_kbps_max}")
-    dedicated_ip = check.value(site, ("site", "dedicated_ip"), (bool,))
-    tls = check.value(site, ("site", "tls"), (bool,))
-    allow_exec = _allow_exec(check, site, stack)
-    tls_optional = _tls_optional(check, site, tls)
+    site = website = application = None
+    own = SECTIONS.get(service, "site")
+    # Requests stored before each service had its own shape gave every service a `site:`;
+    # they are read as they were accepted (letters, records), never refused now.
+    legacy = stored and own != "site" and own not in data and isinstance(data.get("site"), dict)
+    if legacy:
+        own = "site"
+    for name in sorted(set(SECTIONS.values()) - {own}):
+        if name in data:
+            owners = sorted(k for k, v in SECTIONS.items() if v == name)
+            check.fail((name,), f"only for service {' or '.join(owners)}; service {service or '(none)'} "
+                                f"gives {own}:")
+    zone = None
+    if own == "site":
+        site_data = check.section(data, "site")
+        site, zone = _site(check, site_data, ("site",), config, stored, closed=not accepted)
+    elif own == "website":
+        website, zone = _website(check, data, config, stored)
+    else:
+        application = _application(check, data, service, config, stored)
+        if application is not None and application.hosting is not None:
+            zone = application.hosting.zone
+    if zone is None and own != "site" and own not in data and isinstance(data.get("site"), dict):
+        # A request in another service's shape still says which office it is for: refusing the
+        # service that office does not run is the more useful answer than the shape alone.
+        misplaced = data["site"].get("zone")
+        zone = misplaced if isinstance(misplaced, str) and config.office_for_zone(misplaced) else None
+    office = _office(check, data, service, zone, config, stored)
+    if office is None and not check.problems:
+        # A stored application request whose service no office runs any more, say.
+        check.fail(("office",), f"required: no office runs {service} now; name the office")
+    linked = None
+    if "linked_request" in data and not (accepted or spawned):
+        check.fail(("linked_request",), LINKED_RULE)
+    elif data.get("linked_request") is not None:
+        linked = check.pattern(data, ("linked_request",), REQUEST_ID,
+                               "must be a request id like HST-2024-0007")
 
     purpose = check.text(data, ("purpose",), 1000, multiline=True)
 
@@ -261,11 +420,224 @@ def validate(raw, config, source="<request>", today=None, stored=False):
         letter=Letter(letter_number, letter_date, subject),
         agency=Agency(agency_code, agency_name),
         contact=Contact(contact_name, nip, position, phone, email),
-        site=Site(subdomain, zone, stack, php_version, database, quota, bandwidth, dedicated_ip, tls, allow_exec,
-                  tls_optional),
+        site=site, website=website, application=application, linked_request=linked,
         purpose=purpose, office=office.key, raw=bytes(raw), sha256=content_sha256(raw),
         source=source,
     )
+
+
+def _name(check, section, prefix, config, stored):
+    """A section's subdomain and zone, checked as a hosting request's are."""
+    subdomain = check.value(section, prefix + ("subdomain",), (str,))
+    if subdomain is not None:
+        for rule in naming.label_problems(subdomain, config.reserved_labels, stored=stored):
+            check.fail(prefix + ("subdomain",), rule)
+            subdomain = None
+    zone = check.value(section, prefix + ("zone",), (str,))
+    if zone is not None and config.office_for_zone(zone) is None:
+        check.fail(prefix + ("zone",), "must be a zone the office manages: " + ", ".join(sorted(config.zones)))
+        zone = None
+    return subdomain, zone
+
+
+def _hosting_options(check, section, prefix, config):
+    """The fields of a site section other than its name; None if any is wrong."""
+    before = len(check.problems)
+    stack = check.value(section, prefix + ("stack",), (str,))
+    if stack is not None and stack not in STACKS:
+        check.fail(prefix + ("stack",), f"must be one of: {', '.join(STACKS)}")
+    php_version = _php_version(check, section, stack, config, prefix)
+    database = check.value(section, prefix + ("database",), (bool,))
+    quota = check.value(section, prefix + ("quota_mb",), (int,))
+    if quota is not None and not 1 <= quota <= config.limits.quota_mb_max:
+        check.fail(prefix + ("quota_mb",), f"must be between 1 and {config.limits.quota_mb_max}")
+    bandwidth = check.value(section, prefix + ("bandwidth_kbps",), (int,))
+    if bandwidth is not None and not 0 <= bandwidth <= config.limits.bandwidth_kbps_max:
+        check.fail(prefix + ("bandwidth_kbps",),
+                   f"must be between 0 (unlimited) and {config.limits.bandwidth_kbps_max}")
+    dedicated_ip = check.value(section, prefix + ("dedicated_ip",), (bool,))
+    tls = check.value(section, prefix + ("tls",), (bool,))
+    allow_exec = _allow_exec(check, section, stack, prefix)
+    tls_optional = _tls_optional(check, section, tls, prefix)
+    if section is None or len(check.problems) > before:
+        return None
+    return HostingOptions(stack, php_version, database, quota, bandwidth, dedicated_ip, tls, allow_exec,
+                          tls_optional)
+
+
+def _site(check, section, prefix, config, stored, closed=True):
+    """A whole site section (name and hosting fields); `closed` refuses unknown keys in it."""
+    if closed:
+        check.only(section, prefix, SITE_FIELDS)
+    subdomain, zone = _name(check, section, prefix, config, stored)
+    options = _hosting_options(check, section, prefix, config)
+    if options is None or subdomain is None or zone is None:
+        return None, zone
+    return options.site(subdomain, zone), zone
+
+
+def _website(check, data, config, stored):
+    prefix = ("website",)
+    section = check.subsection(data, prefix)
+    check.only(section, prefix, WEBSITE_FIELDS)
+    subdomain, zone = _name(check, section, prefix, config, stored)
+    source, ref = _source(check, section, prefix + ("source",))
+    health = "/"
+    if section is not None and section.get("health_check") is not None:
+        health = check.pattern(section, prefix + ("health_check",), HEALTH_CHECK,
+                               "must be a path starting with /, printable ASCII without spaces, "
+                               "at most 200 characters")
+    hosting = None
+    hosting_section = check.subsection(section, prefix + ("hosting",), required=False)
+    if hosting_section is not None:
+        check.only(hosting_section, prefix + ("hosting",), HOSTING_FIELDS)
+        hosting = _hosting_options(check, hosting_section, prefix + ("hosting",), config)
+    if section is None or None in (subdomain, zone, source, health) or (hosting_section and hosting is None):
+        return None, zone
+    return Website(subdomain, zone, source, ref, health, hosting), zone
+
+
+def _source(check, section, path):
+    """`source`: an absolute controller path or a git URL, with an optional @REF at the end."""
+    value = check.value(section, path, (str,))
+    if value is None:
+        return None, None
+    if not value.isascii() or not value.isprintable() or any(c.isspace() for c in value):
+        check.fail(path, "must be printable ASCII without spaces")
+        return None, None
+    if len(value) > MAX_SOURCE:
+        check.fail(path, f"must be at most {MAX_SOURCE} characters")
+        return None, None
+    location, ref = _split_ref(value)
+    if ref is not None and (not REF.fullmatch(ref) or ".." in ref or ref.startswith(("-", "/"))
+                            or ref.endswith(("/", ".", ".lock")) or "//" in ref or "/." in ref):
+        check.fail(path, f"@{ref}: must be a git branch, tag or commit (letters, digits, . _ / + -; "
+                         f"no '..', not starting with - or /)")
+        return None, None
+    if location.startswith("/"):
+        if any(part in ("..", ".") for part in location.split("/")):
+            check.fail(path, "must be an absolute path without . or .. components")
+            return None, None
+    elif not SOURCE_URL.fullmatch(location):
+        check.fail(path, "must be an absolute path on the controller (.tar.gz, .tgz, .zip or a git work tree) "
+                         "or a git URL (https://, ssh://, file://, git@host:path; user and host not starting "
+                         "with -), with an optional @REF")
+        return None, None
+    else:
+        # git decodes %XX: a space, a control character or a dot component may hide behind one.
+        decoded = urllib.parse.unquote(location)
+        if not decoded.isprintable() or any(c.isspace() for c in decoded):
+            check.fail(path, "must not contain spaces or control characters, percent-encoded or not")
+            return None, None
+        if location.startswith("file://") and any(
+                part in ("..", ".") for part in decoded[len("file://"):].split("/")):
+            check.fail(path, "file:// must name an absolute path without . or .. components")
+            return None, None
+    return location, ref
+
+
+def _split_ref(value):
+    """'git@host:org/app.git@v1.2' -> ('git@host:org/app.git', 'v1.2').
+
+    Only an @ inside the path part can start the ref: the @ of `git@host:` or of
+    `https://user@host/` is part of the address.
+    """
+    if value.startswith("/"):
+        path_start = 0
+    elif "://" in value:
+        scheme_end = value.index("://") + 3
+        slash = value.find("/", scheme_end)
+        path_start = slash if slash >= 0 else len(value)
+    else:
+        colon = value.find(":")
+        path_start = colon if colon >= 0 else len(value)
+    at = value.rfind("@")
+    if at > path_start:
+        return value[:at], value[at + 1:]
+    return value, None
+
+
+def _application(check, data, service, config, stored):
+    prefix = ("application",)
+    section = check.subsection(data, prefix)
+    check.only(section, prefix, APPLICATION_FIELDS)
+    before = len(check.problems)
+    api = service == "aplikasi-api"
+    name = check.text(section, prefix + ("name",), 200)
+    need = check.text(section, prefix + ("need",), 3000, multiline=True)
+    users = check.text(section, prefix + ("users",), 500)
+    data_text = check.text(section, prefix + ("data",), 1000, multiline=True)
+    budget = check.text(section, prefix + ("budget_source",), 300, required=not api)
+    kind = extends = scope = None
+    integrations = ()
+    if api:
+        kind = check.value(section, prefix + ("kind",), (str,))
+        if kind is not None and kind not in APPLICATION_KINDS:
+            check.fail(prefix + ("kind",), "must be new (pembuatan) or extend (pengembangan)")
+        extends = check.text(section, prefix + ("extends",), 200, required=kind == "extend")
+        if extends is not None and kind == "new":
+            check.fail(prefix + ("extends",), "only with kind: extend; remove it for a new application")
+        scope = check.text(section, prefix + ("scope",), 3000, multiline=True)
+        integrations = _text_list(check, section, prefix + ("integrations",), MAX_INTEGRATIONS, 200)
+    elif section is not None:
+        for key in ("kind", "extends", "scope", "integrations"):
+            if key in section:
+                check.fail(prefix + (key,), "only for service aplikasi-api")
+    hosting = None
+    hosting_section = check.subsection(section, prefix + ("hosting",), required=False)
+    if hosting_section is not None:
+        hosting, _zone = _site(check, hosting_section, prefix + ("hosting",), config, stored)
+    if section is None or len(check.problems) > before:
+        return None
+    return Application(name, need, users, data_text, budget, kind, extends, scope, integrations, hosting)
+
+
+def _text_list(check, section, path, max_items, max_len):
+    """An optional list of short texts; () when absent."""
+    value = check.value(section, path, (list,), required=False)
+    if value is None:
+        return ()
+    if len(value) > max_items:
+        check.fail(path, f"must have at most {max_items} items")
+        return ()
+    items = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item.strip() or len(item) > max_len or not item.isprintable():
+            check.fail(path + (i,), f"must be printable text of at most {max_len} characters on one line")
+        else:
+            items.append(item)
+    return tuple(items)
+
+
+def _office(check, data, service, zone, config, stored):
+    """The office: from the zone; for an application without hosting, the one office running the service.
+
+    A top-level `office:` names it where several offices run the service.
+    """
+    named = None
+    if data.get("office") is not None:
+        named = check.value(data, ("office",), (str,))
+        if named is not None and named not in config.offices:
+            check.fail(("office",), "must be one of the offices: " + ", ".join(sorted(config.offices)))
+            named = None
+    office = config.office_for_zone(zone) if zone is not None else None
+    if office is not None and named is not None and named != office.key:
+        check.fail(("office",), f"must be {office.key}, the office of zone {zone}, or left out")
+    if office is None and named is not None:
+        office = config.office(named)
+    if office is None and zone is None and service in APPLICATION_SERVICES:
+        running = sorted(o.key for o in config.offices.values() if service in o.sops)
+        if len(running) == 1:
+            office = config.office(running[0])
+        elif len(running) > 1:
+            check.fail(("office",), f"required: offices {', '.join(running)} all run {service}; "
+                                    f"name one (or give application.hosting)")
+        elif not stored:
+            check.fail(("service",), f"must be a service an office runs; none runs {service}")
+    if office is not None and service in SERVICES and service not in office.sops and not stored:
+        check.fail(("service",), f"must be a service office {office.key} runs (offices.{office.key}.sops): "
+                                 + (", ".join(office.sops) or "none"))
+    return office
 
 
 def _shown(problems):
@@ -301,8 +673,8 @@ def _letter_date(check, letter, config, today):
     return value
 
 
-def _php_version(check, site, stack, config):
-    path = ("site", "php_version")
+def _php_version(check, site, stack, config, prefix=("site",)):
+    path = prefix + ("php_version",)
     if site is None:
         return None
     if stack == "static":
@@ -339,9 +711,9 @@ def read_request_file(path):
     return raw
 
 
-def _allow_exec(check, site, stack):
+def _allow_exec(check, site, stack, prefix=("site",)):
     """Optional: PHP may start processes (exec, shell_exec, proc_open...); off unless asked for."""
-    path = ("site", "allow_exec")
+    path = prefix + ("allow_exec",)
     value = check.value(site, path, (bool,), required=False)
     if value and stack == "static":
         check.fail(path, "only for stack php; remove it for a static site")
@@ -349,14 +721,22 @@ def _allow_exec(check, site, stack):
     return bool(value)
 
 
-def _tls_optional(check, site, tls):
+def _tls_optional(check, site, tls, prefix=("site",)):
     """Optional: may the site go live without TLS while the CA's limit holds its certificate back?"""
-    path = ("site", "tls_optional")
+    path = prefix + ("tls_optional",)
     value = check.value(site, path, (bool,), required=False)
     if value and tls is False:
         check.fail(path, "only with tls: true; remove it for a site without TLS")
         return False
     return bool(value)
+
+
+def line_of(raw, path):
+    """The line of the field at `path` in request bytes (or of its nearest parent), for a later check's problem."""
+    try:
+        return yamlsrc.load(raw.decode("utf-8")).line_of(path)
+    except (UnicodeDecodeError, ValueError):
+        return None
 
 
 def load_request(path, config, today=None):

@@ -95,5 +95,9 @@ def _register():
 
     main.add_command(import_.import_)
 
+    from provisioner.cli import website
+
+    main.add_command(website.website)
+
 
 _register()

@@ -75,4 +75,10 @@ def table(title, columns, rows, long=()):
 def print_outcome(outcome):
     click.echo(outcome.message)
     for ran in outcome.actions:
-        click.echo(f"  action {ran['action']} for step {ran['step']}: done")
+        where = f" of {ran['request']}" if ran.get("request") else ""
+        if "waiting" in ran:
+            click.echo(f"  action {ran['action']} for step {ran['step']}{where}: waiting: {ran['waiting']}")
+        elif "error" in ran:
+            click.echo(f"  actions{where}: failed: {ran['error']}")
+        else:
+            click.echo(f"  action {ran['action']} for step {ran['step']}{where}: done")

@@ -9,7 +9,8 @@ from provisioner.cli._common import config_option, json_option, open_engine, par
 @click.argument("request_id")
 @click.option("--approve/--reject", default=None, help="The decision.")
 @click.option("--by", "role", required=True, help="Role key of who decides (the SOP's decision step).")
-@click.option("--reason", help="Why; required to reject (it goes into the reply letter).")
+@click.option("--reason", help="Why; required to reject (it goes into the reply letter), kept with an "
+                                "approval too.")
 @click.option("--at", help="When it was decided (ISO 8601, office time if no zone); default now.")
 @click.option("--sha256", help="Refuse unless the registered request has this content hash.")
 @config_option

@@ -1,4 +1,4 @@
-"""`provision request`: validate, submit, list, show and resume requests."""
+"""`provision request`: validate, submit, list, show, resume requests, and spawn a linked hosting request."""
 
 import click
 
@@ -11,7 +11,7 @@ from provisioner.request import load_request, read_request_file
 
 @click.group()
 def request():
-    """Hosting requests: the agency's letter as a YAML file, and its SOP instance."""
+    """Requests: the agency's letter as a YAML file, and its SOP instance."""
 
 
 @request.command()
@@ -34,7 +34,7 @@ def validate(file, config_path, as_json):
     if as_json:
         print_json({"ok": True, "file": file, "request": req.summary()})
     else:
-        click.echo(f"{file}: valid ({req.id}, {req.service}, {req.site.fqdn}, office {req.office})")
+        click.echo(f"{file}: valid ({req.id}, {req.service}, {req.fqdn or 'no site'}, office {req.office})")
 
 
 @request.command()
@@ -86,7 +86,9 @@ def show(request_id, with_events, config_path, as_json):
     table(shown["title"], ["no", "key", "activity", "actor", "waktu", "status", "start",
                            "deadline", "ended", "by", "breach"],
           [(s["number"], s["key"], s["activity"], s["actor"], s["waktu"]["text"] or "-",
-            s["status"] + (f" ({s['branch']})" if s["branch"] else ""), when(s["planned_start"]),
+            s["status"] + (f" ({s['branch']})" if s["branch"] else "")
+            + (f", action {s['action_status']}" if s.get("action_status") not in (None, "done") else ""),
+            when(s["planned_start"]),
             when(s["deadline"]), when(s["ended_at"]), s["by"], s["late"] or "")
            for s in shown["steps"]], long=("activity",))
     for event in shown.get("events", []):
@@ -103,3 +105,26 @@ def resume(request_id, force, config_path, as_json):
     """Run the actions that are due for a request (after a failure or a crash)."""
     outcome = open_engine(config_path).resume(request_id, force=force)
     print_json(outcome.as_dict()) if as_json else print_outcome(outcome)
+
+
+@request.command("spawn-hosting")
+@click.argument("request_id")
+@config_option
+@json_option
+def spawn_hosting_(request_id, config_path, as_json):
+    """Make and submit the hosting request REQUEST_ID needs (website.hosting or application.hosting).
+
+    Once; a second run names the request the first made. The hosting SOP then
+    runs for it, and its provisioning resumes REQUEST_ID.
+    """
+    from provisioner.sop.spawn import linked_child, spawn_hosting, requests_dir
+
+    engine = open_engine(config_path)
+    before = linked_child(engine.store, request_id)
+    child = spawn_hosting(engine.config, engine.store, request_id)
+    made = before is None
+    if as_json:
+        return print_json({"request": request_id, "hosting_request": child, "created": made,
+                           "file": str(requests_dir(engine.config) / f"{child}.yaml")})
+    click.echo(f"{request_id}: hosting request {child} " + ("submitted; its hosting SOP started" if made
+                                                            else "was made earlier; nothing done"))

@@ -35,9 +35,9 @@ REPLIES = {
     "website": ("Balasan Permohonan Pembuatan/Pemutakhiran Website",
                 "permohonan pembuatan/pemutakhiran website {fqdn} belum dapat kami penuhi"),
     "konsultasi-aplikasi": ("Balasan Permohonan Penyediaan Aplikasi",
-                            "permohonan penyediaan aplikasi tersebut belum dapat kami penuhi"),
+                            "permohonan penyediaan aplikasi {name} belum dapat kami penuhi"),
     "aplikasi-api": ("Balasan Permohonan Pembuatan/Pengembangan Aplikasi",
-                     "berdasarkan hasil analisa tim programmer, aplikasi yang dimohonkan "
+                     "berdasarkan hasil analisa tim programmer, aplikasi {name} yang dimohonkan "
                      "belum dapat dibangun"),
 }
 
@@ -138,7 +138,10 @@ def _reply(request, reason: str | None) -> dict:
     if not (reason or "").strip():
         raise StateError(f"{request.id}: no reason was recorded at the decision; the reply letter needs one")
     subject, sentence = REPLIES.get(request.service, REPLIES["hosting"])
-    return {"subject": subject, "sentence": sentence.format(fqdn=request.site.fqdn),
+    # An application request names its application; a website or hosting request its site.
+    application = getattr(request, "application", None)
+    name = application.name if application is not None else "tersebut"
+    return {"subject": subject, "sentence": sentence.format(fqdn=request.fqdn, name=name),
             "reasons": [line.strip() for line in reason.strip().splitlines() if line.strip()]}
 
 

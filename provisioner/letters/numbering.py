@@ -11,6 +11,7 @@ letter finds and keeps its number, and a render that fails afterwards leaves
 the number taken (the migration refuses UPDATE and DELETE on the table).
 """
 
+import hashlib
 import random
 import time
 from dataclasses import dataclass
@@ -23,8 +24,29 @@ from provisioner.errors import StateError
 from provisioner.store.events import add_event
 from provisioner.store.models import LetterNumber, UTCDateTime
 
-KINDS = ("configuration", "reply")
+# Letters, and the documents of the application and website SOPs (provisioner.letters.documents);
+# a report is numbered per reporting step: "report-lapor_kabid".
+KINDS = ("configuration", "reply", "analysis", "kak", "delegation", "handover", "website-report")
+REPORT_PREFIX = "report-"
+KIND_MAX = 20  # letter_numbers.kind is String(20)
 MAX_TRIES = 50
+
+
+def number_kind(kind: str) -> str:
+    """The kind a number is stored under: `kind` itself, except a report of a step whose key is
+    too long for the column (step keys may have 40 characters): report-<its first 4 letters>_<8
+    hex digits of its sha256>, which fits and stays the same on every rerun."""
+    if kind.startswith(REPORT_PREFIX) and len(kind) > KIND_MAX:
+        key = kind[len(REPORT_PREFIX):]
+        return f"{REPORT_PREFIX}{key[:4]}_{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+    return kind
+
+
+def known_kind(kind: str) -> bool:
+    if kind in KINDS:
+        return True
+    step = kind[len(REPORT_PREFIX):] if kind.startswith(REPORT_PREFIX) else ""
+    return bool(step) and len(kind) <= KIND_MAX and step.replace("_", "").isalnum() and step.isascii()
 
 
 @dataclass(frozen=True)
@@ -57,7 +79,8 @@ def find(store, request_id: str, kind: str) -> Issued | None:
 def allocate(store, office_key: str, request_id: str, kind: str, now: datetime, tz,
              source: str = "cli") -> Issued:
     """The number of a request's letter of `kind`: the one it already has, or the next free one."""
-    if kind not in KINDS:
+    kind = number_kind(kind)
+    if not known_kind(kind):
         raise ValueError(f"unknown letter kind {kind!r}")
     year = now.astimezone(tz).year
     for attempt in range(MAX_TRIES):

@@ -5,8 +5,12 @@ Rules it keeps:
 - Every change to a request is made in one transaction with the event that
   explains it; events are never changed.
 - The approval hook: after any step or decision, the actions the SOP binds to
-  the steps now due (and to the chosen decision branch) run, each at most once
-  successfully. A second approval finds the decision made and does nothing.
+  the steps now due (and to the chosen decision branch, and to be run after a
+  recorded step) run, each at most once successfully. A second approval finds
+  the decision made and does nothing.
+- An action that must wait for something else (a linked hosting request to
+  provision its site) raises Waiting: it is recorded as waiting, not failed,
+  and runs again on `provision request resume` or when that site is provisioned.
 """
 
 import getpass
@@ -17,15 +21,19 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from provisioner.errors import (ActionError, Conflict, NotFound, PermissionDenied, ProvisionerError,
-                                Replayed, StateError, UserError, ValidationError)
-from provisioner.request import validate
+                                Replayed, StateError, UserError, ValidationError, Waiting)
+from provisioner.request import line_of, validate
 from provisioner.sop.hooks import ACTIONS, ActionContext
 from provisioner.sop.model import APPROVE, REJECT, SYSTEM, load_sop, office_sop
 from provisioner.sop.sla import WorkCalendar, utcnow
+from provisioner.sop.stepdata import read_step_data
 from provisioner.store.models import ActionRun, Event, RequestRow, SiteRow, StepRecord, WebhookKey
+from provisioner.yamlsrc import Problem
 
 SOURCES = ("cli", "webhook", "hook")
 MAX_NOTE = 1000
+# The action whose completion provisions a site that linked requests may be waiting for.
+PROVISION_ACTION = "provision_site"
 
 
 @dataclass
@@ -45,6 +53,13 @@ class _Pending:
     step: object
     action: str
     branch: str | None  # set when the action belongs to a decision branch
+    after: bool = False  # the step's `after` action: the step is recorded already
+
+
+def site_exists(session, fqdn):
+    """Does the configuration record a provisioned site by this name? (website step 6)"""
+    site = session.get(SiteRow, fqdn) if fqdn else None
+    return site is not None and site.state == "provisioned"
 
 
 def _os_user():
@@ -52,6 +67,13 @@ def _os_user():
         return getpass.getuser()
     except Exception:  # no passwd entry in some containers
         return "unknown"
+
+
+def _check_attention(row):
+    """A request whose action failed takes no step and no decision until it is resumed."""
+    if row.state == "attention":
+        raise StateError(f"{row.id}: an action failed; fix it and run "
+                         f"`provision request resume {row.id}` before the next step")
 
 
 def _check_text(value, name):
@@ -114,9 +136,16 @@ class Engine:
 
     # -- submit -----------------------------------------------------------
 
-    def submit(self, raw, source_name, at=None, source="cli"):
-        """Validate and register a request, start its SOP and record its first step (the letter)."""
-        request = validate(raw, self.config, source=source_name)
+    def submit(self, raw, source_name, at=None, source="cli", spawned_from=None):
+        """Validate and register a request, start its SOP and record its first step (the letter).
+
+        `spawned_from` is given by provisioner.sop.spawn only: the request the hosting
+        request is made for. Only then may the content name it (`linked_request`).
+        """
+        request = validate(raw, self.config, source=source_name, spawned=spawned_from is not None)
+        if spawned_from is not None and (request.service != "hosting" or request.linked_request != spawned_from):
+            raise ValueError(f"{request.id}: a spawned request is a hosting request naming {spawned_from} "
+                             f"in linked_request")
         sop = self.sop_for(request.office, request.service)
         at = self._when(at, None, request.office)
         tz = self.config.office(request.office).tz
@@ -135,25 +164,21 @@ class Engine:
                                                           f"with this content; nothing done")
                     raise Conflict(f"{request.id} is already registered with other content "
                                    f"(sha256 {existing.sha256[:12]}...); an edited request needs a new id")
-                # An approved request whose site was removed is spent (closed_at, or the removed
-                # site's owner in a store from before closed_at): a new one may follow, any number of times.
-                removed = session.get(SiteRow, request.site.fqdn)
-                spent = removed.request_id if removed is not None and removed.state == "removed" else None
-                clash = session.scalars(select(RequestRow).where(
-                    RequestRow.fqdn == request.site.fqdn, RequestRow.id != spent, RequestRow.closed_at.is_(None),
-                    (RequestRow.decision.is_(None)) | (RequestRow.decision == "approve"))).first()
-                if clash is not None:
-                    raise Conflict(f"{request.site.fqdn} is already requested by {clash.id}")
-                session.add(RequestRow(
+                fqdn = request.fqdn
+                if fqdn is not None:
+                    self._check_clash(session, request, fqdn)
+                if spawned_from is not None and session.get(RequestRow, spawned_from) is None:
+                    raise NotFound(f"no request {spawned_from!r}")
+                session.add(RequestRow(linked_to=spawned_from,
                     id=request.id, service=request.service, office=request.office,
-                    fqdn=request.site.fqdn, sha256=request.sha256, content=request.raw,
+                    fqdn=fqdn or "", sha256=request.sha256, content=request.raw,
                     source=source_name, submitted_at=at, state="submitted", decision=None,
                     current_step=following.key if following else None))
                 session.flush()
                 session.add(StepRecord(request_id=request.id, step_key=first.key, by=first.actor,
                                        branch=None, note=None, ended_at=at, source=source))
                 self._event(session, request.id, user, source, "request_submitted",
-                            service=request.service, office=request.office, fqdn=request.site.fqdn,
+                            service=request.service, office=request.office, fqdn=fqdn,
                             sha256=request.sha256, file=source_name, received_at=at.isoformat(),
                             sop=sop.name, sop_document=sop.document.number, sop_title=sop.title)
                 self._event(session, request.id, first.actor, source, "step_recorded",
@@ -163,6 +188,33 @@ class Engine:
         outcome = Outcome(request.id, True, f"{request.id} registered; SOP {sop.name} started")
         outcome.actions = self._run_pending(request.id)
         return outcome
+
+    def _check_clash(self, session, request, fqdn):
+        """One open request per service and name; a website for a name without a site brings its hosting.
+
+        Requests of different services for one name do not clash: a website update for a live
+        hosting site, or the hosting request spawned for a website request, is expected.
+        """
+        # An approved request whose site was removed is spent (closed_at, or the removed
+        # site's owner in a store from before closed_at): a new one may follow, any number of times.
+        removed = session.get(SiteRow, fqdn)
+        spent = removed.request_id if removed is not None and removed.state == "removed" else None
+        query = select(RequestRow).where(
+            RequestRow.fqdn == fqdn, RequestRow.service == request.service, RequestRow.id != spent,
+            RequestRow.closed_at.is_(None),
+            (RequestRow.decision.is_(None)) | (RequestRow.decision == "approve"))
+        if request.service != "hosting":
+            # An approved hosting request holds its name while the site lives; a website
+            # (or application) request is open only until its SOP is done.
+            query = query.where(RequestRow.state != "done")
+        clash = session.scalars(query).first()
+        if clash is not None:
+            raise Conflict(f"{fqdn} is already requested by {clash.id}")
+        if request.website is not None and request.website.hosting is None and not site_exists(session, fqdn):
+            path = ("website", "hosting")
+            raise ValidationError([Problem("website.hosting", f"required: {fqdn} has no site yet; "
+                                                              f"give the hosting it needs",
+                                           line_of(request.raw, path))], request.source)
 
     # -- human steps --------------------------------------------------------
 
@@ -202,8 +254,9 @@ class Engine:
         if result.rowcount != 1:
             raise StateError(f"{row.id} moved on while this step was being recorded; try again")
 
-    def record_step(self, request_id, step_ref, by, note=None, at=None, branch=None, source="cli"):
-        """Record that a person did a step of the request's SOP."""
+    def record_step(self, request_id, step_ref, by, note=None, at=None, branch=None, source="cli",
+                    data_file=None):
+        """Record that a person did a step of the request's SOP (with its data file, if it takes one)."""
         note = _check_text(note, "--note")
         with self.store.session() as session:
             row = self._row(session, request_id)
@@ -215,11 +268,12 @@ class Engine:
             if step.automated:
                 raise StateError(f"step {step.number} ({step.key}) is done by the toolkit "
                                  f"(action {step.action}); use `provision request resume {request_id}`")
-            if row.state == "attention":
-                raise StateError(f"{request_id}: an action failed; fix it and run "
-                                 f"`provision request resume {request_id}` before the next step")
+            _check_attention(row)
             self._check_turn(session, row, sop, step)
             self._check_actor(sop, step, by)
+            data = self._step_data(step, data_file)
+            if step.answered_by:
+                branch = self._answer(session, row, step, branch)
             if step.branches:
                 if branch not in step.branches:
                     raise UserError(f"step {step.number} ({step.key}) is a decision: give --branch "
@@ -232,13 +286,36 @@ class Engine:
             at = self._when(at, self._last_end(session, request_id), row.office)
             self._advance(session, row, step, next_step)
             session.add(StepRecord(request_id=request_id, step_key=step.key, by=by, branch=branch,
-                                   note=note, ended_at=at, source=source))
+                                   note=note, ended_at=at, source=source, data=data))
+            extra = {"data": data} if data is not None else {}
             self._event(session, request_id, by, source, "step_recorded", step=step.key,
                         number=step.number, branch=branch, note=note, user=_os_user(),
-                        at=at.isoformat())
+                        at=at.isoformat(), **extra)
         outcome = Outcome(request_id, True, f"{request_id}: step {step.number} ({step.key}) recorded")
         outcome.actions = self._run_pending(request_id)
         return outcome
+
+    def _step_data(self, step, data_file):
+        """The step's validated data file, or None; refused where the SOP does not ask for one."""
+        if data_file is None:
+            if step.data_required:
+                raise UserError(f"step {step.number} ({step.key}) needs --data FILE: the {step.data} "
+                                f"it records (see `provision sop show`)")
+            return None
+        if step.data is None:
+            raise UserError(f"--data: step {step.number} ({step.key}) takes no data file")
+        return read_step_data(data_file, step.data)
+
+    def _answer(self, session, row, step, branch):
+        """The branch the records give (answered_by); a --branch that disagrees is refused."""
+        exists = site_exists(session, row.fqdn)
+        answer = "ada" if exists else "belum_ada"
+        if branch is not None and branch != answer:
+            found = (f"a provisioned site {row.fqdn} is recorded" if exists
+                     else f"no provisioned site {row.fqdn or '(no name)'} is recorded")
+            raise UserError(f"--branch {branch}: step {step.number} ({step.key}) is answered from the "
+                            f"configuration records: {found}, so the branch is {answer}")
+        return answer
 
     # -- the decision -------------------------------------------------------
 
@@ -285,6 +362,8 @@ class Engine:
                                    f"{record.ended_at.isoformat()}; nothing done")
                 raise StateError(f"{request_id} was already decided the other way "
                                  f"({record.branch}) at {record.ended_at.isoformat()}")
+            # A failed action (a document of an earlier step, say) is fixed before the request moves on.
+            _check_attention(row)
             self._check_turn(session, row, sop, step)
             self._check_actor(sop, step, by)
             if not approve and not (reason or "").strip():
@@ -320,24 +399,37 @@ class Engine:
         """Run the actions that are due (after a failure, or with force after a crash)."""
         with self.store.session() as session:
             self._row(session, request_id)
-        results = self._run_pending(request_id, force=force, options=options, source=source)
+        results = self._run_pending(request_id, force=force, options=options, source=source,
+                                    include_waiting=True)
         if not results:
             return Outcome(request_id, False, f"{request_id}: no action is due; nothing done")
         return Outcome(request_id, True, f"{request_id}: {len(results)} action(s) ran", results)
 
-    def _due(self, session, row, sop):
-        """The next action to run for a request, or None."""
+    def _due(self, session, row, sop, include_waiting=False):
+        """The next action to run for a request, or None.
+
+        A waiting action is due only when asked for (a resume, or the site it waits for
+        was provisioned): recording another step must not knock on it again.
+        """
         runs = {r.step_key: r for r in session.scalars(
             select(ActionRun).where(ActionRun.request_id == row.id))}
-        records = session.scalars(select(StepRecord).where(StepRecord.request_id == row.id))
+
+        def due(step):
+            status = getattr(runs.get(step.key), "status", None)
+            return status != "done" and (include_waiting or status != "waiting")
+
+        records = session.scalars(select(StepRecord).where(StepRecord.request_id == row.id)
+                                  .order_by(StepRecord.id))
         for record in records:
             step = sop.step(record.step_key)
             branch = (step.branches or {}).get(record.branch) if record.branch else None
-            if branch and branch.action and getattr(runs.get(step.key), "status", None) != "done":
+            if branch and branch.action and due(step):
                 return _Pending(step, branch.action, record.branch), runs.get(step.key)
+            if step.after and record.by != SYSTEM and due(step):
+                return _Pending(step, step.after, record.branch, after=True), runs.get(step.key)
         if row.current_step:
             step = sop.step(row.current_step)
-            if step.automated:
+            if step.automated and due(step):
                 return _Pending(step, step.action, None), runs.get(step.key)
         return None, None
 
@@ -360,14 +452,14 @@ class Engine:
             raise StateError(f"{row.id}: action {run.action} was claimed by another process")
         return run.attempts + 1
 
-    def _run_pending(self, request_id, force=False, options=None, source="hook"):
+    def _run_pending(self, request_id, force=False, options=None, source="hook", include_waiting=False):
         results = []
         while True:
             try:
                 with self.store.session() as session:
                     row = self._row(session, request_id)
                     sop = self.sop_for(row.office, row.service)
-                    pending, run = self._due(session, row, sop)
+                    pending, run = self._due(session, row, sop, include_waiting)
                     if pending is None:
                         return results
                     attempt = self._claim(session, row, pending, run, force)
@@ -388,6 +480,10 @@ class Engine:
                                         branch=pending.branch, reason=reason, config=self.config,
                                         options=dict(options or {}), source=source, store=self.store)
                 result = self.actions.get(pending.action)(context) or {}
+            except Waiting as err:
+                message = self._action_waiting(request_id, pending, err, decision)
+                results.append({"step": pending.step.key, "action": pending.action, "waiting": message})
+                return results  # nothing after it can run until it does
             except Exception as err:
                 self._action_failed(request_id, pending, err)
                 if isinstance(err, ValidationError):
@@ -398,6 +494,28 @@ class Engine:
                 raise
             self._action_done(request_id, sop, pending, result, decision)
             results.append({"step": pending.step.key, "action": pending.action, "result": result})
+            include_waiting = False  # a waiting action runs once per resume, not in a loop
+            if pending.action == PROVISION_ACTION:
+                results.extend(self._resume_linked(request_id))
+
+    def _resume_linked(self, request_id):
+        """Run the due (and waiting) actions of the request this one was spawned for.
+
+        The parent's failure is recorded on the parent (attention, action_failed) and
+        noted on this request; it never fails this request's own outcome.
+        """
+        with self.store.session() as session:
+            parent = session.scalars(select(RequestRow.linked_to).where(RequestRow.id == request_id)).first()
+        if not parent:
+            return []
+        try:
+            ran = self._run_pending(parent, include_waiting=True)
+        except Exception as err:  # the parent's trouble is the parent's: record it and go on
+            with self.store.session() as session:
+                self._event(session, request_id, SYSTEM, "hook", "linked_resume_failed", linked=parent,
+                            error=f"{type(err).__name__}: {err}")
+            return [{"request": parent, "step": None, "action": None, "error": f"{type(err).__name__}: {err}"}]
+        return [dict(r, request=parent) for r in ran]
 
     def _action_done(self, request_id, sop, pending, result, decision):
         now = self.clock()
@@ -407,7 +525,9 @@ class Engine:
                 ActionRun.request_id == request_id, ActionRun.step_key == pending.step.key).values(
                 status="done", finished_at=now))
             state = {"approve": "approved", "reject": "rejected"}.get(decision, "submitted")
-            if pending.branch is None:
+            if row.current_step is None:
+                state = "done"  # an action after the last step: the request stays done
+            if pending.branch is None and not pending.after:
                 # An automated step is complete when its action is.
                 self._advance(session, row, pending.step, sop.default_next(pending.step), state=state)
                 session.add(StepRecord(request_id=request_id, step_key=pending.step.key, by=SYSTEM,
@@ -416,6 +536,34 @@ class Engine:
                 session.execute(update(RequestRow).where(RequestRow.id == request_id).values(state=state))
             self._event(session, request_id, SYSTEM, "hook", "action_done", step=pending.step.key,
                         action=pending.action, result=result)
+
+    def _action_waiting(self, request_id, pending, err, decision):
+        """Waiting is not failure: the run may be claimed again, and a request in attention from
+        an earlier failure of this action goes back to the state of its decision (as on success).
+
+        Returns the message, which names the hosting requests made for this one earlier that
+        were rejected or closed: the wait is for the new one, not for them.
+        """
+        from provisioner.sop.spawn import passed_over
+
+        message = str(err)
+        earlier = passed_over(self.store, request_id)
+        if earlier:
+            message += "; " + "; ".join(
+                f"the previous hosting request {child} was {how}" + (f" ({reason})" if reason else "")
+                for child, how, reason in earlier)
+        with self.store.session() as session:
+            row = self._row(session, request_id)
+            session.execute(update(ActionRun).where(
+                ActionRun.request_id == request_id, ActionRun.step_key == pending.step.key).values(
+                status="waiting", finished_at=self.clock()))
+            if row.state == "attention":
+                state = {"approve": "approved", "reject": "rejected"}.get(decision, "submitted")
+                session.execute(update(RequestRow).where(RequestRow.id == request_id).values(
+                    state="done" if row.current_step is None else state))
+            self._event(session, request_id, SYSTEM, "hook", "action_waiting", step=pending.step.key,
+                        action=pending.action, message=message)
+        return message
 
     def _action_failed(self, request_id, pending, err):
         with self.store.session() as session:
@@ -475,4 +623,5 @@ class Engine:
 def _row_dict(row):
     return {"id": row.id, "service": row.service, "office": row.office, "fqdn": row.fqdn,
             "state": row.state, "decision": row.decision, "current_step": row.current_step,
-            "sha256": row.sha256, "source": row.source, "submitted_at": row.submitted_at}
+            "sha256": row.sha256, "source": row.source, "submitted_at": row.submitted_at,
+            "linked_to": row.linked_to}

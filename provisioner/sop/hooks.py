@@ -102,8 +102,29 @@ def _render_reply_letter(ctx):
     return render_reply_letter_action(ctx)
 
 
+def _document_action(name):
+    """A document action (provisioner.letters.actions.<name>_action), imported when first run."""
+    def action(ctx):
+        from provisioner.letters import actions
+
+        return getattr(actions, f"{name}_action")(ctx)
+    action.__name__ = f"_{name}"
+    return action
+
+
 ACTIONS = ActionRegistry()
 ACTIONS.register("provision_site", _provision_site)
 ACTIONS.register("render_letter", _render_letter)
 ACTIONS.register("render_reply_letter", _render_reply_letter)
-ACTIONS.register("install_website", _not_available("install_website", "the website issue"))
+for _name in ("render_analysis", "render_kak", "render_report", "render_delegation", "render_handover",
+              "render_website_report"):
+    ACTIONS.register(_name, _document_action(_name))
+
+
+def _install_website(ctx):
+    from provisioner.website.sop import install_website_action
+
+    return install_website_action(ctx)
+
+
+ACTIONS.register("install_website", _install_website)

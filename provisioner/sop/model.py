@@ -7,6 +7,7 @@ as the seed prints it, which need not be unique (the Buleleng SOP has two 14s).
 import re
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -17,7 +18,11 @@ from provisioner.errors import NotFound, ValidationError
 from provisioner.yamlsrc import Problem
 
 KEY = re.compile(r"[a-z][a-z0-9_]{0,39}")
+REPORT_ACTION = "render_report"  # the after-action whose documents are numbered per step
 APPROVE, REJECT = "ya", "tidak"
+# Branches the toolkit answers from the configuration records instead of a person's --branch:
+# name -> the branch names it answers with.
+ANSWERS = {"site_exists": ("ada", "belum_ada")}
 # The role that records steps the toolkit performs; SOP roles may not use it.
 SYSTEM = "system"
 
@@ -82,6 +87,14 @@ class Step(_Strict):
     approval: bool = False
     branches: dict[str, Branch] | None = None
     note: str | None = None
+    # An action run after a person records the step (a document made from it, say);
+    # the request has already moved on, so a failure only puts it in attention.
+    after: str | None = None
+    # The kind of data file the step takes (provisioner.sop.stepdata), and whether it must.
+    data: str | None = None
+    data_required: bool = False
+    # A branch the toolkit computes from the configuration records (ANSWERS).
+    answered_by: str | None = None
 
     @field_validator("key")
     @classmethod
@@ -174,8 +187,8 @@ class Sop(_Strict):
         return [following] if following else []
 
     def actions(self):
-        """Every action name the SOP binds, on steps and on branches."""
-        names = {s.action for s in self.steps if s.action}
+        """Every action name the SOP binds, on steps, after steps and on branches."""
+        names = {s.action for s in self.steps if s.action} | {s.after for s in self.steps if s.after}
         for step in self.steps:
             names |= {b.action for b in (step.branches or {}).values() if b.action}
         return names
@@ -222,9 +235,11 @@ def _semantic_problems(sop, doc, known_actions):
                 fail(here + ("action",), "the approval step is a human decision; it cannot have an action")
         if step.automated and step.branches:
             fail(here + ("action",), "an automated step cannot also be a decision")
+        _check_extras(step, here, fail, known_actions)
         if step.action and known_actions is not None and step.action not in known_actions:
             fail(here + ("action",), f"unknown action {step.action!r} "
                                      f"(known: {', '.join(sorted(known_actions))})")
+    _check_report_numbers(sop, fail)
     if problems:
         return problems
     # Every step must be reachable from the first, and the flow must not loop.
@@ -245,6 +260,55 @@ def _semantic_problems(sop, doc, known_actions):
         if step.key not in seen:
             fail(("steps", i), f"step {step.key!r} cannot be reached from the first step")
     return problems
+
+
+def _check_report_numbers(sop, fail):
+    """Each reporting step's document takes its own letter number, stored under a kind made from
+    the step key (provisioner.letters.numbering.number_kind): it must be one the table takes, and
+    two steps must not share one (the second report would reuse the first one's number)."""
+    from provisioner.letters import numbering
+
+    taken = {}
+    for i, step in enumerate(sop.steps):
+        if step.after != REPORT_ACTION:
+            continue
+        kind = numbering.number_kind(f"{numbering.REPORT_PREFIX}{step.key}")
+        if not numbering.known_kind(kind):
+            fail(("steps", i, "key"), f"a reporting step's key must be lowercase letters, digits and _ "
+                                      f"(its letter number kind {kind!r} is not one the numbering takes)")
+        elif kind in taken:
+            fail(("steps", i, "key"), f"its report's letter number kind {kind!r} is the same as step "
+                                      f"{taken[kind]!r}'s; rename one of them")
+        taken.setdefault(kind, step.key)
+
+
+def _check_extras(step, here, fail, known_actions):
+    """The rules of `after`, `data`, `data_required` and `answered_by`."""
+    from provisioner.sop.stepdata import KINDS
+
+    person = not (step.approval or step.automated)
+    if step.after is not None:
+        if not person:
+            fail(here + ("after",), "only a step a person records (not the decision, not an automated "
+                                    "step) runs an action after it")
+        elif any(b.action for b in (step.branches or {}).values()):
+            fail(here + ("after",), "a step whose branches run actions cannot also run one after it")
+        if known_actions is not None and step.after not in known_actions:
+            fail(here + ("after",), f"unknown action {step.after!r} (known: {', '.join(sorted(known_actions))})")
+    if step.data is not None:
+        if not person:
+            fail(here + ("data",), "only a step a person records takes a data file")
+        if step.data not in KINDS:
+            fail(here + ("data",), f"unknown data kind {step.data!r} (known: {', '.join(sorted(KINDS))})")
+    if step.data_required and step.data is None:
+        fail(here + ("data_required",), "only with data: KIND")
+    if step.answered_by is not None:
+        if step.answered_by not in ANSWERS:
+            fail(here + ("answered_by",), f"unknown answer {step.answered_by!r} "
+                                          f"(known: {', '.join(sorted(ANSWERS))})")
+        elif step.approval or set(step.branches or {}) != set(ANSWERS[step.answered_by]):
+            fail(here + ("answered_by",), f"{step.answered_by} answers a decision step (not the approval) "
+                                          f"whose branches are {' and '.join(ANSWERS[step.answered_by])}")
 
 
 def parse_sop(text, source, name=None, known_actions=None):
@@ -280,7 +344,16 @@ def load_sop(sop_dir, name, known_actions=None):
         raise NotFound(f"no SOP named {name!r} in {sop_dir} (have: {', '.join(sop_names(sop_dir))})") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ValidationError([Problem("(file)", f"cannot read: {err}")], str(path)) from None
-    return parse_sop(text, str(path), name=name, known_actions=known_actions)
+    known = frozenset(known_actions) if known_actions is not None else None
+    return _parsed(text, str(path), name, known)
+
+
+@lru_cache(maxsize=64)
+def _parsed(text, source, name, known_actions):
+    """parse_sop, once per file content: the engine reads the SOP at every step, and parsing
+    dominates that cost. Keyed by the text itself, so an edited file is parsed anew; an SOP is
+    frozen, so sharing one is safe; a refused file raises each time (exceptions are not cached)."""
+    return parse_sop(text, source, name=name, known_actions=known_actions)
 
 
 def cite(title, number=None, office_name=None):

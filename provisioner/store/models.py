@@ -66,6 +66,9 @@ class RequestRow(Base):
     # Set when the request's site is removed: its approval is spent (it never
     # provisions again) and it no longer holds the name against a new request.
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # On a hosting request spawned for another request (a website or an application):
+    # that request's id, so provisioning this one can resume the one that waits for it.
+    linked_to: Mapped[str | None] = mapped_column(String(16), index=True)
 
 
 class StepRecord(Base):
@@ -80,6 +83,8 @@ class StepRecord(Base):
     note: Mapped[str | None] = mapped_column(Text)
     ended_at: Mapped[datetime] = mapped_column(UTCDateTime)
     source: Mapped[str] = mapped_column(String(20))
+    # The validated data file recorded with the step (provisioner.sop.stepdata); never a secret.
+    data: Mapped[dict | None] = mapped_column(JSONText)
 
 
 class ActionRun(Base):
@@ -95,7 +100,8 @@ class ActionRun(Base):
     request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"), primary_key=True)
     step_key: Mapped[str] = mapped_column(String(40), primary_key=True)
     action: Mapped[str] = mapped_column(String(60))
-    status: Mapped[str] = mapped_column(String(20))  # running | done | failed
+    # running | done | failed | waiting (for something else to happen; claimed again like failed)
+    status: Mapped[str] = mapped_column(String(20))
     attempts: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

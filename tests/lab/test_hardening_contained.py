@@ -7,6 +7,11 @@
   refused as locked.
 - Two requests wanting the last dedicated address: one gets it, the other a
   clear "pool exhausted" and nothing left behind.
+
+Each case needs a fresh provisioning of its own. The first three make their
+sites in the module's state home (`module_office`), each looking only at its
+own site, so the sites are removed together in one run at the end; the last
+one changes its office's inventory, so it keeps its own state home.
 """
 
 import os
@@ -83,7 +88,8 @@ def _http(address, fqdn):
     return requests.get(f"http://{address}/", headers={"Host": fqdn}, timeout=5, allow_redirects=False)
 
 
-def test_sigkill_during_ansible_leaves_no_process_and_no_secret(office, lab_host):
+def test_sigkill_during_ansible_leaves_no_process_and_no_secret(module_office, lab_host):
+    office = module_office  # the module's state home: its site is removed with the others at the end
     request_id = office.through_review("tarakan-simkes.yaml", tls="false")
     office.approve_without_hook(request_id)
     (site,) = office.hosting.desired(office.hosting.load_requests([request_id]))
@@ -126,7 +132,8 @@ def test_sigkill_during_ansible_leaves_no_process_and_no_secret(office, lab_host
     assert lab_host("web1").check_output(f"getent passwd {site.names.user}").count(site.names.user) == 1
 
 
-def test_two_applies_of_one_request_at_once_make_one_site(office, lab_host):
+def test_two_applies_of_one_request_at_once_make_one_site(module_office, lab_host):
+    office = module_office  # the module's state home: its site is removed with the others at the end
     request_id = office.through_review("tarakan-simkes.yaml", tls="false")
     office.approve_without_hook(request_id)
     (site,) = office.hosting.desired(office.hosting.load_requests([request_id]))
@@ -142,8 +149,9 @@ def test_two_applies_of_one_request_at_once_make_one_site(office, lab_host):
     _one_site(office, lab_host, request_id, site)
 
 
-def test_two_threads_applying_one_request_make_one_site(office, lab_host):
+def test_two_threads_applying_one_request_make_one_site(module_office, lab_host):
     """Two webhook threads of one process: the lock belongs to one apply, so one of them is refused."""
+    office = module_office  # the module's state home: its site is removed with the others at the end
     request_id = office.through_review("tarakan-simkes.yaml", tls="false")
     office.approve_without_hook(request_id)
     (site,) = office.hosting.desired(office.hosting.load_requests([request_id]))

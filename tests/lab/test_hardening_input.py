@@ -236,15 +236,20 @@ def test_template_syntax_in_free_text_is_stored_and_shown_literally(office, lab_
 
 
 def test_a_consultation_approved_in_its_own_sop_gets_no_hosting(office, lab_host):
-    request_id, path = office.request("tarakan-simkes.yaml")
-    path.write_text(path.read_text().replace("service: hosting", "service: konsultasi-aplikasi"))
+    # A consultation that names the hosting its application will need: a name hosting could build.
+    request_id, path = office.request("tarakan-konsultasi-simpeg.yaml")
+    label = f"t{request_id[-4:]}k"
+    path.write_text(path.read_text().replace("purpose:", "  hosting:\n"
+        f"    subdomain: {label}\n    zone: tarakankota.go.id\n    stack: static\n    database: false\n"
+        "    quota_mb: 100\n    bandwidth_kbps: 0\n    dedicated_ip: false\n    tls: false\npurpose:", 1))
     office.engine.submit(path.read_bytes(), str(path))
     for step, role in HUMAN_STEPS:
         office.engine.record_step(request_id, step, role)
     office.engine.decide(request_id, True, "bidang_aplikasi")  # the consultation SOP's decision role
     assert office.engine.show(request_id)["state"] == "approved"
     fqdn = office.engine.show(request_id)["fqdn"]
-    names = site_names(fqdn.split(".")[0], "tarakankota.go.id")
+    assert fqdn == f"{label}.tarakankota.go.id"
+    names = site_names(label, "tarakankota.go.id")
     before = snapshot(lab_host)
     for args in (["hosting", request_id], ["hosting", request_id, "--apply"]):
         result, took = cli(*args)

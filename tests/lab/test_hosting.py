@@ -1,7 +1,11 @@
 """`provision hosting` against the real lab: plan, apply, verify, refuse, roll back, resume.
 
 Every test works on its own requests (fresh ids and labels made from the
-shipped examples) in its own state home, and removes its sites afterwards.
+shipped examples). The tests that only need a live site to look at (or to
+rotate) share one (`live_site`), since each site costs a provisioning and a
+removal. The tests that leave sites behind make them in the module's state
+home (`module_office`), so all are removed in one run at the end; they only
+look at their own sites (by request id or name) in it.
 """
 
 import json
@@ -33,8 +37,24 @@ def _get(url: str, host: str):
     return requests.get(url, headers={"Host": host}, timeout=5, allow_redirects=False)
 
 
-def test_both_examples_through_the_sop_and_the_approval_hook(office, lab_host):
+@pytest.fixture(scope="module")
+def live_site(module_office):
+    """One site provisioned for the module, shared by the tests that need a live site but not a
+    fresh provisioning: the bystander of the configtest failure, the secrets scan and the
+    rotation. Each looks at it on the lab; the passwords and credentials sheet are those of its
+    apply (captured here), so a rotation by one test does not change what another checks."""
+    request_id = module_office.through_review("tarakan-simkes.yaml", tls="false")
+    module_office.approve_without_hook(request_id)
+    result = module_office.hosting.apply([request_id])
+    (site,) = result.sites
+    passwords = credentials.get(module_office.store, module_office.hosting.box, site["fqdn"])
+    return {"office": module_office, "site": site, "sheet": Path(result.sheets[site["fqdn"]]),
+            "passwords": passwords}
+
+
+def test_both_examples_through_the_sop_and_the_approval_hook(module_office, lab_host):
     """Approval by the head runs provisioning by itself; every outside check passes."""
+    office = module_office  # the module's state home: its sites are removed with the others at the end
     tarakan = office.through_review("tarakan-simkes.yaml")
     buleleng = office.through_review("buleleng-sipandu.yaml")
     for request_id in (tarakan, buleleng):
@@ -75,7 +95,8 @@ def _fqdns(office):
         return [r.fqdn for r in session.query(SiteRow)]
 
 
-def test_plan_shows_every_change_and_a_rerun_changes_nothing(office, lab_host):
+def test_plan_shows_every_change_and_a_rerun_changes_nothing(module_office, lab_host):
+    office = module_office  # the module's state home: its site is removed with the others at the end
     request_id = office.through_review("tarakan-simkes.yaml")
     office.approve_without_hook(request_id)
     plan, (site,) = office.hosting.plan([request_id])
@@ -156,11 +177,10 @@ def test_host_objects_the_toolkit_never_recorded_are_a_conflict(office, lab_host
         db.check_output(f"mysql -e 'DROP DATABASE IF EXISTS {site.names.db_name}'")
 
 
-def test_configtest_failure_rolls_back_and_other_sites_keep_serving(office, lab_host):
+def test_configtest_failure_rolls_back_and_other_sites_keep_serving(module_office, lab_host, live_site):
+    office = module_office  # the module's state home: its failed site is removed with the others at the end
     web = lab_host("web1")
-    working = office.through_review("tarakan-simkes.yaml", tls="false")
-    office.approve_without_hook(working)
-    (good,) = office.hosting.apply([working]).sites
+    good = live_site["site"]  # a site that worked before: the module's shared one
     assert _get("http://203.0.113.10/", good["fqdn"]).status_code == 200
 
     broken = office.through_review("tarakan-simkes.yaml")
@@ -185,7 +205,8 @@ def test_configtest_failure_rolls_back_and_other_sites_keep_serving(office, lab_
     assert web.run("apache2ctl configtest").rc == 0
 
 
-def test_a_crash_between_steps_resumes_cleanly(office, lab_host):
+def test_a_crash_between_steps_resumes_cleanly(module_office, lab_host):
+    office = module_office  # the module's state home: its site is removed with the others at the end
     request_id = office.through_review("buleleng-sipandu.yaml")
     # sipandu has a dedicated IP and no database: ip -> web -> dns. Cut the power after web.
     env = dict(os.environ, PROVISIONER_FAULT="crash-after:web")
@@ -195,8 +216,10 @@ def test_a_crash_between_steps_resumes_cleanly(office, lab_host):
     (site,) = office.hosting.desired(office.hosting.load_requests([request_id]))
     assert office.site(site.fqdn).state == "provisioning"
     # Its certificate first (nothing built yet), then ip and web.
-    assert [e.payload["step"] for e in office.events("saga_intent")] == ["tls", "ip", "web"]
-    assert [e.payload["step"] for e in office.events("saga_done")] == ["tls", "ip", "web"]
+    assert [e.payload["step"] for e in office.events("saga_intent") if e.payload.get("fqdn") == site.fqdn] \
+        == ["tls", "ip", "web"]
+    assert [e.payload["step"] for e in office.events("saga_done") if e.payload.get("fqdn") == site.fqdn] \
+        == ["tls", "ip", "web"]
     # DNS comes last: the name does not point at the half-made site.
     zone = requests.get(f"{PDNS}/zones/bulelengkab.go.id.", headers=api_headers(), timeout=5).json()
     assert not [r for r in zone["rrsets"] if r["name"] == f"{site.fqdn}."]
@@ -216,14 +239,10 @@ def test_a_crash_between_steps_resumes_cleanly(office, lab_host):
     assert len(a) == 1 and [r["content"] for r in a[0]["records"]] == [site.public_ip]
 
 
-def test_no_secret_in_logs_artifacts_or_the_state_database(office, lab_host):
-    request_id = office.through_review("tarakan-simkes.yaml")
-    office.approve_without_hook(request_id)
-    result = office.hosting.apply([request_id])
-    (site,) = result.sites
-    passwords = credentials.get(office.store, office.hosting.box, site["fqdn"])
+def test_no_secret_in_logs_artifacts_or_the_state_database(live_site, lab_host):
+    # The module's shared site, with the passwords and credentials sheet of its apply.
+    office, passwords, sheet = live_site["office"], live_site["passwords"], live_site["sheet"]
     assert set(passwords) == {"db", "sftp"}
-    sheet = Path(result.sheets[site["fqdn"]])
     assert sheet.stat().st_mode & 0o777 == 0o600
     sheet_text = subprocess.run(["pdftotext", str(sheet), "-"], capture_output=True, text=True, check=True).stdout
     assert "RAHASIA" in sheet_text and all(p in sheet_text for p in passwords.values())
@@ -245,10 +264,9 @@ def test_no_secret_in_logs_artifacts_or_the_state_database(office, lab_host):
     assert office.config.key_file().stat().st_mode & 0o077 == 0
 
 
-def test_credentials_rotate_makes_new_passwords_that_work(office, lab_host):
-    request_id = office.through_review("tarakan-simkes.yaml", tls="false")
-    office.approve_without_hook(request_id)
-    (site,) = office.hosting.apply([request_id]).sites
+def test_credentials_rotate_makes_new_passwords_that_work(live_site, lab_host):
+    # The module's shared site (the CLI works in its state home: module_office set PROVISIONER_HOME).
+    office, site = live_site["office"], live_site["site"]
     before = credentials.get(office.store, office.hosting.box, site["fqdn"])
     result = CliRunner().invoke(main, ["credentials", "rotate", site["fqdn"], "--json"])
     assert result.exit_code == 0, result.output

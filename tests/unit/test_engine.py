@@ -196,19 +196,20 @@ def test_events_are_append_only(engine, simkes_bytes):
         assert {e.kind for e in session.query(Event)} == {"request_submitted", "step_recorded"}
 
 
-def test_buleleng_request_on_its_own_sop(engine, clock):
-    raw = (EXAMPLES / "buleleng-sipandu.yaml").read_bytes().replace(b"service: hosting",
-                                                                    b"service: aplikasi-api")
+def test_buleleng_request_on_its_own_sop(engine, clock, tmp_path):
+    raw = (EXAMPLES / "buleleng-api-sipandu.yaml").read_bytes()
+    analysis = tmp_path / "analisa.yaml"
+    analysis.write_text("summary: Dapat dikembangkan\nneeds: [Pelacakan berkas]\nrecommendation: Dibangun\n")
     clock.now = datetime(2024, 9, 3, 9, 0, tzinfo=WITA)
     engine.submit(raw, "b.yaml")
     for ref, role in (("2", "kadis"), ("3", "kabid"), ("4", "kasi"), ("5", "kasi"), ("6", "programmer")):
         clock.now += timedelta(minutes=5)
-        engine.record_step("KOM-2024-0031", ref, role)
+        engine.record_step("KOM-2024-0044", ref, role, data_file=analysis if ref == "6" else None)
     clock.now += timedelta(minutes=5)
-    engine.decide("KOM-2024-0031", False, "kasi", reason="Di luar kapasitas tim")
-    assert engine.show("KOM-2024-0031")["current_step"] == "alasan_ke_kabid"
-    engine.record_step("KOM-2024-0031", "alasan_ke_kabid", "kasi")
-    assert engine.show("KOM-2024-0031")["current_step"] == "serah_terima"
+    engine.decide("KOM-2024-0044", False, "kasi", reason="Di luar kapasitas tim")
+    assert engine.show("KOM-2024-0044")["current_step"] == "alasan_ke_kabid"
+    engine.record_step("KOM-2024-0044", "alasan_ke_kabid", "kasi")
+    assert engine.show("KOM-2024-0044")["current_step"] == "serah_terima"
 
 
 # -- approvals bound to their SOP ------------------------------------------------
@@ -221,9 +222,7 @@ def _hosting(engine):
 
 def _consultation(engine, clock, request_id="HST-2024-0031"):
     """A Tarakan consultation request approved by bidang_aplikasi in its own SOP."""
-    raw = ((EXAMPLES / "tarakan-simkes.yaml").read_bytes()
-           .replace(b"service: hosting", b"service: konsultasi-aplikasi")
-           .replace(b"HST-2024-0007", request_id.encode()).replace(b"subdomain: simkes", b"subdomain: konsul"))
+    raw = (EXAMPLES / "tarakan-konsultasi-simpeg.yaml").read_bytes().replace(b"KON-2024-0015", request_id.encode())
     clock.now = at(13, 8, 0)
     engine.submit(raw, "konsultasi.yaml")
     for ref, role in (("agenda", "bagian_umum"), ("disposisi", "kadis"), ("pengkajian", "bidang_aplikasi")):
@@ -287,7 +286,7 @@ def test_a_removed_sites_old_approval_is_spent(engine, clock, simkes_bytes):
 def test_a_service_the_office_does_not_run_is_refused_at_submit(engine, clock):
     from provisioner.errors import ValidationError
 
-    raw = (EXAMPLES / "buleleng-sipandu.yaml").read_bytes().replace(b"service: hosting", b"service: website")
+    raw = (EXAMPLES / "invalid" / "buleleng-service.yaml").read_bytes()  # a website request for Buleleng
     clock.now = datetime(2024, 9, 3, 9, 0, tzinfo=WITA)
     with pytest.raises(ValidationError, match="service: must be a service office buleleng runs"):
         engine.submit(raw, "b.yaml")
@@ -451,3 +450,290 @@ def test_the_migration_closes_requests_whose_site_was_removed_before_it(state_ur
     assert str(closed["HST-2024-0001"]).startswith("2024-08-20")
     assert str(closed["HST-2024-0002"]).startswith("2024-08-21")
     assert closed["HST-2024-0003"] is None  # provisioned again after its removal: still live
+
+
+# -- issue 12: request shapes at submit, step data, after actions, answered branches, waiting --------
+
+WEBSITE = (EXAMPLES / "tarakan-website-dinkes.yaml").read_bytes()
+DINKES = "dinkes.tarakankota.go.id"
+DATA = EXAMPLES / "data"
+
+
+def _website(raw=WEBSITE, request_id="WEB-2024-0012"):
+    return raw.replace(b"WEB-2024-0012", request_id.encode())
+
+
+def _without_hosting(raw):
+    return raw.split(b"  hosting:")[0] + b"purpose: Pemutakhiran konten\n"
+
+
+def _website_to_decision(engine, clock, raw=WEBSITE, request_id="WEB-2024-0012", approve=True):
+    clock.now = at(13, 8, 0)
+    engine.submit(_website(raw, request_id), f"{request_id}.yaml")
+    for ref, role in (("agenda", "bagian_umum"), ("disposisi", "kadis"), ("pengkajian", "bidang_aplikasi")):
+        clock.now += timedelta(minutes=3)
+        engine.record_step(request_id, ref, role)
+    clock.now += timedelta(minutes=3)
+    engine.decide(request_id, approve, "bidang_aplikasi", reason="Konten siap" if approve else "Belum lengkap")
+    return request_id
+
+
+def test_a_website_update_for_a_live_hosting_site_is_accepted_and_two_open_ones_are_not(engine, clock, simkes_bytes):
+    _approve(engine, clock, simkes_bytes, "HST-2024-0007", 13)
+    _provisioned(engine, "HST-2024-0007")
+    update = _without_hosting(WEBSITE).replace(b"subdomain: dinkes", b"subdomain: simkes")
+    clock.now = at(14, 8, 0)
+    assert engine.submit(_website(update, "WEB-2024-0001"), "u1.yaml").changed
+    with pytest.raises(Conflict, match="simkes.tarakankota.go.id is already requested by WEB-2024-0001"):
+        engine.submit(_website(update, "WEB-2024-0002"), "u2.yaml")
+    # Hosting given for a name that has a live site: accepted (the records answer step 6).
+    with engine.store.session() as session:
+        from provisioner.store.models import RequestRow
+        session.get(RequestRow, "WEB-2024-0001").state = "done"  # the first update went through its SOP
+    with_hosting = WEBSITE.replace(b"subdomain: dinkes", b"subdomain: simkes")
+    assert engine.submit(_website(with_hosting, "WEB-2024-0003"), "u3.yaml").changed
+    # And the hosting request for the name still holds it against another hosting request.
+    with pytest.raises(Conflict, match="already requested by HST-2024-0007"):
+        engine.submit(simkes_bytes.replace(b"HST-2024-0007", b"HST-2024-0008"), "h.yaml")
+
+
+def test_a_website_for_a_name_without_a_site_needs_its_hosting(engine, clock):
+    from provisioner.errors import ValidationError
+
+    clock.now = at(13, 8, 0)
+    with pytest.raises(ValidationError) as err:
+        engine.submit(_without_hosting(WEBSITE), "w.yaml")
+    (problem,) = err.value.problems
+    assert (problem.field, problem.rule) == ("website.hosting", f"required: {DINKES} has no site yet; "
+                                                                "give the hosting it needs")
+    assert problem.line == 19 and err.value.source == "w.yaml"  # the website: section
+    assert engine.list_requests() == []
+    assert engine.submit(WEBSITE, "w.yaml").changed
+
+
+def test_applications_without_hosting_never_clash(engine, clock):
+    raw = (EXAMPLES / "tarakan-konsultasi-simpeg.yaml").read_bytes()
+    clock.now = at(13, 8, 0)
+    engine.submit(raw, "a.yaml")
+    engine.submit(raw.replace(b"KON-2024-0015", b"KON-2024-0016"), "b.yaml")
+    rows = {r["id"]: r for r in engine.list_requests()}
+    assert rows["KON-2024-0015"]["fqdn"] == "" and rows["KON-2024-0016"]["office"] == "tarakan"
+    submitted = [e for e in engine.events("KON-2024-0016") if e["kind"] == "request_submitted"]
+    assert submitted[0]["payload"]["fqdn"] is None
+
+
+def test_the_records_answer_whether_the_website_exists(engine, clock, simkes_bytes):
+    request_id = _website_to_decision(engine, clock)
+    with pytest.raises(UserError, match="answered from the configuration records: no provisioned site "
+                                        f"{DINKES} is recorded, so the branch is belum_ada"):
+        engine.record_step(request_id, "cek_website", "bidang_aplikasi", branch="ada")
+    engine.record_step(request_id, "cek_website", "bidang_aplikasi")
+    step = {s["key"]: s for s in engine.show(request_id)["steps"]}["cek_website"]
+    assert step["branch"] == "belum_ada"
+
+    # A live site by the name: the update branch.
+    _approve(engine, clock, simkes_bytes, "HST-2024-0007", 14)
+    _provisioned(engine, "HST-2024-0007")
+    update = _without_hosting(WEBSITE).replace(b"subdomain: dinkes", b"subdomain: simkes")
+    other = _website_to_decision(engine, clock, update, "WEB-2024-0013")
+    clock.now = at(14, 9, 0)
+    engine.record_step(other, "cek_website", "bidang_aplikasi", branch="ada")
+    assert {s["key"]: s for s in engine.show(other)["steps"]}["cek_website"]["branch"] == "ada"
+
+
+def _consultation_to_analysis(engine, clock):
+    raw = (EXAMPLES / "tarakan-konsultasi-simpeg.yaml").read_bytes()
+    clock.now = at(13, 8, 0)
+    engine.submit(raw, "k.yaml")
+    for ref, role in (("agenda", "bagian_umum"), ("disposisi", "kadis"), ("pengkajian", "bidang_aplikasi")):
+        clock.now += timedelta(minutes=3)
+        engine.record_step("KON-2024-0015", ref, role)
+    clock.now += timedelta(minutes=3)
+    engine.decide("KON-2024-0015", True, "bidang_aplikasi", reason="Sesuai rencana kerja BKPSDM")
+    clock.now += timedelta(minutes=3)
+    engine.record_step("KON-2024-0015", "pembelian", "bidang_aplikasi")
+    return "KON-2024-0015"
+
+
+def test_step_data_is_required_refused_or_recorded(engine, clock, actions):
+    request_id = _consultation_to_analysis(engine, clock)
+    decided = [s for s in engine.show(request_id)["steps"] if s["key"] == "keputusan"][0]
+    assert decided["note"] == "Sesuai rencana kerja BKPSDM"  # an approval keeps its reason
+    clock.now += timedelta(minutes=3)
+    with pytest.raises(UserError, match=r"step 7 \(analisa\) needs --data FILE: the analysis"):
+        engine.record_step(request_id, "analisa", "bidang_aplikasi")
+    from provisioner.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="needs: required"):
+        engine.record_step(request_id, "analisa", "bidang_aplikasi", data_file=DATA / "kak-simpeg.yaml")
+    outcome = engine.record_step(request_id, "analisa", "bidang_aplikasi", data_file=DATA / "analisa-simpeg.yaml")
+    assert [a["action"] for a in outcome.actions] == ["render_analysis"]
+    assert actions.calls[-1] == ("render_analysis", request_id, "analisa", None)
+    from provisioner.store.models import StepRecord
+
+    with engine.store.session() as session:
+        record = session.query(StepRecord).filter_by(request_id=request_id, step_key="analisa").one()
+        assert record.data["needs"][0] == "Satu basis data pegawai untuk seluruh perangkat daerah"
+    (event,) = [e for e in engine.events(request_id)
+                if e["kind"] == "step_recorded" and e["payload"]["step"] == "analisa"]
+    assert event["payload"]["data"]["recommendation"].startswith("Pengadaan aplikasi")
+    shown = engine.show(request_id)
+    assert shown["current_step"] == "penyusunan_kak" and shown["state"] == "approved"
+    clock.now += timedelta(minutes=3)
+    engine.record_step(request_id, "penyusunan_kak", "bidang_aplikasi")  # its data is optional
+    clock.now += timedelta(minutes=3)
+    with pytest.raises(UserError, match=r"--data: step 9 \(lapor_kadis\) takes no data file"):
+        engine.record_step(request_id, "lapor_kadis", "bidang_aplikasi", data_file=DATA / "kak-simpeg.yaml")
+    assert [c[0] for c in actions.calls].count("render_kak") == 1
+
+
+def test_an_after_action_runs_once_fails_into_attention_and_resumes_without_moving_on(engine, clock, actions):
+    request_id = _consultation_to_analysis(engine, clock)
+    actions.fail.add("render_analysis")
+    clock.now += timedelta(minutes=3)
+    with pytest.raises(ActionError, match="render_analysis failed"):
+        engine.record_step(request_id, "analisa", "bidang_aplikasi", data_file=DATA / "analisa-simpeg.yaml")
+    shown = engine.show(request_id)
+    # The step is recorded and the request moved on; the failed document holds it in attention.
+    assert shown["state"] == "attention" and shown["current_step"] == "penyusunan_kak"
+    with pytest.raises(StateError, match="an action failed"):
+        engine.record_step(request_id, "penyusunan_kak", "bidang_aplikasi")
+    actions.fail.clear()
+    outcome = engine.resume(request_id)
+    assert [a["action"] for a in outcome.actions] == ["render_analysis"]
+    shown = engine.show(request_id)
+    assert shown["state"] == "approved" and shown["current_step"] == "penyusunan_kak"
+    assert not engine.resume(request_id).changed
+    clock.now += timedelta(minutes=3)
+    engine.record_step(request_id, "penyusunan_kak", "bidang_aplikasi")
+    assert actions.count("render_analysis") == 2 and actions.count("render_kak") == 1
+
+
+def _to_installation(engine, clock, request_id="WEB-2024-0012"):
+    _website_to_decision(engine, clock, request_id=request_id)
+    for ref in ("cek_website", "analisa", "pembuatan"):
+        clock.now += timedelta(minutes=3)
+        outcome = engine.record_step(request_id, ref, "bidang_aplikasi")
+    return outcome
+
+
+def test_a_waiting_action_keeps_the_request_and_runs_again_on_resume(engine, clock):
+    from provisioner.errors import Waiting
+
+    tries = []
+
+    def install(ctx):
+        tries.append(ctx.request.id)
+        if len(tries) < 3:
+            raise Waiting(f"{ctx.request.website.fqdn} has no live site yet")
+        return {"release": "r1"}
+
+    engine.actions.register("install_website", install, replace=True)
+    outcome = _to_installation(engine, clock)
+    assert outcome.actions == [{"step": "instalasi", "action": "install_website",
+                                "waiting": f"{DINKES} has no live site yet"}]
+    shown = engine.show("WEB-2024-0012")
+    assert shown["state"] == "approved" and shown["current_step"] == "instalasi"
+    assert {s["key"]: s for s in shown["steps"]}["instalasi"]["action_status"] == "waiting"
+    kinds = [e["kind"] for e in engine.events("WEB-2024-0012")]
+    assert kinds.count("action_waiting") == 1 and "action_failed" not in kinds
+    with pytest.raises(StateError, match="done by the toolkit"):
+        engine.record_step("WEB-2024-0012", "instalasi", "bidang_aplikasi")
+
+    again = engine.resume("WEB-2024-0012")  # still not ready: waiting again, once
+    assert again.changed and again.actions[0]["waiting"] and len(tries) == 2
+    done = engine.resume("WEB-2024-0012")
+    assert done.actions == [{"step": "instalasi", "action": "install_website", "result": {"release": "r1"}}]
+    assert engine.show("WEB-2024-0012")["current_step"] == "laporan"
+    assert not engine.resume("WEB-2024-0012").changed and len(tries) == 3
+
+
+def test_provisioning_a_linked_hosting_request_resumes_the_request_it_was_made_for(engine, clock, actions):
+    from provisioner.errors import Waiting
+    from provisioner.sop.spawn import spawn_hosting
+
+    installed = []
+
+    def install(ctx):
+        with engine.store.session() as session:
+            from provisioner.store.models import SiteRow
+            site = session.get(SiteRow, DINKES)
+        if site is None or site.state != "provisioned":
+            raise Waiting(f"{DINKES} has no live site yet")
+        installed.append(ctx.request.id)
+        return {"release": "r1"}
+
+    def provision(ctx):
+        _provisioned(engine, ctx.request.id, fqdn=DINKES, label="dinkes")
+        return {"fqdn": DINKES}
+
+    engine.actions.register("install_website", install, replace=True)
+    engine.actions.register("provision_site", provision, replace=True)
+    _to_installation(engine, clock)
+    child = spawn_hosting(engine.config, engine.store, "WEB-2024-0012", at=clock.now,
+                          actions=engine.actions, clock=clock)
+    assert child == "HST-2024-0001"
+    for ref, role in (("agenda", "bagian_umum"), ("disposisi", "kadis"), ("pengkajian", "bidang_aplikasi")):
+        clock.now += timedelta(minutes=3)
+        engine.record_step(child, ref, role)
+    clock.now += timedelta(minutes=3)
+    outcome = engine.decide(child, True, "kadis")
+    ran = [(a.get("request"), a["action"]) for a in outcome.actions]
+    assert ran[:2] == [(None, "provision_site"), ("WEB-2024-0012", "install_website")]
+    assert installed == ["WEB-2024-0012"]
+    assert engine.show("WEB-2024-0012")["current_step"] == "laporan"
+    assert engine.show(child)["state"] == "approved"
+
+
+def test_the_parents_failure_never_fails_the_linked_hosting_request(engine, clock, actions):
+    from provisioner.errors import HostError, Waiting
+    from provisioner.sop.spawn import spawn_hosting
+
+    calls = []
+
+    def install(ctx):
+        calls.append(1)
+        if len(calls) == 1:
+            raise Waiting("no site yet")
+        raise HostError("the health check failed")
+
+    engine.actions.register("install_website", install, replace=True)
+    _to_installation(engine, clock)
+    child = spawn_hosting(engine.config, engine.store, "WEB-2024-0012", at=clock.now,
+                          actions=engine.actions, clock=clock)
+    for ref, role in (("agenda", "bagian_umum"), ("disposisi", "kadis"), ("pengkajian", "bidang_aplikasi")):
+        clock.now += timedelta(minutes=3)
+        engine.record_step(child, ref, role)
+    clock.now += timedelta(minutes=3)
+    outcome = engine.decide(child, True, "kadis")
+    assert outcome.actions[0]["action"] == "provision_site"
+    (failed,) = [a for a in outcome.actions if a.get("request") == "WEB-2024-0012"]
+    assert "the health check failed" in failed["error"]
+    assert engine.show(child)["state"] == "approved" and engine.show(child)["current_step"] == "kirim_laporan"
+    parent = engine.show("WEB-2024-0012")
+    assert parent["state"] == "attention" and parent["current_step"] == "instalasi"
+    assert "linked_resume_failed" in [e["kind"] for e in engine.events(child)]
+    assert "action_failed" in [e["kind"] for e in engine.events("WEB-2024-0012")]
+
+
+def test_the_migration_adds_linked_to_and_step_data_to_a_store_with_rows(state_url):
+    from sqlalchemy import create_engine
+
+    from provisioner.store.migrate import upgrade
+
+    db = create_engine(state_url)
+    upgrade(db, "0006")
+    with db.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO requests (id, service, office, fqdn, sha256, content, source, submitted_at, state, "
+            "decision, current_step) VALUES ('HST-2024-0001', 'hosting', 'tarakan', 'a.tarakankota.go.id', '0', "
+            ":content, 't', :at, 'submitted', NULL, 'agenda')"), {"content": b"\0", "at": datetime(2024, 8, 13)})
+        connection.execute(text(
+            "INSERT INTO step_records (request_id, step_key, by, branch, note, ended_at, source) VALUES "
+            "('HST-2024-0001', 'permohonan', 'opd', NULL, NULL, :at, 'cli')"), {"at": datetime(2024, 8, 13)})
+    upgrade(db)
+    assert current_revision(db) == "0007"
+    with db.connect() as connection:
+        assert connection.execute(text("SELECT linked_to FROM requests")).all() == [(None,)]
+        assert connection.execute(text("SELECT data FROM step_records")).all() == [(None,)]
+    db.dispose()

@@ -202,12 +202,12 @@ def test_rejection_gets_the_reply_letter_with_the_reason(office):
 
 
 def test_buleleng_application_reply_uses_the_same_letter(office):
-    raw = ((EXAMPLES / "buleleng-sipandu.yaml").read_bytes()
-           .replace(b"service: hosting", b"service: aplikasi-api").replace(b"KOM-2024-0031", b"KOM-2024-0040"))
+    raw = (EXAMPLES / "buleleng-api-sipandu.yaml").read_bytes().replace(b"KOM-2024-0044", b"KOM-2024-0040")
     office.engine.submit(raw, "aplikasi.yaml")
+    analysis = EXAMPLES / "data" / "analisa-sipandu.yaml"
     for ref, role in (("2", "kadis"), ("3", "kabid"), ("4", "kasi"), ("5", "kasi"), ("6", "programmer")):
         office.now += timedelta(minutes=5)
-        office.engine.record_step("KOM-2024-0040", ref, role)
+        office.engine.record_step("KOM-2024-0040", ref, role, data_file=analysis if ref == "6" else None)
     office.now += timedelta(minutes=5)
     reasons = "Kebutuhan data belum didukung API daerah\nTim programmer penuh sampai akhir tahun"
     outcome = office.engine.decide("KOM-2024-0040", False, "kasi", reason=reasons)

@@ -115,8 +115,17 @@ def test_not_yaml_mapping_and_syntax_errors(config):
         validate(b"id: \xff\xfe", config)
 
 
-def test_unknown_extra_fields_are_fine(config):
-    assert validate((GOOD + "ticket_note: extra\n").encode(), config, today=TODAY).id == "HST-2024-0007"
+def test_unknown_fields_are_refused_but_stored_requests_still_load(config):
+    """A misspelt optional field (`tls_optinal`) must not pass unseen; requests accepted before still read."""
+    text = GOOD.replace("  tls: true\n", "  tls: true\n  tls_optinal: true\n") + "ticket_note: extra\n"
+    assert text != GOOD + "ticket_note: extra\n"
+    with pytest.raises(ValidationError) as err:
+        validate(text.encode(), config, today=TODAY)
+    found = {p.field: p.rule for p in err.value.problems}
+    assert set(found) == {"site.tls_optinal", "ticket_note"}
+    assert all(rule.startswith("unknown field; allowed: ") for rule in found.values())
+    assert "tls_optional" in found["site.tls_optinal"] and "purpose" in found["ticket_note"]
+    assert validate(text.encode(), config, today=TODAY, stored=True).id == "HST-2024-0007"
 
 
 def test_site_slug_is_safe_and_distinct():
@@ -231,4 +240,5 @@ def test_thousands_of_problems_are_cut_to_a_readable_list(config):
         validate(text.encode(), config, today=TODAY)
     shown = [str(p) for p in err.value.problems]
     assert len(shown) == 51 and shown[0].endswith("ticket: duplicate key")
-    assert shown[-1] == "(document): 4949 more problem(s) not shown"  # 4,999 duplicates
+    # 4,999 duplicates, and the one `ticket` left is an unknown field
+    assert shown[-1] == "(document): 4950 more problem(s) not shown"

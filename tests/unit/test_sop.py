@@ -109,3 +109,53 @@ def test_unreachable_step_is_rejected(sop_copy):
 def test_unknown_sop():
     with pytest.raises(NotFound, match="no SOP named 'colocation'"):
         load_sop(SOP_DIR, "colocation")
+
+
+def test_the_document_and_data_bindings():
+    konsultasi = load_sop(SOP_DIR, "konsultasi-aplikasi", ACTIONS.names())
+    assert (konsultasi.step("analisa").data, konsultasi.step("analisa").data_required) == ("analysis", True)
+    assert [konsultasi.step(k).after for k in ("analisa", "penyusunan_kak", "lapor_kadis")] == \
+        ["render_analysis", "render_kak", "render_report"]
+    assert konsultasi.step("penyusunan_kak").data == "kak" and not konsultasi.step("penyusunan_kak").data_required
+    api = load_sop(SOP_DIR, "aplikasi-api", ACTIONS.names())
+    assert {s.key: (s.data, s.data_required, s.after) for s in api.steps if s.data or s.after} == {
+        "analisa": ("analysis", True, "render_analysis"), "delegasi": ("delegation", True, "render_delegation"),
+        "lapor_kasi": (None, False, "render_report"), "lapor_kabid": (None, False, "render_report"),
+        "lapor_kadis": (None, False, "render_report"), "serah_terima": ("handover", False, "render_handover")}
+    website = load_sop(SOP_DIR, "website", ACTIONS.names())
+    assert website.step("cek_website").answered_by == "site_exists"
+    assert website.step("instalasi").action == "install_website"
+    assert website.step("laporan").after == "render_website_report"
+    assert "render_website_report" in website.actions()
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ("    after: render_kak", "    after: render_poem", "unknown action 'render_poem'"),
+    ("    data: kak  #", "    data: minutes  #", "unknown data kind 'minutes'"),
+    ("    data: kak  # optional: duration, budget, scope, outputs beyond what the analysis gives\n",
+     "    data_required: true\n", "data_required: only with data: KIND"),
+    ("    approval: true\n", "    approval: true\n    after: render_kak\n", "only a step a person records"),
+    ("    approval: true\n", "    approval: true\n    data: kak\n", "only a step a person records takes a data file"),
+    ("    output: [Data untuk tindak lanjut]\n    approval: true\n",
+     "    output: [Data untuk tindak lanjut]\n    approval: true\n    answered_by: site_exists\n",
+     "site_exists answers a decision step (not the approval) whose branches are ada and belum_ada"),
+    ("    after: render_report", "    after: render_report\n    answered_by: weather", "unknown answer 'weather'"),
+])
+def test_schema_rejects_bad_step_extras(sop_copy, old, new, message):
+    path = sop_copy / "konsultasi-aplikasi.yaml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(ValidationError) as err:
+        load_sop(sop_copy, "konsultasi-aplikasi", ACTIONS.names())
+    assert message in str(err.value)
+    assert all(p.line for p in err.value.problems)
+
+
+def test_an_after_action_beside_branch_actions_is_refused(sop_copy):
+    path = sop_copy / "website.yaml"
+    path.write_text(path.read_text().replace("        label: Website belum ada (pembuatan)\n",
+                                 "        label: Website belum ada (pembuatan)\n        action: render_letter\n")
+                    .replace("    answered_by: site_exists\n", "    answered_by: site_exists\n    after: render_kak\n"))
+    with pytest.raises(ValidationError, match="whose branches run actions cannot also run one after it"):
+        load_sop(sop_copy, "website", ACTIONS.names())
