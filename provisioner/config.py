@@ -274,6 +274,19 @@ class Website(_Strict):
                                  f"'.', '_', '-', no '..', no leading '/', at most 200 characters)")
         return value
 
+    # Directories on the controller a request's local source (a path or file://) must be under,
+    # symlinks resolved. None configured: a request's local source is refused; the CLI
+    # (`provision website deploy`) takes any local path its user can read.
+    source_roots: list[str] = Field(default_factory=list)
+
+    @field_validator("source_roots")
+    @classmethod
+    def _source_roots(cls, value):
+        for root in value:
+            if not root.startswith("/") or any(part in (".", "..") for part in root.split("/")) or root == "/":
+                raise ValueError(f"{root!r}: must be an absolute directory other than / without . or .. components")
+        return value
+
 
 class Config(_Strict):
     offices: dict[str, Office]

@@ -481,7 +481,7 @@ def _website(check, data, config, stored):
     section = check.subsection(data, prefix)
     check.only(section, prefix, WEBSITE_FIELDS)
     subdomain, zone = _name(check, section, prefix, config, stored)
-    source, ref = _source(check, section, prefix + ("source",))
+    source, ref = _source(check, section, prefix + ("source",), None if stored else config.website.source_roots)
     health = "/"
     if section is not None and section.get("health_check") is not None:
         health = check.pattern(section, prefix + ("health_check",), HEALTH_CHECK,
@@ -497,8 +497,11 @@ def _website(check, data, config, stored):
     return Website(subdomain, zone, source, ref, health, hosting), zone
 
 
-def _source(check, section, path):
-    """`source`: an absolute controller path or a git URL, with an optional @REF at the end."""
+def _source(check, section, path, roots=None):
+    """`source`: an absolute controller path or a git URL, with an optional @REF at the end.
+
+    `roots` (website.source_roots, when configured): a local path or file:// must be under one
+    of them (checked again at the deploy with symlinks resolved)."""
     value = check.value(section, path, (str,))
     if value is None:
         return None, None
@@ -509,6 +512,12 @@ def _source(check, section, path):
         check.fail(path, f"must be at most {MAX_SOURCE} characters")
         return None, None
     location, ref = _split_ref(value)
+    scheme, sep, rest = location.partition("://")
+    if sep and ":" in rest.partition("/")[0].rpartition("@")[0]:
+        # user:secret@ would be kept in the request, its plans, events and records.
+        check.fail(path, "must not hold a password or token (user:secret@): use an SSH key or a git "
+                         "credential helper")
+        return None, None
     if ref is not None and (not REF.fullmatch(ref) or ".." in ref or ref.startswith(("-", "/"))
                             or ref.endswith(("/", ".", ".lock")) or "//" in ref or "/." in ref):
         check.fail(path, f"@{ref}: must be a git branch, tag or commit (letters, digits, . _ / + -; "
@@ -533,6 +542,12 @@ def _source(check, section, path):
                 part in ("..", ".") for part in decoded[len("file://"):].split("/")):
             check.fail(path, "file:// must name an absolute path without . or .. components")
             return None, None
+    local = location if location.startswith("/") else (
+        urllib.parse.unquote(location)[len("file://"):] if location.startswith("file://") else None)
+    if roots and local is not None and not any(local == r.rstrip("/") or local.startswith(r.rstrip("/") + "/")
+                                               for r in roots):
+        check.fail(path, f"a path on the controller must be under website.source_roots ({', '.join(roots)})")
+        return None, None
     return location, ref
 
 

@@ -35,7 +35,8 @@ from pathlib import Path
 import urllib3
 
 from provisioner import adopted, locks, runner, ssh
-from provisioner.errors import Conflict, HostError, NotFound, ProvisionerError, StateError, UserError
+from provisioner.errors import (Conflict, HostError, NotFound, ProvisionerError, StateError, UserError,
+                                ValidationError)
 from provisioner.hosting import Hosting
 from provisioner.sop.sla import utcnow
 from provisioner.store.events import SOURCES
@@ -226,7 +227,8 @@ class Website:
     # -- planning ------------------------------------------------------------------
 
     def plan_deploy(self, fqdn: str, source: str, workdir: Path, run: str | None = None,
-                    health: str | None = None, expect: str | None = None) -> DeployPlan:
+                    health: str | None = None, expect: str | None = None,
+                    from_request: bool = False) -> DeployPlan:
         row, site = self._site(fqdn)
         health = health or "/"
         problems = health_path_problems(health)
@@ -236,28 +238,37 @@ class Website:
             raise UserError("--run: a command of 1-2000 characters")
         spec = sources.parse_source(source)
         website = self.config.website
+        if from_request:
+            problem = sources.local_source_problem(spec, website.source_roots)
+            if problem:
+                raise UserError(f"website.source: {problem}")
         content = sources.fetch(spec, workdir, sources.Limits.from_config(self.config), website.command_timeout)
         live = self._live(site)
         shared = sorted(set(website.shared) | set(content.shared))
+        problems = sources.shared_path_problems(content.entries, shared)
+        if problems:
+            raise ValidationError(problems, source=str(spec))
         links = [{"path": p, "target": layout.shared_link_target(p)} for p in shared]
         backup = ({"host": site.db_host, "database": site.names.db_name, "directory": f"{BACKUP_ROOT}/{fqdn}"}
                   if site.database and site.db_host else None)
         current = FIRST_RELEASE if live.public == "dir" else live.current
-        existing = sorted(set(live.releases) | ({FIRST_RELEASE} if live.public == "dir" else set()))
+        # A release that failed was never live: it is removed, and never counts for keep_releases.
+        failed = self._failed_releases(fqdn) & set(live.releases) - {current}
+        existing = sorted(set(live.releases) - failed | ({FIRST_RELEASE} if live.public == "dir" else set()))
         return DeployPlan(
             fqdn=fqdn, request_id=row.request_id, web_host=site.web_host, db_host=site.db_host,
             user=site.names.user, home=site.names.home, release=new_release_id(), content=content, live=live,
             shared=links, backup=backup, command=run.strip() if run else None,
             command_timeout=website.command_timeout, health_url=self._health_url(site, health), health_path=health,
             expect=expect if expect is not None else content.marker,
-            prune=prune_list(existing, current, website.keep_releases))
+            prune=sorted(set(prune_list(existing, current, website.keep_releases)) | failed))
 
     def plan_rollback(self, fqdn: str, to: str | None = None) -> RollbackPlan:
         row, site = self._site(fqdn)
         live = self._live(site)
         if live.public == "dir" or live.current is None:
             raise StateError(f"{fqdn} has no releases yet: nothing to roll back to")
-        target = to or live.previous
+        target = to or self._last_live(fqdn, live)
         if target is None:
             raise StateError(f"{fqdn}: release {live.current} is the oldest one; give --to RELEASE")
         if target not in live.releases:
@@ -269,6 +280,29 @@ class Website:
         health = (deployed.get("health") or {}).get("url") or self._health_url(site, "/")
         return RollbackPlan(fqdn, row.request_id, site.web_host, live.current, target, health,
                             (deployed.get("health") or {}).get("marker"))
+
+    def _last_live(self, fqdn: str, live: LiveLayout) -> str | None:
+        """The rollback default: the release last live before the current one, as the history
+        says (a deploy's release and the one it replaced, a rollback's target); a failed release
+        was never live. Without history (releases made before it), the one before by name."""
+        for event in reversed(self.history(fqdn)):
+            if event["kind"] not in ("website_deployed", "website_rolled_back"):
+                continue
+            for release in (event["payload"].get("release"), event["payload"].get("previous")):
+                if release and release != live.current and release in live.releases:
+                    return release
+        return live.previous
+
+    def _failed_releases(self, fqdn: str) -> set[str]:
+        """Releases whose deploy failed and that were never live afterwards."""
+        failed, live = set(), set()
+        for event in self.history(fqdn):
+            payload = event["payload"]
+            if event["kind"] == "website_deploy_failed" and payload.get("action") != "rollback":
+                failed.add(payload.get("release"))
+            elif event["kind"] in ("website_deployed", "website_rolled_back"):
+                live.update({payload.get("release"), payload.get("previous")})
+        return {r for r in failed - live if r}
 
     def _deploy_event(self, fqdn: str, release: str) -> dict | None:
         for event in reversed(self.history(fqdn)):
@@ -332,14 +366,14 @@ class Website:
 
     def deploy(self, fqdn: str, source: str, run: str | None = None, health: str | None = None,
                checksum: str | None = None, expect: str | None = None, request_id: str | None = None,
-               do_apply: bool = True) -> DeployResult | DeployPlan:
+               do_apply: bool = True, from_request: bool = False) -> DeployResult | DeployPlan:
         """Plan (do_apply=False) or plan and apply a deploy; the apply holds the site's lock."""
         with tempfile.TemporaryDirectory(prefix="provisioner-website-") as work:
             workdir = Path(work)
             if not do_apply:
-                return self.plan_deploy(fqdn, source, workdir, run, health, expect)
+                return self.plan_deploy(fqdn, source, workdir, run, health, expect, from_request)
             with locks.held(self.store, [f"site:{fqdn}"]):
-                planned = self.plan_deploy(fqdn, source, workdir, run, health, expect)
+                planned = self.plan_deploy(fqdn, source, workdir, run, health, expect, from_request)
                 if checksum and planned.checksum != checksum:
                     raise StateError(f"the plan changed since it was reviewed (checksum {planned.checksum}, "
                                      f"expected {checksum}); review it again")
@@ -356,10 +390,11 @@ class Website:
     def _apply(self, planned: DeployPlan, workdir: Path, request_id: str) -> DeployResult:
         (site,) = self.hosting.recorded_sites([planned.fqdn])
         payload = self._payload(planned)
-        switched = False
+        switched = staged = False
         try:
             bundle = workdir / f"{planned.release}.tar"
             sources.bundle(planned.content, bundle, int(time.time()))
+            staged = True
             self._playbook(site, "stage", planned.release, bundle=str(bundle), links=planned.shared)
             if planned.backup:
                 payload["backup"] = self._backup(site, planned)
@@ -371,6 +406,11 @@ class Website:
         except Exception as err:  # noqa: BLE001 - recorded, switched back, then raised
             payload["reason"] = (str(err) or type(err).__name__)[:1000]
             payload["switched_back"] = self._switch_back(site, planned) if switched else None
+            back_failed = switched and "status" not in (payload["switched_back"] or {})
+            # A release that may still be live (the switch back failed) is kept for the operator.
+            payload["removed"] = (self._discard(site, planned) if staged and not back_failed else
+                                  {"release": planned.release, "removed": False,
+                                   "note": "kept: the switch back did not complete"} if staged else None)
             self._event(request_id, "website_deploy_failed", **payload)
             if isinstance(err, HostError) or not isinstance(err, ProvisionerError):
                 raise
@@ -385,14 +425,27 @@ class Website:
         self._event(request_id, "website_deployed", **payload)
         return DeployResult(planned.fqdn, True, payload, planned)
 
+    def _discard(self, site, planned: DeployPlan) -> dict:
+        """A failed deploy's release is removed (the prune action never removes what `current`
+        points at, so a release a failed switch back left live stays)."""
+        if planned.current is None:
+            return {"release": planned.release, "removed": False, "note": "no other release to keep as current"}
+        try:
+            self._playbook(site, "prune", planned.current, prune=[planned.release])
+        except ProvisionerError as err:
+            return {"release": planned.release, "removed": False, "error": str(err)[:500]}
+        return {"release": planned.release, "removed": True}
+
     def _switch_back(self, site, planned: DeployPlan) -> dict:
         """After a failed switch or health check: the release that was live, live again and answering."""
-        back = planned.current
+        return self._switch_to(site, planned.current, planned.health_path)
+
+    def _switch_to(self, site, back: str | None, health_path: str) -> dict:
         if back is None:
             return {"release": None, "note": "no earlier release to switch back to"}
         try:
             self._playbook(site, "switch", back, prune=[])
-            status = self._answers(site, planned.health_path)
+            status = self._answers(site, health_path)
         except ProvisionerError as err:
             return {"release": back, "error": str(err)[:500]}
         return {"release": back, "status": status}
@@ -420,6 +473,8 @@ class Website:
                 payload["health"] = self._health(site, path, planned.expect)
             except ProvisionerError as err:
                 payload["reason"] = str(err)[:1000]
+                # As after a failed deploy: the release that was current, live again and answering.
+                payload["switched_back"] = self._switch_to(site, planned.current, path)
                 self._event(request_id or planned.request_id, "website_deploy_failed", action="rollback", **payload)
                 raise
             self._event(request_id or planned.request_id, "website_rolled_back", **payload)
@@ -431,7 +486,8 @@ class Website:
         """mysqldump on the database host into a root-only 0600 file; (path, sha256, bytes)."""
         b = planned.backup
         path = f"{b['directory']}/{b['database']}-{planned.release}.sql"
-        script = ('set -e; umask 077; mkdir -p "$1"; chmod 0700 "$2" "$1"; '
+        # A dump that stops (database down, disk full) leaves no half-written .part behind.
+        script = ('set -e; umask 077; mkdir -p "$1"; chmod 0700 "$2" "$1"; trap \'rm -f -- "$4.part"\' EXIT; '
                   'mysqldump --single-transaction --routines --events --triggers --databases "$3" > "$4.part"; '
                   'tail -c 200 "$4.part" | grep -q -- "-- Dump completed"; mv -f "$4.part" "$4"; '
                   'sha256sum "$4"; stat -c %s "$4"')

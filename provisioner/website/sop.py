@@ -33,7 +33,7 @@ def install_website_action(ctx) -> dict:
         source = website.source + (f"@{website.ref}" if website.ref else "")
         result = Website(ctx.config, store, source=ctx.source, actor="system").deploy(
             fqdn, source, health=website.health_check, checksum=ctx.options.get("checksum"),
-            request_id=ctx.request.id)
+            request_id=ctx.request.id, from_request=True)
     if "results" in ctx.options:
         ctx.options["results"].append(result)
     payload = result.payload

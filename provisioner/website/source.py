@@ -3,11 +3,12 @@
 Sources: a `.tar.gz`/`.tgz`/`.zip` archive, or a git repository (a local path or a
 URL) at a ref. An archive is inspected member by member BEFORE anything is
 extracted: a path that leaves the directory or is absolute, a link that points
-outside, a device or FIFO, a setuid/setgid bit, more files or bytes than the
-limits, or the compression ratio of a bomb is refused (ValidationError naming
-the member and the rule), and nothing reaches a host. A gzip stream is read
-through a cap, so a bomb never fills the controller's disk either. A git
-checkout is held to the same rules as a tree (`.git` is left out).
+outside (or through another link), a hard link, a device or FIFO, a setuid/setgid
+bit, more files or bytes than the limits, or the compression ratio of a bomb is
+refused (ValidationError naming the member and the rule), and nothing reaches a
+host. A gzip stream is read through a cap, so a bomb never fills the
+controller's disk either. A git clone's tree is listed and held to the same
+rules before it is checked out, and the checkout again as a tree (`.git` is left out).
 
 What passes becomes one normalized tar: sorted members, no owner, directories
 0750 and files 0640 (0750 when executable), the hardening issue's modes for a
@@ -24,6 +25,7 @@ import re
 import stat
 import subprocess
 import tarfile
+import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -137,6 +139,8 @@ def parse_source(text: str) -> SourceSpec:
         raise UserError(f"--source: {ref!r} is not a git ref (branch, tag or commit: A-Z a-z 0-9 . _ / + -, "
                         f"no '..', not starting with '-')")
     is_url = location.startswith(GIT_SCHEMES) or _SCP_LIKE.match(location) is not None
+    if is_url and url_has_password(location):
+        raise UserError(f"--source: {CREDENTIAL_RULE}")
     if not is_url:
         path = Path(location)
         if not path.is_absolute():
@@ -177,10 +181,46 @@ def _link_inside(path: str, target: str) -> bool:
     return joined != ".." and not joined.startswith("../") and not os.path.isabs(joined)
 
 
+def link_chain_problem(path: str, target: str, links: set[str]) -> str | None:
+    """Why the link `path` -> `target` is refused once the other links are known, or None.
+
+    The kernel resolves a target step by step: a `..` after a link goes up from where that
+    link points, not from the link's own place, so "s/../.." can leave the tree although it
+    reads as inside. Each step is walked here as the kernel would (no normpath); a target that
+    goes through another link, or above the root at any step, is refused."""
+    if not target:
+        return "symlink with an empty target"
+    if target.startswith("/"):
+        return f"symlink points outside the directory ({target})"
+    parts = [p for p in (os.path.dirname(path) or "").split("/") if p]
+    steps = [p for p in target.split("/") if p not in ("", ".")]
+    for number, part in enumerate(steps):
+        if part == "..":
+            if not parts:
+                return f"symlink points outside the directory ({target})"
+            parts.pop()
+            continue
+        parts.append(part)
+        here = "/".join(parts)
+        if here in links and number < len(steps) - 1:
+            return f"symlink target goes through another symlink ({here}): link chains are not followed"
+    return None
+
+
+def check_link_chains(entries, source: str) -> None:
+    """Every link of a manifest (entries with .path, .type, .target), held to link_chain_problem."""
+    links = {e.path for e in entries if e.type == "link"}
+    for entry in entries:
+        if entry.type == "link":
+            problem = link_chain_problem(entry.path, entry.target, links)
+            if problem:
+                raise _refused(entry.path, problem, source)
+
+
 @dataclass
 class _Member:
     path: str
-    type: str  # dir | file | link | hardlink
+    type: str  # dir | file | link (a hard link is refused)
     size: int = 0
     mode: int = 0o644
     target: str = ""
@@ -194,6 +234,7 @@ class _Counter:
         self.limits, self.source = limits, source
         self.files = self.bytes = 0
         self.seen: dict[str, str] = {}
+        self.parents: set[str] = set()  # directories earlier members were written below
 
     def add(self, member: _Member) -> None:
         if member.path == "" and member.type == "dir":
@@ -208,6 +249,12 @@ class _Counter:
             if self.seen.get(str(parent)) in ("link", "hardlink", "file"):
                 raise _refused(member.path, f"path goes through {parent}, which is not a directory", self.source)
             parent = parent.parent
+        if member.type != "dir" and member.path in self.parents:
+            # The directory exists by then (made for the earlier members); a link or file of
+            # its name cannot be written, and would redirect whatever comes after it.
+            raise _refused(member.path, f"is a {member.type} of the same name as a directory earlier members "
+                                        f"are in", self.source)
+        self.parents.update(str(p) for p in PurePosixPath(member.path).parents if str(p) != ".")
         self.seen[member.path] = member.type
         self.files += 1
         self.bytes += member.size
@@ -287,7 +334,12 @@ def _tar_members(path: Path, limits: Limits) -> list[_Member]:
                     _check_mode(member, source)
                     _check_link(member, source)
                     if kind == "hardlink":
-                        member.target = _member_path(info.linkname, source)
+                        # Each hard link would be a full copy of its file, counted nowhere: refused
+                        # outright (pack the file itself, or a symlink).
+                        raise _refused(name, f"hard link ({info.linkname}): not supported, pack the file itself "
+                                             f"or a symlink", source)
+                    if kind == "link" and not member.target:
+                        raise _refused(name, "symlink with an empty target", source)
                     counter.add(member)
                     members.append(member)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
@@ -295,6 +347,7 @@ def _tar_members(path: Path, limits: Limits) -> list[_Member]:
     if counter.bytes > RATIO_FLOOR and counter.bytes / size > limits.max_ratio:
         raise _refused(path.name, f"compression ratio {counter.bytes / size:.0f} over {limits.max_ratio:g} "
                                   f"(website.max_ratio): a decompression bomb", source)
+    check_link_chains(members, source)
     return members
 
 
@@ -329,6 +382,8 @@ def _zip_members(path: Path, limits: Limits) -> list[_Member]:
                                  (mode & 0o7777) or (0o755 if kind == "dir" else 0o644), target, info)
                 _check_mode(member, source)
                 _check_link(member, source)
+                if kind == "link" and not target:
+                    raise _refused(name, "symlink with an empty target", source)
                 if kind == "file" and info.file_size > RATIO_FLOOR \
                         and info.file_size / max(info.compress_size, 1) > limits.max_ratio:
                     raise _refused(name, f"compression ratio {info.file_size / max(info.compress_size, 1):.0f} "
@@ -342,6 +397,7 @@ def _zip_members(path: Path, limits: Limits) -> list[_Member]:
     if counter.bytes > RATIO_FLOOR and counter.bytes / max(compressed, 1) > limits.max_ratio:
         raise _refused(path.name, f"compression ratio {counter.bytes / max(compressed, 1):.0f} over "
                                   f"{limits.max_ratio:g} (website.max_ratio): a decompression bomb", source)
+    check_link_chains(members, source)
     return members
 
 
@@ -366,13 +422,26 @@ def _write(fileobj, dest: Path, declared: int, member: str, source: str) -> None
 
 
 def extract_archive(path: Path, dest: Path, limits: Limits) -> None:
-    """Inspect, then extract into the empty directory `dest` with our own writer (never the archive's)."""
-    path, source = Path(path), str(path)
+    """Inspect, then extract into the empty directory `dest` with our own writer (never the archive's).
+
+    The inspection refuses what cannot be written; an OSError still raised by an odd archive
+    becomes a ValidationError naming the member, never a traceback."""
+    current = {"member": Path(path).name}
+    try:
+        _extract(Path(path), dest, limits, current)
+    except OSError as err:
+        raise _refused(current["member"], f"cannot be extracted as a plain file, directory or symlink "
+                                          f"({err.strerror or err})", str(path)) from None
+
+
+def _extract(path: Path, dest: Path, limits: Limits, current: dict) -> None:
+    source = str(path)
     members = inspect_archive(path, limits)
     dest.mkdir(mode=0o700, exist_ok=True)
     by_path = {m.path: m for m in members}
 
     def target(m):
+        current["member"] = m.path
         out = dest / m.path
         out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         return out
@@ -381,7 +450,7 @@ def extract_archive(path: Path, dest: Path, limits: Limits) -> None:
         with zipfile.ZipFile(path) as archive:
             for m in members:
                 if m.type == "dir":
-                    (dest / m.path).mkdir(mode=0o700, parents=True, exist_ok=True)
+                    target(m).mkdir(mode=0o700, exist_ok=True)
                 elif m.type == "link":
                     os.symlink(m.target, target(m))
                 else:
@@ -400,17 +469,9 @@ def extract_archive(path: Path, dest: Path, limits: Limits) -> None:
                 if m is None:
                     continue  # the archive's "./"
                 if m.type == "dir":
-                    (dest / m.path).mkdir(mode=0o700, parents=True, exist_ok=True)
+                    target(m).mkdir(mode=0o700, exist_ok=True)
                 elif m.type == "link":
                     os.symlink(m.target, target(m))
-                elif m.type == "hardlink":
-                    # A hard link becomes a copy of the file it names (which came earlier in the stream).
-                    linked = by_path.get(m.target)
-                    if linked is None or linked.type != "file":
-                        raise _refused(m.path, f"hard link to {m.target}, which is not a file before it", source)
-                    with open(dest / m.target, "rb") as data:
-                        _write(data, target(m), linked.size, m.path, source)
-                    os.chmod(dest / m.path, linked.mode & 0o777)
                 else:
                     _write(archive.extractfile(info), target(m), m.size, m.path, source)
                     os.chmod(dest / m.path, m.mode & 0o777)
@@ -418,30 +479,104 @@ def extract_archive(path: Path, dest: Path, limits: Limits) -> None:
 
 # -- git ------------------------------------------------------------------------------
 
+_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
+CREDENTIAL_RULE = ("a password or token in a git URL (user:secret@) would be kept in plans, events and "
+                   "records: use an SSH key or a git credential helper")
+
+
+def url_has_password(location: str) -> bool:
+    """A scheme://user:secret@host URL (the secret would reach plans, events and records)."""
+    scheme, sep, rest = location.partition("://")
+    if not sep:
+        return False
+    userinfo, at, _ = rest.partition("/")[0].rpartition("@")
+    return bool(at) and ":" in userinfo
+
+
+def redact(text: str) -> str:
+    """git's messages name the URL; whatever stands before an @ in it is not repeated."""
+    return _URL_USERINFO.sub(r"\1***@", text)
+
+
 def _git(args: list[str], timeout: int, cwd: Path | None = None) -> str:
-    # Hooks off, file transport allowed for local paths, never a password prompt.
-    command = ["git", "-c", "protocol.file.allow=always", "-c", "core.hooksPath=/dev/null",
-               "-c", "safe.directory=*", "-c", "advice.detachedHead=false", *args]
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C",
-           "HOME": os.environ.get("HOME", "/nonexistent"), "GIT_CONFIG_NOSYSTEM": "1"}
-    if os.environ.get("SSH_AUTH_SOCK"):
-        env["SSH_AUTH_SOCK"] = os.environ["SSH_AUTH_SOCK"]
-    try:
-        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env,
-                              check=False)
-    except subprocess.TimeoutExpired:
-        raise HostError(f"git {args[0]} took more than {timeout} s (website.command_timeout)") from None
+    # Hooks and fsmonitor off, no user or system config (an include, a credential helper or an
+    # alias there is not ours), file transport allowed for local paths, never a password prompt.
+    command = ["git", "-c", "protocol.file.allow=always", "-c", "protocol.ext.allow=never",
+               "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "safe.directory=*",
+               "-c", "advice.detachedHead=false", *args]
+    with tempfile.TemporaryDirectory(prefix="provisioner-git-home-") as home:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C",
+               "HOME": home, "XDG_CONFIG_HOME": home, "GIT_CONFIG_GLOBAL": "/dev/null",
+               "GIT_CONFIG_NOSYSTEM": "1", "GIT_ASKPASS": "/bin/false", "SSH_ASKPASS": "/bin/false"}
+        if os.environ.get("SSH_AUTH_SOCK"):
+            env["SSH_AUTH_SOCK"] = os.environ["SSH_AUTH_SOCK"]
+        try:
+            done = subprocess.run(command, cwd=cwd, capture_output=True, timeout=timeout, env=env, check=False)
+        except subprocess.TimeoutExpired:
+            raise HostError(f"git {args[0]} took more than {timeout} s (website.command_timeout)") from None
     if done.returncode != 0:
-        raise HostError(f"git {args[0]} failed: {done.stderr.strip()[-300:]}")
-    return done.stdout.strip()
+        stderr = redact(done.stderr.decode("utf-8", "replace").strip())
+        raise HostError(f"git {args[0]} failed: {stderr[-300:]}")
+    return done.stdout.decode("utf-8", "surrogateescape")
 
 
-def fetch_git(spec: SourceSpec, dest: Path, timeout: int) -> str:
-    """Clone without checkout, check out the ref (branch, tag or commit) detached: the commit id."""
+def _dir_bytes(root: Path) -> int:
+    total = 0
+    for dirpath, _, filenames in os.walk(root, followlinks=False):
+        for name in filenames:
+            total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+# git's tree modes and what a release may hold of them.
+_GIT_KINDS = {"040000": "dir", "100644": "file", "100755": "file", "120000": "link"}
+
+
+def check_git_tree(dest: Path, commit: str, limits: Limits, source: str, timeout: int) -> None:
+    """The commit's tree as git lists it, held to the limits and rules BEFORE anything is checked out."""
+    listing = _git(["ls-tree", "-r", "-t", "-l", "-z", "--full-tree", commit], timeout, cwd=dest)
+    entries, links, files, size = [], [], 0, 0
+    for record in filter(None, listing.split("\0")):
+        meta, _, name = record.partition("\t")
+        mode, kind, obj, length = meta.split()
+        rel = _member_path(name, source)
+        if mode == "160000":
+            raise _refused(rel, "git submodule: not supported, the release is one repository's tree", source)
+        if mode not in _GIT_KINDS:
+            raise _refused(rel, f"unsupported git entry (mode {mode})", source)
+        files += 1
+        if files > limits.max_files:
+            raise _refused(rel, f"more than {limits.max_files} files (website.max_files)", source)
+        if _GIT_KINDS[mode] == "file":
+            size += int(length)
+            if size > limits.max_bytes:
+                raise _refused(rel, f"more than {limits.max_bytes} bytes (website.max_bytes)", source)
+        if _GIT_KINDS[mode] == "link":
+            if int(length) > 4096:
+                raise _refused(rel, "symlink target longer than 4096 bytes", source)
+            links.append((rel, obj))
+        entries.append(Entry(rel, _GIT_KINDS[mode], 0))
+    targets = {}
+    for rel, obj in links:
+        targets[rel] = _git(["cat-file", "blob", obj], timeout, cwd=dest)
+    entries = [Entry(e.path, e.type, 0, target=targets.get(e.path, "")) for e in entries]
+    for entry in entries:
+        if entry.type == "link" and entry.target and not _link_inside(entry.path, entry.target):
+            raise _refused(entry.path, f"symlink points outside the directory ({entry.target})", source)
+    check_link_chains(entries, source)
+
+
+def fetch_git(spec: SourceSpec, dest: Path, timeout: int, limits: Limits | None = None) -> str:
+    """Clone without checkout, check the tree, check out the ref (branch, tag or commit) detached: the commit."""
     location = spec.location
     if location.startswith("-"):
         raise UserError(f"--source: {location!r} must not start with '-'")
+    if url_has_password(location):
+        raise UserError(f"--source: {CREDENTIAL_RULE}")
     _git(["clone", "--no-checkout", "--quiet", "--", location, str(dest)], timeout)
+    if limits is not None and _dir_bytes(dest / ".git") > limits.max_bytes:
+        raise _refused(str(spec), f"the repository (.git) is more than {limits.max_bytes} bytes (website.max_bytes)",
+                       str(spec))
     if spec.ref is None:
         candidates = ["HEAD"]
     else:
@@ -450,12 +585,14 @@ def fetch_git(spec: SourceSpec, dest: Path, timeout: int) -> str:
     for candidate in candidates:
         try:
             commit = _git(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{candidate}^{{commit}}"],
-                          timeout, cwd=dest)
+                          timeout, cwd=dest).strip()
             break
         except HostError:
             continue
     if not commit:
         raise UserError(f"--source: {spec.location} has no branch, tag or commit {spec.ref!r}")
+    if limits is not None:
+        check_git_tree(dest, commit, limits, str(spec), timeout)
     _git(["checkout", "--quiet", "--detach", commit], timeout, cwd=dest)
     return commit
 
@@ -506,6 +643,7 @@ def check_tree(root: Path, limits: Limits, source: str, skip_git: bool = False) 
             if size > limits.max_bytes:
                 raise _refused(rel, f"more than {limits.max_bytes} bytes (website.max_bytes)", source)
             entries.append(entry)
+    check_link_chains(entries, source)
     return sorted(entries, key=lambda e: e.path)
 
 
@@ -542,7 +680,7 @@ def fetch(spec: SourceSpec, workdir: Path, limits: Limits, timeout: int) -> Cont
         extract_archive(Path(spec.location), tree, limits)
         entries = check_tree(tree, limits, spec.location)
     else:
-        commit = fetch_git(spec, tree, timeout)
+        commit = fetch_git(spec, tree, timeout, limits)
         entries = check_tree(tree, limits, str(spec), skip_git=True)
     return Content(tree, spec, commit, entries, _marker(tree, entries), _shared(tree, entries, str(spec)))
 
@@ -569,3 +707,36 @@ def bundle(content: Content, out: Path, mtime: int) -> str:
         while chunk := data.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def shared_path_problems(entries: list[Entry], paths: list[str]) -> list[str]:
+    """Shared paths with a symlink of the release on the way to them (the stage role would move
+    or remove through it): one problem each, naming the path and the link."""
+    links = {e.path for e in entries if e.type == "link"}
+    problems = []
+    for path in paths:
+        parents = [str(p) for p in reversed(PurePosixPath(path).parents) if str(p) != "."]
+        through = next((p for p in parents if p in links), None)
+        if through is not None:
+            problems.append(f"shared path {path}: {through} is a symlink in the release; a shared path "
+                            f"must not go through a link")
+    return problems
+
+
+def local_source_problem(spec: SourceSpec, roots: list[str]) -> str | None:
+    """From a request, a local path (or file:// URL) must be under one of website.source_roots,
+    symlinks resolved: or a request could deploy any file the controller's user can read."""
+    location = spec.location
+    if location.startswith("file://"):
+        location = location[len("file://"):]
+    elif location.startswith(GIT_SCHEMES) or _SCP_LIKE.match(location) is not None:
+        return None
+    if not roots:
+        return (f"{location}: a request's source on this machine is accepted only under website.source_roots, "
+                f"and none is configured (deploy it with `provision website deploy`, or set the roots)")
+    real = os.path.realpath(location)
+    for root in roots:
+        top = os.path.realpath(root)
+        if real == top or real.startswith(top.rstrip("/") + "/"):
+            return None
+    return f"{location}: not under website.source_roots ({', '.join(roots)}), symlinks resolved"

@@ -273,6 +273,10 @@ def test_a_website_request_for_a_new_name_runs_through_its_sop_to_a_live_site(si
     """Step 9 spawns the hosting request and waits; the hosting SOP provisions; the content goes live."""
     office, engine = site.office, site.office.engine
     archive = _tar(site.work / "sop.tar.gz", _site_files("rilis-sop"))
+    # A request's local source must be under website.source_roots (checked at submit and at step 9).
+    config = engine.config
+    engine.config = config.model_copy(update={"website": config.website.model_copy(
+        update={"source_roots": [str(site.work)]})})
     label, request_id = f"w{secrets.token_hex(4)}", f"WEB-2024-{secrets.randbelow(10000):04d}"
     text = (EXAMPLES / "tarakan-website-dinkes.yaml").read_text()
     text = re.sub(r"(?m)^id: .*$", f"id: {request_id}", text)
@@ -301,3 +305,4 @@ def test_a_website_request_for_a_new_name_runs_through_its_sop_to_a_live_site(si
     record = office.site(fqdn)
     served = SimpleNamespace(record={"fqdn": fqdn, "public_ip": record.public_ip}, office=office)
     assert _get(served).data.decode().splitlines()[0] == "rilis-sop"
+    engine.config = config  # only request sources differ; the module's other tests use the CLI

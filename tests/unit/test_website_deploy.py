@@ -128,12 +128,16 @@ def test_a_failed_health_check_switches_back_and_records_the_failure(office, mon
     monkeypatch.setattr(Website, "_answers", lambda self, site, path: 200)
     with pytest.raises(HostError, match="status 500"):
         Website(config, store, actor="t").deploy(fqdn, str(archive))
+    new = calls[0]["website_release__release"]
     assert [(c["website_release__action"], c["website_release__release"]) for c in calls][1:] == \
-        [("switch", calls[0]["website_release__release"]), ("switch", R2)]
+        [("switch", new), ("switch", R2), ("prune", R2)]
+    # The failed release is removed, the one switched back to kept as current.
+    assert calls[3]["website_release__prune"] == [new]
     record = records.site_show(store, fqdn)["record"]
     assert record["release"] == R2 and record["release_result"].endswith("failed")
     failed = [e for e in records.site_show(store, fqdn)["history"] if e["kind"] == "website_deploy_failed"]
     assert failed[0]["payload"]["switched_back"] == {"release": R2, "status": 200}
+    assert failed[0]["payload"]["removed"] == {"release": new, "removed": True}
     assert "status 500" in failed[0]["payload"]["reason"]
 
 
@@ -144,7 +148,10 @@ def test_a_failed_command_switches_nothing(office, monkeypatch):
     monkeypatch.setattr(deploy_module.ssh, "run", lambda *a, **k: next(outputs))
     with pytest.raises(HostError, match="the command exited 3; nothing was switched: migration failed"):
         Website(config, store, actor="t").deploy(fqdn, str(archive), run="php artisan migrate")
-    assert [c["website_release__action"] for c in calls] == ["stage"]
+    # Nothing switched; the staged release removed (current stays R2).
+    assert [(c["website_release__action"], c["website_release__release"]) for c in calls] == \
+        [("stage", calls[0]["website_release__release"]), ("prune", R2)]
+    assert calls[1]["website_release__prune"] == [calls[0]["website_release__release"]]
 
 
 def test_rollback_plans_the_previous_release_and_refuses_unknown_ones(office):
@@ -194,8 +201,19 @@ def test_the_sop_action_spawns_the_hosting_and_waits_without_a_site(office, monk
     with pytest.raises(Waiting, match="hosting request HST-2026-0001 provisions it"):
         install_website_action(ctx)
     assert spawned == ["WEB-2026-0001"]
-    # With a live site, the same action deploys (here to the faked host) and returns the payload.
     Request.website.fqdn = fqdn
+    # A request's local source needs website.source_roots: none configured, refused before any fetch.
+    with pytest.raises(UserError, match="none is configured"):
+        install_website_action(replace(ctx, request=Request))
+    def rooted(*roots):
+        return replace(ctx, config=config.model_copy(update={"website": config.website.model_copy(
+            update={"source_roots": list(roots)})}))
+
+    with pytest.raises(UserError, match="not under website.source_roots"):
+        install_website_action(replace(rooted(str(archive.parent / "elsewhere")), request=Request))
+    assert not calls
+    # With a live site and the source under a root, the same action deploys (here to the faked host).
+    ctx = rooted(str(archive.parent))
     monkeypatch.setattr(deploy_module.ssh, "run", lambda *a, **k: (0, f"{'d' * 64}  f\n10\n", ""))
     monkeypatch.setattr(Website, "_health", lambda self, site, path, expect: {"url": "u", "status": 200,
                                                                               "marker": expect})
@@ -259,3 +277,95 @@ def test_an_adopted_site_is_refused(office):
         row.config = {**row.config, "origin": ORIGIN}
     with pytest.raises(StateError, match="adopted site"):
         Website(config, store, actor="t").deploy(fqdn, str(archive), do_apply=False)
+
+
+def test_a_request_source_is_checked_under_the_roots_with_symlinks_resolved(tmp_path):
+    from provisioner.website.source import SourceSpec, local_source_problem
+
+    root, other = tmp_path / "root", tmp_path / "other"
+    root.mkdir()
+    other.mkdir()
+    (other / "site.tar.gz").write_bytes(b"x")
+    (root / "site.tar.gz").write_bytes(b"x")
+    (root / "sneaky.tar.gz").symlink_to(other / "site.tar.gz")
+    roots = [str(root)]
+    assert local_source_problem(SourceSpec(str(root / "site.tar.gz"), None, "archive"), roots) is None
+    assert "not under website.source_roots" in local_source_problem(
+        SourceSpec(str(root / "sneaky.tar.gz"), None, "archive"), roots)
+    assert "not under" in local_source_problem(SourceSpec(f"file://{other}", None, "git"), roots)
+    assert local_source_problem(SourceSpec("https://git.example.go.id/web/a.git", "v1", "git"), []) is None
+
+
+def test_a_failed_deploy_never_counts_and_rollback_goes_to_the_last_live_release(office, monkeypatch):
+    config, store, fqdn, live, calls, archive = office
+    work = Website(config, store, actor="t")
+    # R1 was live, R2 deployed (live, replacing R1), R3's deploy failed (its removal failed too).
+    work._event("HST-1", "website_deployed", fqdn=fqdn, release=R1, previous=FIRST_RELEASE)
+    work._event("HST-1", "website_deployed", fqdn=fqdn, release=R2, previous=R1)
+    work._event("HST-1", "website_deploy_failed", fqdn=fqdn, release=R3, previous=R2)
+    live["layout"] = LiveLayout(home=True, public="link", public_target="current", current=R2,
+                                releases=[FIRST_RELEASE, R1, R2, R3])
+    planned = work.deploy(fqdn, str(archive), do_apply=False)
+    # keep_releases 3: R3 is removed and does not count; the new one, R2 and R1 are kept.
+    assert planned.prune == [FIRST_RELEASE, R3]
+    assert work.rollback(fqdn, do_apply=False).target == R1
+    # After a rollback to R1, the default target is the release that was live before it (R2), not
+    # the one before by name.
+    work._event("HST-1", "website_rolled_back", fqdn=fqdn, release=R1, previous=R2)
+    live["layout"] = LiveLayout(home=True, public="link", public_target="current", current=R1,
+                                releases=[FIRST_RELEASE, R1, R2, R3])
+    assert work.rollback(fqdn, do_apply=False).target == R2
+
+
+def test_a_failed_rollback_switches_back_and_records_it(office, monkeypatch):
+    config, store, fqdn, live, calls, archive = office
+    live["layout"] = LiveLayout(home=True, public="link", public_target="current", current=R3,
+                                releases=[R1, R2, R3])
+
+    def unhealthy(self, site, path, expect):
+        raise HostError(f"{site.fqdn}: the health check failed: status 502")
+
+    monkeypatch.setattr(Website, "_health", unhealthy)
+    monkeypatch.setattr(Website, "_answers", lambda self, site, path: 200)
+    with pytest.raises(HostError, match="status 502"):
+        Website(config, store, actor="t").rollback(fqdn)
+    assert [(c["website_release__action"], c["website_release__release"]) for c in calls] == \
+        [("switch", R2), ("switch", R3)]
+    failed = [e for e in records.site_show(store, fqdn)["history"] if e["kind"] == "website_deploy_failed"]
+    assert failed[-1]["payload"]["action"] == "rollback"
+    assert failed[-1]["payload"]["switched_back"] == {"release": R3, "status": 200}
+
+
+def test_a_shared_path_through_a_link_of_the_release_is_refused(office, tmp_path):
+    from provisioner.errors import ValidationError
+
+    config, store, fqdn, live, calls, archive = office
+    bad = tmp_path / "bad.tar.gz"
+    with tarfile.open(bad, "w:gz") as out:
+        for name, target in (("storage", "elsewhere"),):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            out.addfile(info)
+        info = tarfile.TarInfo(".shared")
+        info.size = len(b"storage/app\n")
+        out.addfile(info, io.BytesIO(b"storage/app\n"))
+    with pytest.raises(ValidationError, match="storage is a symlink in the release"):
+        Website(config, store, actor="t").deploy(fqdn, str(bad), do_apply=False)
+
+
+def test_a_release_the_switch_back_may_have_left_live_is_kept(office, monkeypatch):
+    config, store, fqdn, live, calls, archive = office
+    live["layout"] = LiveLayout(home=True, public="link", public_target="current", current=R2, releases=[R1, R2])
+    monkeypatch.setattr(deploy_module.ssh, "run", lambda *a, **k: (0, f"{'b' * 64}  f\n10\n", ""))
+
+    def down(self, *args):
+        raise HostError("no answer")
+
+    monkeypatch.setattr(Website, "_health", down)
+    monkeypatch.setattr(Website, "_answers", down)
+    with pytest.raises(HostError, match="no answer"):
+        Website(config, store, actor="t").deploy(fqdn, str(archive))
+    assert [c["website_release__action"] for c in calls] == ["stage", "switch", "switch"]
+    (failed,) = [e for e in records.site_show(store, fqdn)["history"] if e["kind"] == "website_deploy_failed"]
+    assert failed["payload"]["switched_back"]["error"] == "no answer"
+    assert failed["payload"]["removed"]["removed"] is False

@@ -273,3 +273,121 @@ def test_a_git_tree_is_held_to_the_same_rules(tmp_path, repo):
     os.mkfifo(tree / "pipe")
     with pytest.raises(ValidationError, match="pipe: FIFO"):
         source.check_tree(tree, LIMITS, "tree")
+
+
+@pytest.mark.parametrize("members, rule", [
+    # Each link reads as inside; through s, "up" resolves four levels above the root.
+    ([("a/b/c", "dir", b"", 0o755), ("a/b/c/s", "sym", "../..", 0o777),
+      ("up", "sym", "a/b/c/s/../../../..", 0o777)], r"up: symlink target goes through another symlink \(a/b/c/s\)"),
+    ([("f", "file", b"x" * 9000, 0o644)] + [(f"h{i}", "hard", "f", 0o644) for i in range(3)],
+     r"h0: hard link \(f\): not supported"),
+    ([("h", "hard", "later", 0o644), ("later", "file", b"x", 0o644)], r"h: hard link \(later\): not supported"),
+    ([("empty", "sym", "", 0o777)], "empty: symlink with an empty target"),
+    ([("a/x", "file", b"x", 0o644), ("a", "sym", "assets", 0o777)],
+     "a: is a link of the same name as a directory earlier members are in"),
+])
+def test_odd_archives_are_refused_naming_the_member_before_extraction(tmp_path, members, rule):
+    archive = _tar(tmp_path / "site.tar.gz", GOOD[:2] + members)
+    dest = tmp_path / "out"
+    with pytest.raises(ValidationError, match=rule):
+        source.extract_archive(archive, dest, LIMITS)
+    assert not dest.exists()
+
+
+def test_a_link_chain_and_an_empty_link_in_a_zip_are_refused(tmp_path):
+    chain = _zip(tmp_path / "c.zip", [("a/", "dir", b"", 0o755), ("a/s", "sym", "..", 0o777),
+                                       ("up", "sym", "a/s/..", 0o777)])
+    with pytest.raises(ValidationError, match=r"up: symlink target goes through another symlink \(a/s\)"):
+        source.inspect_archive(chain, LIMITS)
+    empty = _zip(tmp_path / "e.zip", [("e", "sym", "", 0o777)])
+    with pytest.raises(ValidationError, match="e: symlink with an empty target"):
+        source.inspect_archive(empty, LIMITS)
+    # A link to a link (not through it) stays allowed: each is checked from its own place.
+    fine = _zip(tmp_path / "f.zip", [("index.html", "file", b"x", 0o644), ("a", "sym", "index.html", 0o777),
+                                      ("b", "sym", "a", 0o777)])
+    assert [m.path for m in source.inspect_archive(fine, LIMITS)] == ["index.html", "a", "b"]
+
+
+def test_a_git_tree_is_checked_before_checkout(tmp_path, repo):
+    # Sizes from git's listing: nothing checked out when the tree is too big.
+    (repo / "big.txt").write_bytes(b"a" * (2 * 1024 * 1024))
+    _git(repo, "add", "big.txt")
+    _git(repo, "commit", "-qm", "big")
+    work = tmp_path / "w1"
+    work.mkdir()
+    with pytest.raises(ValidationError, match="big.txt: more than 1048576 bytes"):
+        source.fetch(source.parse_source(str(repo)), work, Limits(50, 1024 * 1024, 100), 60)
+    assert sorted(p.name for p in (work / "tree").iterdir()) == [".git"]
+    # A submodule (gitlink) is refused.
+    _git(repo, "update-index", "--add", "--cacheinfo", f"160000,{_git(repo, 'rev-parse', 'v1')},vendor/lib")
+    _git(repo, "commit", "-qm", "submodule")
+    with pytest.raises(ValidationError, match="vendor/lib: git submodule: not supported"):
+        source.fetch(source.parse_source(str(repo)), tmp_path / "w2", LIMITS, 60)
+
+
+def test_a_git_link_chain_and_a_big_repository_are_refused(tmp_path, repo):
+    (repo / "a" / "b").mkdir(parents=True)
+    os.symlink("..", repo / "a" / "b" / "s")
+    os.symlink("a/b/s/../..", repo / "up")
+    _git(repo, "add", "a", "up")
+    _git(repo, "commit", "-qm", "chain")
+    work = tmp_path / "w1"
+    work.mkdir()
+    with pytest.raises(ValidationError, match=r"up: symlink target goes through another symlink \(a/b/s\)"):
+        source.fetch(source.parse_source(str(repo)), work, LIMITS, 60)
+    assert not (work / "tree" / "up").exists() and not os.path.islink(work / "tree" / "up")
+    other = tmp_path / "noise"
+    other.mkdir()
+    _git(other, "init", "-q", "-b", "main")
+    (other / "noise.bin").write_bytes(os.urandom(300 * 1024))
+    _git(other, "add", ".")
+    _git(other, "commit", "-qm", "noise")
+    with pytest.raises(ValidationError, match=r"the repository \(.git\) is more than 204800 bytes"):
+        source.fetch(source.parse_source(str(other)), tmp_path / "w2", Limits(50, 200 * 1024, 100), 60)
+
+
+def test_a_password_in_a_git_url_is_refused_and_urls_in_errors_are_redacted():
+    for url in ("https://deploy:glpat-SECRET@git.example.go.id/web/dinkes.git@v1.2",
+                "ssh://git:SECRET@git.example.go.id/web.git"):
+        with pytest.raises(UserError, match="use an SSH key or a git credential helper") as caught:
+            source.parse_source(url)
+        assert "SECRET" not in str(caught.value)
+    assert source.parse_source("ssh://git@git.example.go.id/web.git").location == "ssh://git@git.example.go.id/web.git"
+    assert source.redact("fatal: unable to access 'https://u:SECRET@git.example.go.id/x/': 403") == \
+        "fatal: unable to access 'https://***@git.example.go.id/x/': 403"
+
+
+def test_git_ignores_the_users_own_configuration(tmp_path, repo, monkeypatch):
+    # A global config that rewrites every file:// URL would make the clone fail if git read it.
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".gitconfig").write_text('[url "file:///nonexistent/"]\n\tinsteadOf = file://\n')
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("GIT_CONFIG_GLOBAL", raising=False)
+    content = source.fetch(source.parse_source(f"file://{repo}"), tmp_path, LIMITS, 60)
+    assert (content.root / "index.html").read_text() == "two"
+
+
+def test_a_request_source_with_a_password_or_outside_the_roots_is_refused_at_submit():
+    from datetime import date
+
+    from provisioner.config import REPO_ROOT, Config, Website, default_offices
+    from provisioner.request import validate
+
+    text = (REPO_ROOT / "examples" / "tarakan-website-dinkes.yaml").read_text()
+    old = "source: /srv/konten/dinkes-1.0.tar.gz"
+    assert old in text
+
+    def rules(source, config):
+        with pytest.raises(ValidationError) as err:
+            validate(text.replace(old, f"source: {source}").encode(), config, today=date(2024, 9, 30))
+        return " ".join(p.rule for p in err.value.problems if p.field == "website.source")
+
+    plain = Config(offices=default_offices())
+    assert "use an SSH key or a git credential helper" in rules("https://deploy:glpat-x@git.example.go.id/w.git", plain)
+    rooted = Config(offices=default_offices(), website=Website(source_roots=["/srv/konten"]))
+    assert validate(text.encode(), rooted, today=date(2024, 9, 30)).website.source == "/srv/konten/dinkes-1.0.tar.gz"
+    assert "under website.source_roots (/srv/konten)" in rules("/srv/konten-lain/a.tar.gz", rooted)
+    assert "under website.source_roots" in rules("file:///etc/web@main", rooted)
+    # No roots configured: accepted at submit; the installation step refuses it (test_website_deploy).
+    assert validate(text.encode(), plain, today=date(2024, 9, 30)).website.source.startswith("/srv/konten/")
