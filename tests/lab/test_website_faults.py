@@ -118,7 +118,6 @@ def test_a_deploy_killed_while_staging_leaves_a_whole_release_live(site, lab_hos
         time.sleep(0.5)
     current = _current(web, site)
     release = current.split("/", 1)[1]
-    print("after the kill:", web.check_output(f"ls -1A {site.home}/releases").split())
     assert web.file(f"{site.home}/{current}").is_directory and not release.startswith(".")
     assert web.file(f"{site.home}/{current}/index.php").exists
     served = _served(site)
