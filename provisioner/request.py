@@ -299,6 +299,25 @@ class _Checker:
             return None
         return value
 
+    def text_list(self, data, path, max_items, max_len, required=False, min_items=0):
+        """A list of one-line texts (None if absent or of a wrong length); every bad item is its own problem."""
+        value = self.value(data, path, (list,), required=required)
+        if value is None:
+            return None
+        if len(value) < min_items:
+            self.fail(path, f"must have at least {min_items} item(s)")
+            return None
+        if len(value) > max_items:
+            self.fail(path, f"must have at most {max_items} items")
+            return None
+        items = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip() or len(item) > max_len or not item.isprintable():
+                self.fail(path + (i,), f"must be printable text of at most {max_len} characters on one line")
+            else:
+                items.append(item)
+        return items
+
     def text(self, data, path, max_len, multiline=False, required=True):
         value = self.value(data, path, (str,), required=required)
         if value is None:
@@ -608,20 +627,7 @@ def _application(check, data, service, config, stored):
 
 
 def _text_list(check, section, path, max_items, max_len):
-    """An optional list of short texts; () when absent."""
-    value = check.value(section, path, (list,), required=False)
-    if value is None:
-        return ()
-    if len(value) > max_items:
-        check.fail(path, f"must have at most {max_items} items")
-        return ()
-    items = []
-    for i, item in enumerate(value):
-        if not isinstance(item, str) or not item.strip() or len(item) > max_len or not item.isprintable():
-            check.fail(path + (i,), f"must be printable text of at most {max_len} characters on one line")
-        else:
-            items.append(item)
-    return tuple(items)
+    return tuple(check.text_list(section, path, max_items, max_len) or ())
 
 
 def _office(check, data, service, zone, config, stored):

@@ -22,6 +22,17 @@ def website():
     """A site's content in releases: deploy, list, roll back (see docs/website.md)."""
 
 
+def _show(outcome, do_apply, as_json):
+    """An applied deploy or rollback's result, or the plan of a dry run and how to apply it."""
+    if do_apply:
+        _show_result(outcome, as_json)
+    elif as_json:
+        print_json(outcome.as_dict())
+    else:
+        click.echo(outcome.render(), nl=False)
+        click.echo(f"dry run: nothing was changed; apply with --apply --checksum {outcome.checksum}")
+
+
 def _show_result(result, as_json):
     if as_json:
         print_json(result.as_dict())
@@ -53,14 +64,7 @@ def deploy(fqdn, source, run, health, do_apply, checksum, by, config_path, as_js
     """Plan a deploy of FQDN's content; with --apply, do exactly that plan."""
     work = _open(config_path, by)
     outcome = work.deploy(fqdn, source, run=run, health=health, checksum=checksum, do_apply=do_apply)
-    if do_apply:
-        _show_result(outcome, as_json)
-        return
-    if as_json:
-        print_json(outcome.as_dict())
-        return
-    click.echo(outcome.render(), nl=False)
-    click.echo(f"dry run: nothing was changed; apply with --apply --checksum {outcome.checksum}")
+    _show(outcome, do_apply, as_json)
 
 
 @website.command()
@@ -94,11 +98,4 @@ def rollback(fqdn, to, do_apply, checksum, by, config_path, as_json):
     """Switch FQDN back to an earlier release (plan by default)."""
     work = _open(config_path, by)
     outcome = work.rollback(fqdn, to=to, checksum=checksum, do_apply=do_apply)
-    if do_apply:
-        _show_result(outcome, as_json)
-        return
-    if as_json:
-        print_json(outcome.as_dict())
-        return
-    click.echo(outcome.render(), nl=False)
-    click.echo(f"dry run: nothing was changed; apply with --apply --checksum {outcome.checksum}")
+    _show(outcome, do_apply, as_json)

@@ -23,22 +23,8 @@ LONG = 3000  # a paragraph
 
 def _list(check, data, path, required=False, min_items=0, max_len=TEXT):
     """A list of one-line texts; every bad item is its own problem."""
-    value = check.value(data, path, (list,), required=required)
-    if value is None:
-        return [] if not required else None
-    if len(value) < min_items:
-        check.fail(path, f"must have at least {min_items} item(s)")
-        return None
-    if len(value) > MAX_ITEMS:
-        check.fail(path, f"must have at most {MAX_ITEMS} items")
-        return None
-    items = []
-    for i, item in enumerate(value):
-        if not isinstance(item, str) or not item.strip() or len(item) > max_len or not item.isprintable():
-            check.fail(path + (i,), f"must be printable text of at most {max_len} characters on one line")
-        else:
-            items.append(item)
-    return items
+    items = check.text_list(data, path, MAX_ITEMS, max_len, required=required, min_items=min_items)
+    return [] if items is None and not required else items
 
 
 def _date(check, data, path):
