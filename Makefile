@@ -8,14 +8,15 @@ PYTHON ?= python3
 
 # What the controller needs: the lab builder's tools, SSH and Vagrant (the
 # Vagrantfile is validated by a test), DNS tools for people, Pebble (the
-# ACME test CA that tests/unit/test_acme.py runs on 127.0.0.1) and PostgreSQL
-# (the state database tests start a throwaway server on 127.0.0.1, tests/unit/pg.py).
+# ACME test CA that tests/unit/test_acme.py runs on 127.0.0.1), PostgreSQL
+# (the state database tests start a throwaway server on 127.0.0.1, tests/unit/pg.py),
+# and restic (backups run here; the lab's backup host only serves SFTP).
 APT_PACKAGES := debootstrap iproute2 util-linux mount openssh-client \
 	python3-venv vagrant bind9-dnsutils curl ca-certificates \
 	libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-liberation2 poppler-utils \
-	pebble postgresql
+	pebble postgresql restic
 
-.PHONY: install apt venv demo test unit lab-up lab-down clean
+.PHONY: install apt venv demo test unit bench lab-up lab-down clean
 
 install: apt venv
 
@@ -56,6 +57,11 @@ test: lab-up
 	echo "== unit tests (run beside the lab tests)"; cat "$$unit_log"; rm -f "$$unit_log"; \
 	echo "== lab tests: exit $$lab; unit tests: exit $$unit_rc"; \
 	[ $$lab -eq 0 ] && [ $$unit_rc -eq 0 ]
+
+# How fast the toolkit is on the lab (docs/benchmarks.md); it removes every site it made.
+# A quick run: make bench BENCH_ARGS="--batch 10 --audit-sites 20 --serial-sample 3"
+bench: lab-up
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

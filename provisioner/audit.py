@@ -13,14 +13,9 @@ import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import dns.exception
-import dns.flags
-import dns.message
-import dns.query
-import dns.rdatatype
 from sqlalchemy import select
 
-from provisioner import adopted, certificates, ssh, tls_renewal
+from provisioner import adopted, certificates, parallel, tls_renewal, verify
 from provisioner.errors import Conflict, HostError, NotFound, StateError
 from provisioner.hosting import Hosting, Live
 from provisioner.plan import Plan
@@ -445,26 +440,14 @@ def _db(site: DesiredSite, db_live: dict) -> list[Finding]:
 # -- reading the live state ------------------------------------------------------
 
 
-def ns_answers(inventory, sites: list[DesiredSite], timeout: float = 2.0) -> dict:
-    """One A query per recorded name at each name server (one retry on a lost packet)."""
-    answers: dict[str, dict] = {}
-    for ns in inventory.group("nameservers"):
-        ssh.check_route(ns.address)
-        for site in sites:
-            seen = {"addresses": [], "authoritative": False, "error": None}
-            for _attempt in range(2):
-                try:
-                    reply = dns.query.udp(dns.message.make_query(site.fqdn, dns.rdatatype.A), ns.address,
-                                          timeout=timeout)
-                except (OSError, dns.exception.DNSException) as err:
-                    seen["error"] = f"no answer ({type(err).__name__})"
-                    continue
-                seen = {"addresses": sorted(r.address for rrset in reply.answer for r in rrset
-                                            if rrset.rdtype == dns.rdatatype.A),
-                        "authoritative": bool(reply.flags & dns.flags.AA), "error": None}
-                break
-            answers.setdefault(site.fqdn, {})[ns.name] = seen
-    return answers
+def ns_answers(inventory, sites: list[DesiredSite], timeout: float = 2.0, workers: int = 16) -> dict:
+    """One A query per recorded name at each name server (one retry on a lost packet),
+    several names at a time (each query may wait for its timeout)."""
+    def asked(site: DesiredSite) -> dict:
+        return {name: answer.as_dict() for name, (_ns, answer, _met)
+                in verify.ask_every_ns(inventory, site.fqdn, tries=2, query_timeout=timeout).items()}
+
+    return dict(zip([s.fqdn for s in sites], parallel.each(asked, sites, workers)))
 
 
 def served_certificates(sites: list[DesiredSite], trust: str | None, workers: int = 8) -> dict:
@@ -531,19 +514,34 @@ def audit(config, store, site: str | None = None, work: Hosting | None = None) -
 def _audit(work: Hosting, site: str | None):
     sites, rows = recorded(work, site)
     zones = sorted({s.zone for s in sites} if site else set(work.config.zones) | {s.zone for s in sites})
-    live = Live(web=web_target.read(work.inventory, sites), db=db_target.read(work.inventory, sites),
-                dns=work.dns.read(zones) if zones else {})
     trust = work.ca_file()
-    observed = Observed(live=live, ns=ns_answers(work.inventory, sites) if sites else {},
-                        nameservers=[h.name for h in work.inventory.group("nameservers")],
-                        served=served_certificates(sites, trust), trust=trust)
+    # The hosts, the API, the name servers and the sites from outside are read at once:
+    # each read waits on the network, none needs another's answer.
+    read = parallel.together(
+        web=lambda: web_target.read(work.inventory, sites), db=lambda: db_target.read(work.inventory, sites),
+        dns=lambda: work.dns.read(zones) if zones else {},
+        ns=lambda: ns_answers(work.inventory, sites) if sites else {},
+        served=lambda: served_certificates(sites, trust))
+    live = Live(web=read["web"], db=read["db"], dns=read["dns"])
+    observed = Observed(live=live, ns=read["ns"], nameservers=[h.name for h in work.inventory.group("nameservers")],
+                        served=read["served"], trust=trust)
     findings = compare(sites, {f: r.config for f, r in rows.items()}, observed, zones,
                        explained=_explained(work), extras=site is None,
                        unmanaged=work.config.unmanaged_by_zone())
+    findings = sorted(findings + backup_findings(work, rows), key=sort_key)
     report = Report(findings=findings, sites=[s.fqdn for s in sites], zones=zones,
                     certificates=certificate_figures(observed.served))
     _record_run(work.store, report, site)
     return report, sites, rows, live
+
+
+def backup_findings(work: Hosting, rows: dict[str, SiteRow]) -> list[Finding]:
+    """backup-stale and backup-unverified, from the backup records (provisioner.backup.status)."""
+    from provisioner.backup import status
+
+    return [Finding("high" if kind == "backup-stale" else "medium", kind, fqdn, "backup", "backup", "backups",
+                    expected, found, fix)
+            for fqdn, kind, expected, found, fix in status.findings(work.store, work.config, list(rows.values()))]
 
 
 def _record_run(store, report: Report, site: str | None) -> None:
@@ -558,7 +556,9 @@ def _record_run(store, report: Report, site: str | None) -> None:
 def fix_plan(work: Hosting, sites: list[DesiredSite], live: Live, rows: dict[str, SiteRow],
              findings: list[Finding]) -> tuple[Plan, dict[str, str]]:
     """The hosting plan that restores the drifted sites; sites it may not touch, with the reason."""
-    drifted = {f.site for f in findings if f.site is not None} | _default_fix_sites(sites, live.web)
+    # Backup findings are put right by `provision backup`, not by a hosting plan.
+    drifted = {f.site for f in findings if f.site is not None and f.target != "backup"} | \
+        _default_fix_sites(sites, live.web)
     changes, fixed, refused = [], [], {}
     for site in sites:
         if site.fqdn not in drifted:

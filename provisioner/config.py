@@ -177,6 +177,9 @@ class Webhook(_Strict):
     workers: int = Field(default=8, ge=1, le=64)
     # Open connections at once; beyond this a client gets 503.
     max_connections: int = Field(default=1000, ge=1, le=100000)
+    # Approvals that arrive within this many seconds of the first are provisioned as one
+    # batch (one plan and one apply); 0 provisions each approval as it arrives.
+    batch_window_seconds: float = Field(default=2.0, ge=0, le=60)
 
 
 class Limits(_Strict):
@@ -226,6 +229,8 @@ class Hosting(_Strict):
     dns_api_timeout: float = Field(default=10.0, gt=0, le=300)
     # Seconds one Ansible step (ip, db, web) may run before it is stopped and undone.
     step_timeout: int = Field(default=1800, ge=10, le=86400)
+    # Sites checked from outside at once after an apply (each check mostly waits on the network).
+    verify_workers: int = Field(default=16, ge=1, le=256)
     # acme: from the ACME CA in `acme` (the lab's Pebble by default);
     # lab-ca: certificates signed by the lab CA made at `lab up`;
     # files: <tls_dir>/<fqdn>.crt, .key and optional .chain issued elsewhere.
@@ -241,6 +246,57 @@ class Hosting(_Strict):
     # database or database user): the audit does not report them as extra and `provision
     # import` lists them as ignored. Offices may add their own in offices.<key>.unmanaged.
     unmanaged: list[str] = Field(default_factory=list)
+
+
+# The lab's backup host (backup1): restic repositories over SFTP, one per office.
+LAB_BACKUP_REPOSITORY = "sftp:restic@10.77.0.51:/srv/restic/{office}"
+
+
+class Backup(_Strict):
+    """Backups with restic (`provision backup`, docs/backups.md); the lab's backup1 by default."""
+
+    # The restic repository of each office: a template where {office} is the office key (the
+    # toolkit's own state goes to office "provisioner"): sftp:USER@HOST:/PATH, a local
+    # directory, or s3:... (credentials for S3 from the environment, as restic reads them).
+    repository: str = LAB_BACKUP_REPOSITORY
+    # The SSH key and known_hosts of the sftp: repositories (the lab's by default).
+    ssh_key: Path | None = LAB_STATE / "secrets" / "id_ed25519"
+    known_hosts: Path | None = LAB_STATE / "known_hosts"
+    # Retention, per site and kind (restic forget --keep-*), then --prune.
+    keep_daily: int = Field(default=7, ge=0, le=3650)
+    keep_weekly: int = Field(default=4, ge=0, le=520)
+    keep_monthly: int = Field(default=6, ge=0, le=1200)
+    # The audit's backup-stale: a live site with no successful backup in this many hours.
+    stale_after_hours: float = Field(default=36.0, gt=0, le=24 * 365)
+    # `backup verify`: sites test-restored per run, and how much of the packs restic reads back
+    # ("10%", "1/5" or "all").
+    verify_sample: int = Field(default=3, ge=0, le=10000)
+    read_data: str = "10%"
+    # Dumps and file reads on the sites' hosts run under nice -n 19 and ionice -c 3.
+    nice: bool = True
+    # Seconds one stream (a site's files or dump) may take.
+    timeout: int = Field(default=6 * 3600, ge=10, le=7 * 86400)
+    # The key file is backed up encrypted with this passphrase (or env
+    # PROVISIONER_BACKUP_PASSPHRASE); with neither, it is left out and the run says so.
+    key_passphrase_file: Path | None = None
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value):
+        try:
+            value.format(office="x")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError(f"{value!r}: the only placeholder allowed is {{office}}") from None
+        if value.startswith("sftp:") and not re.fullmatch(r"sftp:[a-z_][a-z0-9_-]*@[A-Za-z0-9.-]+:/[^\s]*", value):
+            raise ValueError(f"{value!r}: write an sftp repository as sftp:USER@HOST:/ABSOLUTE/PATH")
+        return value
+
+    @field_validator("read_data")
+    @classmethod
+    def _read_data(cls, value):
+        if value != "all" and not re.fullmatch(r"([1-9][0-9]?(\.[0-9]+)?%|100%|[1-9][0-9]*/[1-9][0-9]*)", value):
+            raise ValueError(f"{value!r}: write a percentage (10%), a fraction (1/5) or all")
+        return value
 
 
 # A relative path inside a release: segments of letters, digits, '.', '_', '-', never '.' or '..'.
@@ -299,6 +355,7 @@ class Config(_Strict):
     webhook: Webhook = Field(default_factory=Webhook)
     hosting: Hosting = Field(default_factory=Hosting)
     website: Website = Field(default_factory=Website)
+    backup: Backup = Field(default_factory=Backup)
     source: str = "built-in defaults"
 
     def home(self):
@@ -476,6 +533,10 @@ def _absolute(data, base):
     for key in ("account_key_file", "directory_ca_bundle", "trust"):
         if isinstance(acme, dict) and acme.get(key):
             acme[key] = str(base / Path(acme[key]).expanduser())
+    backup = data.get("backup")
+    for key in ("ssh_key", "known_hosts", "key_passphrase_file"):
+        if isinstance(backup, dict) and backup.get(key):
+            backup[key] = str(base / Path(backup[key]).expanduser())
     webhook = data.get("webhook")
     if isinstance(webhook, dict) and webhook.get("secret_file"):
         webhook["secret_file"] = str(base / Path(webhook["secret_file"]).expanduser())

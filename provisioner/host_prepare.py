@@ -1,9 +1,10 @@
 """`provision host prepare`: make fresh Debian 12 servers what the toolkit expects.
 
 playbooks/host_prepare.yml applies the roles host_ns (PowerDNS primary or
-secondary), host_db (MariaDB) and host_web (Apache, PHP-FPM, SFTP chroot) by
-inventory group. `plan` runs it in check mode with diff and reads, from the
-run's events, what each host would change; `apply` runs it for real and then
+secondary), host_db (MariaDB), host_web (Apache, PHP-FPM, SFTP chroot) and
+host_backup (the backup repositories' SFTP-only account) by inventory group.
+`plan` runs it in check mode with diff and reads, from the run's events, what
+each host would change; `apply` runs it for real and then
 plans again: a prepared host has nothing left to change, so anything the
 second look still finds is an error.
 
@@ -25,7 +26,7 @@ from provisioner.inventory import Inventory, load_inventory
 
 PLAYBOOK = "host_prepare.yml"
 # The groups the playbook prepares, in the order it prepares them.
-GROUPS = ("nameservers", "db", "web")
+GROUPS = ("nameservers", "db", "web", "backup")
 # The default of step_timeout: installing packages on a fresh server takes a while.
 TIMEOUT = 1800
 # Diff lines kept per change in a plan; the rest is counted.

@@ -1,70 +1,48 @@
 """`provision hosting`: approved requests become live, verified sites.
 
 plan() reads the live state (one SSH session per host, one API call per
-zone) and lists every change. apply() takes the locks, recomputes the plan
-(refusing if it differs from a reviewed checksum), then runs it as a saga:
+zone, all at once) and lists every change. apply() takes the locks,
+recomputes the plan (refusing if it differs from a reviewed checksum), then
+runs it as a saga (provisioner/saga.py):
 
     ip -> db -> web -> dns        (DNS last: a name never points at a site not ready)
 
-with an intent event before each step and a done event after it. On a
-failure the steps done in this run are compensated in reverse order and the
-site is marked failed with the reason; if compensation fails too, the site is
-left in `attention` with what remains. After a crash, the next apply reads
-the live state and converges: every role is idempotent and passwords are
-stored before the step that uses them.
+with an intent event before each step and a done event after it. A site whose
+step fails is compensated alone and recorded failed with the reason; the
+others go on. After a crash, the next apply reads the live state and
+converges: every role is idempotent and passwords are stored before the step
+that uses them.
 
-Only when every outside check passes is the site marked provisioned and its
-configuration record written.
+Where a site goes is provisioner/placement.py. Only when every outside check
+passes (provisioner/verify.py, all the sites of a batch at once) is the site
+marked provisioned and its configuration record written.
 """
 
 import dataclasses
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
 
-from sqlalchemy import func, select
-
-from provisioner import adopted, certificates, credentials, faults, ipam, locks, verify
-from provisioner.errors import ConfigError, Conflict, HostError, NotFound, ProvisionerError, StateError
+from provisioner import adopted, certificates, credentials, faults, ipam, locks, parallel, verify
+from provisioner.errors import Conflict, HostError, NotFound, ProvisionerError, StateError
 from provisioner.inventory import Host, load_inventory
+from provisioner.placement import Placement
 from provisioner.plan import REMOVAL_ORDER, Plan
+from provisioner.progress import Progress
 from provisioner.request import validate
+from provisioner.saga import STEPS, Saga, affects_every_site, as_error, reraise  # noqa: F401 - used from here too
 from provisioner.secretbox import SecretBox, new_password
 from provisioner.site import DesiredSite, from_request
 from provisioner.sop.binding import check_hosting_approval, close_request
 from provisioner.sop.sla import utcnow
 from provisioner.store.events import add_event
-from provisioner.store.models import IPAllocation, RequestRow, SiteRow
+from provisioner.store.models import RequestRow, SiteRow
 from provisioner.targets import db as db_target
 from provisioner.targets import ip as ip_target
 from provisioner.targets import probe
 from provisioner.targets import adopted as adopted_target
 from provisioner.targets import web as web_target
 from provisioner.targets.dns import DnsTarget
-
-STEPS = ("ip", "db", "web", "dns")
-
-
-def as_error(step: str, err: BaseException) -> ProvisionerError:
-    """The toolkit's own error for anything a step raised; a bug keeps its cause attached."""
-    if isinstance(err, ProvisionerError):
-        return err
-    wrapped = HostError(f"step {step} failed: {type(err).__name__}: {err}")
-    wrapped.__cause__ = err
-    return wrapped
-
-
-def reraise(error: ProvisionerError, err: BaseException) -> NoReturn:
-    """Raise `error` (from as_error) in place of the caught `err`, chained to it when it wraps it."""
-    if error is err:
-        raise err
-    raise error from err
-
-
-def affects_every_site(err: BaseException) -> bool:
-    """True when a failure is not about one site: running the step again per site would fail the same way."""
-    return isinstance(err, ConfigError) or any(
-        getattr(err, flag, False) for flag in ("timed_out", "unchanged", "unreachable", "connection"))
 
 
 @dataclass
@@ -87,16 +65,20 @@ class ApplyResult:
 
 
 class Hosting:
-    def __init__(self, config, store, source: str = "cli"):
+    def __init__(self, config, store, source: str = "cli", progress: Progress | None = None):
         self.config = config
         self.store = store
         self.source = source
+        self.progress = progress or Progress()
         self.inventory_path = Path(config.hosting.inventory)
         self.inventory = load_inventory(self.inventory_path)
+        self.saga = Saga(self)
+        # The placement of the batch being planned or applied (None between them).
+        self._placement: Placement | None = None
         self._dns = None
         self._box = None
         self._certs = None
-        self._issued: dict[str, certificates.Bundle] = {}
+        self.issued: dict[str, certificates.Bundle] = {}
         self._over_http: list[DesiredSite] = []  # sites whose certificate comes after their DNS step
 
     # -- collaborators, made when first needed ---------------------------------
@@ -152,29 +134,27 @@ class Hosting:
             raise StateError("two requests name the same site")
         return requests
 
-    def _site_row(self, fqdn: str) -> SiteRow | None:
+    def site_row(self, fqdn: str) -> SiteRow | None:
+        """The configuration record of a site (None: never recorded)."""
         with self.store.session() as session:
             return session.get(SiteRow, fqdn)
 
-    def _least_loaded(self, group: str) -> Host:
-        hosts = self.inventory.group(group)
-        column = SiteRow.web_host if group == "web" else SiteRow.db_host
-        with self.store.session() as session:
-            counts = dict(session.execute(select(column, func.count()).where(SiteRow.state != "removed")
-                                          .group_by(column)).all())
-        return min(hosts, key=lambda h: (counts.get(h.name, 0), h.name))
+    def place(self, request) -> tuple[Host, Host | None]:
+        """(web host, database host) of a request's site: provisioner/placement.py decides."""
+        return (self._placement or Placement(self.store, self.inventory)).hosts(request)
 
-    def _placement(self, request) -> tuple[Host, Host | None]:
-        row = self._site_row(request.site.fqdn)
-        if row is not None and row.request_id != request.id and row.state != "removed":
-            raise Conflict(f"{request.site.fqdn} already belongs to request {row.request_id}")
-        if row is not None and row.state != "removed":
-            web = self.inventory.host(row.web_host)
-            db = self.inventory.host(row.db_host) if row.db_host else None
-        else:
-            web = self._least_loaded("web")
-            db = self._least_loaded("db") if request.site.database else None
-        return web, db
+    @contextmanager
+    def batch(self):
+        """One placement for everything placed inside: a batch counts the sites it places itself,
+        and asking again gives the same hosts. Nested uses share the outer one."""
+        if self._placement is not None:
+            yield self._placement
+            return
+        self._placement = Placement(self.store, self.inventory)
+        try:
+            yield self._placement
+        finally:
+            self._placement = None
 
     def _address(self, request, web: Host, allocate: bool, live_addresses: dict[str, set[str]]) -> str:
         if not request.site.dedicated_ip:
@@ -193,24 +173,25 @@ class Hosting:
         if allocate:
             return ipam.allocate(self.store, self.inventory, web, request.site.fqdn, request.id, self.source,
                                  in_use=in_use)
-        return next_free_preview(self.store, self.inventory, web, in_use)
+        return ipam.next_free(self.store, self.inventory, web, in_use)
 
     def desired(self, requests, allocate: bool = False) -> list[DesiredSite]:
         sites, live_addresses = [], {}
-        for request in requests:
-            web, db = self._placement(request)
-            sites.append(from_request(request, web, db, self._address(request, web, allocate, live_addresses),
-                                      request.site.dedicated_ip))
+        with self.batch():
+            for request in requests:
+                web, db = self.place(request)
+                sites.append(from_request(request, web, db, self._address(request, web, allocate, live_addresses),
+                                          request.site.dedicated_ip))
         return sites
 
     # -- plan --------------------------------------------------------------------
 
     def read_live(self, sites: list[DesiredSite]) -> Live:
-        return Live(
-            web=web_target.read(self.inventory, sites),
-            db=db_target.read(self.inventory, sites),
-            dns=self.dns.read({s.zone for s in sites}),
-        )
+        """The web hosts, database hosts and zones these sites touch, read at once."""
+        dns = self.dns  # made here, not in a reading thread
+        return Live(**parallel.together(web=lambda: web_target.read(self.inventory, sites),
+                                        db=lambda: db_target.read(self.inventory, sites),
+                                        dns=lambda: dns.read({s.zone for s in sites})))
 
     def compute_plan(self, sites: list[DesiredSite], live: Live) -> Plan:
         for site in sites:
@@ -221,7 +202,7 @@ class Hosting:
 
     def _refuse_foreign(self, site: DesiredSite, live: Live) -> None:
         """A site the toolkit never recorded must find nothing of its names on the hosts."""
-        if self._site_row(site.fqdn) is not None:
+        if self.site_row(site.fqdn) is not None:
             return
         found = []
         web = live.web[site.web_host]["sites"][site.fqdn]
@@ -240,10 +221,45 @@ class Hosting:
         if found:
             raise Conflict(f"{site.fqdn}: found {', '.join(found)}, not created by the toolkit; nothing touched")
 
+    def refusals(self, sites: list[DesiredSite], live: Live) -> dict[str, Conflict]:
+        """The sites the plan must not touch (names found that the toolkit did not create), by site."""
+        refused = {}
+        for site in sites:
+            try:
+                self._refuse_foreign(site, live)
+                self.dns.plan([site], live.dns)  # a record there that is not ours
+            except Conflict as err:
+                refused[site.fqdn] = err
+        return refused
+
+    def _gate(self, sites: list[DesiredSite], live: Live, batch: bool, held: dict | None = None):
+        """The plan and what it leaves out: (plan, sites to apply, {fqdn: why it waits}, {fqdn: refusal}).
+
+        In a batch, a site refused for itself is left out, named in the plan's notes, and the
+        others go on; a single site's refusal is raised (compute_plan), as it always was.
+        `held`: sites left out before (suspended), named in the notes too.
+        """
+        refused = self.refusals(sites, live) if batch else {}
+        kept = [s for s in sites if s.fqdn not in refused]
+        plan, kept, waiting = self._tls_gate(kept, live, self.compute_plan(kept, live) if kept else Plan(sites=[]))
+        left_out = (held or {}) | refused
+        if left_out:
+            plan.sites = sorted(set(plan.sites) | {s.fqdn for s in sites} | set(left_out))
+            plan.notes = plan.notes | {fqdn: f"refused, nothing of it touched: {err}" for fqdn, err in left_out.items()}
+        return plan, kept, waiting, refused
+
     def plan(self, request_ids: list[str]) -> tuple[Plan, list[DesiredSite]]:
-        sites = self.desired(self.load_requests(request_ids), allocate=False)
+        with self.batch():
+            return self._plan(request_ids)
+
+    def _plan(self, request_ids: list[str]) -> tuple[Plan, list[DesiredSite]]:
+        requests = self.load_requests(request_ids)
+        batch = len(requests) > 1
+        # As apply() will: in a batch a suspended site is left out (alone, apply refuses it).
+        held = self._suspended(requests) if batch else {}
+        sites = self.desired([r for r in requests if r.site.fqdn not in held], allocate=False)
         live = self.read_live(sites)
-        plan, sites, _waiting = self._tls_gate(sites, live, self.compute_plan(sites, live))
+        plan, sites, _waiting, _refused = self._gate(sites, live, batch, held)
         return plan, sites
 
     def _tls_gate(self, sites: list[DesiredSite], live: Live, plan: Plan):
@@ -279,14 +295,43 @@ class Hosting:
     # -- apply -------------------------------------------------------------------
 
     def apply(self, request_ids: list[str], checksum: str | None = None) -> ApplyResult:
+        with self.batch():
+            return self._apply_batch(request_ids, checksum)
+
+    def _apply_batch(self, request_ids: list[str], checksum: str | None) -> ApplyResult:
         requests = self.load_requests(request_ids)
+        batch = len(requests) > 1
+        refused = self._suspended(requests)
+        if refused and not batch:
+            raise next(iter(refused.values()))
+        owners = {r.site.fqdn: r.id for r in requests}
+        requests = [r for r in requests if r.site.fqdn not in refused]
+        self.progress.begin(len(owners), "hosting")
+        try:
+            return self._apply(requests, owners, refused, batch, checksum)
+        finally:
+            self.progress.end()
+
+    def _suspended(self, requests) -> dict[str, ProvisionerError]:
+        """The requests whose site is suspended, with the refusal: nothing of them is touched.
+
+        Alone it is the apply's error; in a batch it fails alone and the others go on.
+        """
+        refused = {}
         for r in requests:
-            row = self._site_row(r.site.fqdn)
+            row = self.site_row(r.site.fqdn)
             if row is not None and row.state == "suspended":
-                raise StateError(f"{r.site.fqdn} is suspended ({row.reason}); `provision site unsuspend` it first")
+                refused[r.site.fqdn] = StateError(
+                    f"{r.site.fqdn} is suspended ({row.reason}); `provision site unsuspend` it first")
+        return refused
+
+    def _apply(self, requests, owners: dict[str, str], refused: dict[str, ProvisionerError], batch: bool,
+               checksum: str | None) -> ApplyResult:
         names = [f"site:{r.site.fqdn}" for r in requests]
         with locks.held(self.store, names):
-            webs = {self._placement(r)[0].name for r in requests if r.site.dedicated_ip}
+            # Every site placed in the requests' order, as plan() places them (the same hosts).
+            placed = {r.site.fqdn: self.place(r) for r in requests}
+            webs = {placed[r.site.fqdn][0].name for r in requests if r.site.dedicated_ip}
             # Addresses this apply reserves; given back if it is refused before it starts.
             fresh = [r for r in requests if r.site.dedicated_ip and ipam.allocated(self.store, r.site.fqdn) is None]
             waiting: dict[str, str] = {}
@@ -296,121 +341,93 @@ class Hosting:
                 with locks.held(self.store, [f"ippool:{w}" for w in webs], wait=60):
                     sites = self.desired(requests, allocate=True)
                 live = self.read_live(sites)
-                plan, sites, waiting = self._tls_gate(sites, live, self.compute_plan(sites, live))
+                plan, sites, waiting, conflicts = self._gate(sites, live, batch, refused)
                 if checksum and plan.checksum != checksum:
                     raise StateError(f"the plan changed since it was reviewed (checksum {plan.checksum}, "
                                      f"expected {checksum}); review it again")
                 for r in fresh:
-                    if r.site.fqdn in waiting:  # nothing of it is built: its address goes back
+                    if r.site.fqdn in waiting or r.site.fqdn in conflicts:  # nothing of it is built
                         ipam.release(self.store, r.site.fqdn, r.id, self.source)
                         released.add(r.site.fqdn)
+                refused |= conflicts
+                self._record_refused(owners, refused)
                 self._record_waiting(requests, waiting)
-                previous = self._record_start(sites, plan)
+                previous = self.saga.record_start(sites, plan)
             except BaseException:
                 for r in fresh:
                     if r.site.fqdn not in released:
                         ipam.release(self.store, r.site.fqdn, r.id, self.source)
                 raise
+            for fqdn, error in refused.items():
+                self.progress.done(fqdn, False, str(error))
+            for fqdn, why in waiting.items():
+                self.progress.done(fqdn, False, why)
             result = ApplyResult(plan=plan, changed=not plan.empty)
             failures: dict[str, ProvisionerError] = {}
-            self._issued = {}  # TLS material issued in this apply, reused when a step runs again
+            self.issued = {}  # TLS material issued in this apply, reused when a step runs again
             self._over_http = []
             cause = "the apply ended before this site was finished"
             try:
-                passwords = self._passwords(sites)
+                passwords = self.ensure_passwords(sites)
                 # Certificates first: an order the CA refuses stops its site before anything is built.
-                failures = self._obtain_certificates(sites, plan, passwords, previous)
+                failures = self.obtain_certificates(sites, plan, passwords, previous)
                 building = [s for s in sites if s.fqdn not in failures]
                 if not plan.empty and building:
-                    failures |= self._run_saga(building, plan, passwords, previous)
-                failures |= self._certificates_over_http(
+                    failures |= self.saga.run(building, plan, passwords, previous, self.progress)
+                failures |= self.certificates_over_http(
                     [s for s in self._over_http if s.fqdn not in failures], plan, passwords, previous)
+                for fqdn, error in failures.items():
+                    self.progress.done(fqdn, False, str(error))
+                verified = self.verify_sites([s for s in sites if s.fqdn not in failures], plan, passwords)
                 for site in sites:
-                    if site.fqdn in failures:
+                    outcome = verified.get(site.fqdn)
+                    if outcome is None:
                         continue
-                    try:
-                        record, first_time = self._verify_and_record(site, plan, passwords[site.fqdn])
-                    except Exception as err:  # noqa: BLE001 - one site's check must not hide the others'
-                        failures[site.fqdn] = as_error("verify", err)
+                    if isinstance(outcome, ProvisionerError):
+                        failures[site.fqdn] = outcome
                         continue
+                    record, first_time = outcome
                     result.sites.append(record)
                     if first_time:
                         # The one time the passwords are shown: when the site first goes live.
-                        result.sheets[site.fqdn] = str(self._sheet(site, passwords[site.fqdn]))
+                        result.sheets[site.fqdn] = str(self.sheet(site, passwords[site.fqdn]))
             except BaseException as err:
                 cause = str(err) if isinstance(err, ProvisionerError) else f"{type(err).__name__}: {err}".rstrip(": ")
                 raise
             finally:
                 # Whatever stopped the apply, no site stays in `provisioning`.
-                self._settle(sites, previous, cause)
+                self.saga.settle(sites, previous, cause)
             if waiting:
                 failures |= {fqdn: StateError(f"{fqdn} {why}") for fqdn, why in waiting.items()}
+            failures = refused | failures
             if failures:
-                raise self._failure(len(sites) + len(waiting), failures, result)
+                raise self._failure(len(sites) + len(waiting) + len(refused), failures, result)
             return result
+
+    def _record_refused(self, owners: dict[str, str], refused: dict[str, ProvisionerError]) -> None:
+        """A site of a batch refused before anything was touched: an event on its request.
+
+        Its record is left as it was (a suspended site stays suspended); none is made for a
+        name found on the hosts, since a record would let a later apply take that as ours.
+        """
+        if not refused:
+            return
+        with self.store.session() as session:
+            for fqdn, error in refused.items():
+                add_event(session, owners[fqdn], "apply_refused", source=self.source, fqdn=fqdn, error=str(error))
 
     @staticmethod
     def _failure(count: int, failures: dict, result: ApplyResult) -> ProvisionerError:
         """The error of an apply where some sites failed, naming each and what did go live."""
         if len(failures) == 1 and not result.sites:
             return next(iter(failures.values()))
-        failed = "; ".join(f"{fqdn}: {err}" for fqdn, err in failures.items())
+        # Most errors name their site already: say it once.
+        failed = "; ".join(str(err) if str(err).startswith(f"{fqdn}:") or str(err).startswith(f"{fqdn} ")
+                           else f"{fqdn}: {err}" for fqdn, err in failures.items())
         live = ", ".join(f"{r['fqdn']}" + (f" (credentials sheet {result.sheets[r['fqdn']]})"
                                            if r["fqdn"] in result.sheets else "") for r in result.sites)
         return HostError(f"{len(failures)} of {count} sites failed: {failed}"
                          + (f"; provisioned: {live}" if live else ""))
-
-    def _settle(self, sites: list[DesiredSite], previous: dict, cause: str) -> None:
-        """A site still `provisioning` after an apply stopped goes back to its state, or to attention.
-
-        `cause`: what stopped the apply, for the site's reason.
-        """
-        for site in sites:
-            row = self._site_row(site.fqdn)
-            if row is None or row.state != "provisioning":
-                continue
-            was = previous.get(site.fqdn)
-            state = was["state"] if was and was["live"] else "attention"
-            self._set_state(site, state, f"the apply stopped before this site was finished ({cause}); "
-                            "run it again", "site_apply_interrupted")
-
-    def _set_state(self, site: DesiredSite, state: str, reason: str | None, event: str, **payload) -> None:
-        with self.store.session() as session:
-            row = session.get(SiteRow, site.fqdn)
-            row.state, row.reason, row.updated_at = state, reason, utcnow()
-            add_event(session, site.request_id, event, source=self.source, fqdn=site.fqdn, state=state,
-                      reason=reason, **payload)
-
-    def _record_start(self, sites: list[DesiredSite], plan: Plan) -> dict[str, dict]:
-        """Mark the sites with changes `provisioning`; returns each one's state before and if it went live."""
-        now = utcnow()
-        previous = {}
-        with self.store.session() as session:
-            for site in sites:
-                row = session.get(SiteRow, site.fqdn)
-                was = row.state if row else None
-                if was == "provisioning":
-                    # Left by a run that was killed: never a state to go back to.
-                    was = "provisioned" if row.provisioned_at else "attention"
-                previous[site.fqdn] = {"state": was,
-                                       "live": bool(row and row.state != "removed" and row.provisioned_at)}
-                if row is None or row.state in ("removed", "waiting"):
-                    # A waiting site had nothing built: its record starts again from this plan.
-                    if row is not None:
-                        session.delete(row)
-                        session.flush()
-                    session.add(SiteRow(
-                        fqdn=site.fqdn, request_id=site.request_id, office=site.office, zone=site.zone,
-                        label=site.label, state="provisioning", web_host=site.web_host, db_host=site.db_host,
-                        public_ip=site.public_ip, dedicated_ip=site.dedicated_ip, config=site.record(),
-                        plan_checksum=plan.checksum, created_at=now, provisioned_at=None, updated_at=now))
-                elif plan.for_site(site.fqdn):
-                    row.state, row.updated_at, row.reason = "provisioning", now, None
-                add_event(session, site.request_id, "apply_started", source=self.source, fqdn=site.fqdn,
-                          checksum=plan.checksum, changes=len(plan.for_site(site.fqdn)),
-                          was=previous[site.fqdn]["state"],
-                          **({"note": plan.notes[site.fqdn]} if site.fqdn in plan.notes else {}))
-        return previous
 
     def _record_waiting(self, requests, waiting: dict[str, str]) -> None:
         """Sites the CA's limit holds back: a new one is recorded `waiting` (nothing built), a
@@ -423,7 +440,7 @@ class Hosting:
                     continue
                 row = session.get(SiteRow, fqdn)
                 if row is None or row.state in ("removed", "failed", "waiting"):
-                    web, db = self._placement(request)
+                    web, db = self.place(request)
                     if row is not None:
                         session.delete(row)
                         session.flush()
@@ -436,7 +453,7 @@ class Hosting:
                 add_event(session, request.id, "tls_issuance_waiting", source=self.source, fqdn=fqdn,
                           reason=waiting[fqdn])
 
-    def _obtain_certificates(self, sites: list[DesiredSite], plan: Plan, passwords: dict,
+    def obtain_certificates(self, sites: list[DesiredSite], plan: Plan, passwords: dict,
                              previous: dict) -> dict[str, ProvisionerError]:
         """The certificate of every site the plan installs one for: the recorded one while it is
         good, else a new one from the CA (all orders together). A site whose certificate
@@ -444,19 +461,20 @@ class Hosting:
         needing = [s for s in sites if any(c.kind == "TLS certificate" for c in plan.for_site(s.fqdn))]
         new = []
         for site in needing:
-            bundle = self._issued.get(site.fqdn) or self.certs.reusable(site.fqdn)
+            bundle = self.issued.get(site.fqdn) or self.certs.reusable(site.fqdn)
             if bundle is not None:
-                self._issued[site.fqdn] = bundle
+                self.issued[site.fqdn] = bundle
             elif self.certs.over_http(site):
                 # HTTP-01 needs the site answering on its name: it starts with a stand-in
-                # certificate and gets the CA's once its DNS step is done (_certificates_over_http).
-                self._issued[site.fqdn] = certificates.bootstrap(site.fqdn)
+                # certificate and gets the CA's once its DNS step is done (certificates_over_http).
+                self.issued[site.fqdn] = certificates.bootstrap(site.fqdn)
                 self._over_http.append(site)
             else:
                 new.append(site)
         if not new:
             return {}
-        self._saga_event(new, "saga_intent", "tls", checksum=plan.checksum)
+        self.progress.step([s.fqdn for s in new], "tls")
+        self.saga.event(new, "saga_intent", "tls", checksum=plan.checksum)
         bundles, errors = self.certs.obtain(new)
         for fqdn, bundle in list(bundles.items()):
             problem = certificates.chain_problem(bundle, fqdn, self.ca_file())
@@ -465,25 +483,26 @@ class Hosting:
                 self.certs.discard(fqdn, bundle.serial, site.request_id, problem)
                 errors[fqdn] = HostError(f"{fqdn}: the CA's certificate {problem}")
                 del bundles[fqdn]
-        self._issued |= bundles
+        self.issued |= bundles
         for site in new:
             if site.fqdn in bundles:
-                self._saga_event([site], "saga_done", "tls", serial=bundles[site.fqdn].serial)
+                self.saga.event([site], "saga_done", "tls", serial=bundles[site.fqdn].serial)
                 continue
             error = as_error("tls", errors[site.fqdn])
             errors[site.fqdn] = error
-            self._saga_event([site], "saga_failed", "tls", error=str(error))
-            self._undo(site, [], "tls", error, plan, passwords, previous[site.fqdn])
+            self.saga.event([site], "saga_failed", "tls", error=str(error))
+            self.saga.undo(site, [], "tls", error, plan, passwords, previous[site.fqdn])
         return errors
 
-    def _certificates_over_http(self, sites: list[DesiredSite], plan: Plan, passwords: dict,
+    def certificates_over_http(self, sites: list[DesiredSite], plan: Plan, passwords: dict,
                                 previous: dict) -> dict[str, ProvisionerError]:
         """The CA's certificates for sites validated over HTTP-01, now that they answer on their
         names; installed in place of their stand-ins (one web run). A site whose certificate
         cannot be had is undone like a failed step. Returns the errors by site."""
         if not sites:
             return {}
-        self._saga_event(sites, "saga_intent", "tls", checksum=plan.checksum, challenge="http-01")
+        self.progress.step([s.fqdn for s in sites], "tls")
+        self.saga.event(sites, "saga_intent", "tls", checksum=plan.checksum, challenge="http-01")
         bundles, errors = self.certs.obtain(sites)
         got = [s for s in sites if s.fqdn in bundles]
         if got:
@@ -497,15 +516,15 @@ class Hosting:
                     errors[site.fqdn] = err
         for site in sites:
             if site.fqdn not in errors:
-                self._issued[site.fqdn] = bundles[site.fqdn]
-                self._saga_event([site], "saga_done", "tls", serial=bundles[site.fqdn].serial)
+                self.issued[site.fqdn] = bundles[site.fqdn]
+                self.saga.event([site], "saga_done", "tls", serial=bundles[site.fqdn].serial)
                 continue
             error = errors[site.fqdn] = as_error("tls", errors[site.fqdn])
-            self._saga_event([site], "saga_failed", "tls", error=str(error))
-            self._undo(site, list(STEPS), "tls", error, plan, passwords, previous[site.fqdn])
+            self.saga.event([site], "saga_failed", "tls", error=str(error))
+            self.saga.undo(site, list(STEPS), "tls", error, plan, passwords, previous[site.fqdn])
         return errors
 
-    def _passwords(self, sites: list[DesiredSite]) -> dict[str, dict]:
+    def ensure_passwords(self, sites: list[DesiredSite]) -> dict[str, dict]:
         passwords = {}
         for site in sites:
             users = {"sftp": site.names.user}
@@ -515,7 +534,7 @@ class Hosting:
                                                          users, source=self.source)
         return passwords
 
-    def _secrets(self, sites: list[DesiredSite], plan: Plan, passwords: dict, step: str) -> dict:
+    def step_secrets(self, sites: list[DesiredSite], plan: Plan, passwords: dict, step: str) -> dict:
         """Only the secrets a step needs: passwords for accounts it creates, TLS keys it installs."""
         secrets = {}
         if step == "db":
@@ -525,13 +544,13 @@ class Hosting:
             creating = {c.site for c in plan.for_target("web") if c.kind in ("system user", "SFTP password")}
             secrets["sftp_password_hashes"] = {
                 s.fqdn: credentials.sftp_hash(passwords[s.fqdn]["sftp"]) for s in sites if s.fqdn in creating}
-            # Obtained before the saga (_obtain_certificates); a site without one never gets here.
+            # Obtained before the saga (obtain_certificates); a site without one never gets here.
             needs_cert = {c.site for c in plan.for_target("web") if c.kind == "TLS certificate"}
-            secrets["tls"] = {s.fqdn: self._issued[s.fqdn].secrets() for s in sites if s.fqdn in needs_cert}
+            secrets["tls"] = {s.fqdn: self.issued[s.fqdn].secrets() for s in sites if s.fqdn in needs_cert}
         return secrets
 
-    def _run_step(self, step: str, sites: list[DesiredSite], plan: Plan, passwords: dict,
-                  state: str = "present") -> dict[str, str]:
+    def run_step(self, step: str, sites: list[DesiredSite], plan: Plan, passwords: dict,
+                 state: str = "present") -> dict[str, str]:
         """Run one step for these sites; returns warnings by zone (a NOTIFY that failed)."""
         artifacts, timeout = self.config.artifacts_dir(), self.config.hosting.step_timeout
         taken = [s for s in sites if s.adopted is not None]
@@ -548,10 +567,10 @@ class Hosting:
         if step == "ip":
             ip_target.apply(self.inventory_path, sites, state=state, artifact_dir=artifacts, timeout=timeout)
         elif step == "db":
-            secrets = self._secrets(sites, plan, passwords, "db") if state == "present" else {}
+            secrets = self.step_secrets(sites, plan, passwords, "db") if state == "present" else {}
             db_target.apply(self.inventory_path, sites, secrets, state=state, artifact_dir=artifacts, timeout=timeout)
         elif step == "web":
-            secrets = self._secrets(sites, plan, passwords, "web") if state == "present" else {}
+            secrets = self.step_secrets(sites, plan, passwords, "web") if state == "present" else {}
             web_target.apply(self.inventory_path, sites, secrets, state=state, artifact_dir=artifacts,
                              timeout=timeout)
         elif state == "present":
@@ -560,115 +579,17 @@ class Hosting:
             return self.dns.remove(sites)
         return {}
 
-    def _saga_event(self, sites, kind: str, step: str, **payload) -> None:
-        with self.store.session() as session:
-            for site in sites:
-                add_event(session, site.request_id, kind, source=self.source, fqdn=site.fqdn, step=step, **payload)
-
-    def _run_saga(self, sites: list[DesiredSite], plan: Plan, passwords: dict,
-                  previous: dict) -> dict[str, ProvisionerError]:
-        """Run the steps in order. A site whose step fails is undone and left out of the later
-        steps; the others go on. Returns the error of each failed site."""
-        done: dict[str, list[str]] = {s.fqdn: [] for s in sites}
-        failures: dict[str, ProvisionerError] = {}
-        for step in STEPS:
-            involved = [s for s in sites if s.fqdn not in failures and step in plan.targets_of(s.fqdn)]
-            if not involved:
-                continue
-            self._saga_event(involved, "saga_intent", step, checksum=plan.checksum)
-            errors, warnings = self._attempt(step, involved, plan, passwords)
-            # The live state is read once for every site to undo in this step, not once per site.
-            to_undo = [s for s in involved if s.fqdn in errors and not previous[s.fqdn]["live"]]
-            live = self._live_removal(to_undo) if to_undo else None
-            for site in involved:
-                err = errors.get(site.fqdn)
-                if err is None:
-                    self._saga_event([site], "saga_done", step)
-                    if site.zone in warnings:
-                        self._saga_event([site], "dns_notify_failed", step, warning=warnings[site.zone])
-                    done[site.fqdn].append(step)
-                    continue
-                failures[site.fqdn] = err
-                self._saga_event([site], "saga_failed", step, error=str(err))
-                self._undo(site, done[site.fqdn], step, err, plan, passwords, previous[site.fqdn], live)
-            faults.point("after", step)
-        return failures
-
-    def _attempt(self, step: str, sites: list[DesiredSite], plan: Plan, passwords: dict):
-        """Run a step for its sites: (errors by site, warnings by zone).
-
-        When the step fails for several sites at once it is run again for each
-        site alone (every role is idempotent), so only the sites whose own run
-        fails are undone; not when the failure is not about one site (a host or
-        the API unreachable, a timeout, a refusal that changed nothing).
-        """
-        try:
-            faults.point("before", step)
-            return {}, self._run_step(step, sites, plan, passwords)
-        except Exception as err:  # noqa: BLE001 - any failure of a step is compensated the same way
-            if len(sites) == 1 or affects_every_site(err):
-                # Run again per site it would fail (or hang) the same way for each: all of them failed.
-                return {s.fqdn: as_error(step, err) for s in sites}, {}
-        errors, warnings = {}, {}
-        for site in sites:
-            try:
-                faults.point("before", step)
-                warnings |= self._run_step(step, [site], plan, passwords)
-            except Exception as err:  # noqa: BLE001
-                errors[site.fqdn] = as_error(step, err)
-        return errors, warnings
-
-    def _live_removal(self, sites: list[DesiredSite]) -> Plan | ProvisionerError:
+    def live_removal(self, sites: list[DesiredSite]) -> Plan | ProvisionerError:
         """What of these sites is on the hosts (a removal plan), or the error that prevented reading it."""
         try:
             return self.removal_plan(sites)
         except Exception as err:  # noqa: BLE001 - the undo then goes by what this apply touched
             return as_error("read", err)
 
-    def _undo(self, site: DesiredSite, done: list[str], failed_step: str, error: ProvisionerError, plan: Plan,
-              passwords: dict, was: dict, live: Plan | ProvisionerError | None = None) -> None:
-        """Compensate a site whose step failed, and record where it stands.
-
-        A site that already went live is never taken apart for a failed update:
-        it keeps its state, with the failure recorded. A site that never went
-        live is removed from every target where the live state shows something
-        of it (the records prove it is the toolkit's); when the live state
-        cannot be read, from the targets this apply touched. Nothing here raises.
-        `live`: the removal plan read for the sites undone in this step (read here when None).
-        """
-        reason = str(error)
-        if was["live"]:
-            self._set_state(site, was["state"], f"last update failed at step {failed_step}: {reason}",
-                            "site_update_failed", step=failed_step)
-            return
-        left = live if live is not None else self._live_removal([site])
-        if isinstance(left, Plan):
-            steps, known = [t for t in REMOVAL_ORDER if t in left.targets_of(site.fqdn)], True
-        else:  # undo what may exist rather than nothing
-            touched = done + ([failed_step] if not getattr(error, "unchanged", False) else [])
-            steps, known = [t for t in REMOVAL_ORDER if t in touched], False
-            self._saga_event([site], "saga_live_state_unreadable", failed_step, error=str(left))
-        leftovers, undone = [], []
-        for step in steps:
-            try:
-                self._run_step(step, [site], plan, passwords, state="absent")
-            except Exception as err:  # noqa: BLE001 - compensation never crashes; what stays is recorded
-                leftovers.append(f"{step} ({as_error(step, err)})")
-                self._saga_event([site], "saga_compensation_failed", step, error=str(as_error(step, err)))
-            else:
-                undone.append(step)
-                self._saga_event([site], "saga_compensated", step)
-        state = "attention" if leftovers else "failed"
-        self._set_state(site, state, reason + (f"; not undone: {'; '.join(leftovers)}" if leftovers else ""),
-                        "site_failed", step=failed_step, remaining=[x.split(" ", 1)[0] for x in leftovers])
-        # The address goes back to the pool only once it is known to be down on the host.
-        if site.dedicated_ip and ("ip" in undone or (known and "ip" not in steps)):
-            ipam.release(self.store, site.fqdn, site.request_id, self.source)
-
     def _served_certificate(self, site: DesiredSite) -> dict:
         """The site's certificate as served, checked: the one this apply installed (once the
         graceful reload serves it), else any trusted one that covers the name."""
-        installed = self._issued.get(site.fqdn)
+        installed = self.issued.get(site.fqdn)
         if installed is not None:
             facts, problem = certificates.served_as_installed(site.public_ip, site.fqdn, self.ca_file(),
                                                               installed.serial)
@@ -680,17 +601,59 @@ class Hosting:
             raise verify.VerificationFailed(f"{site.fqdn}: the certificate served: {problem}")
         return facts
 
-    def _verify_and_record(self, site: DesiredSite, plan: Plan, passwords: dict) -> tuple[dict, bool]:
-        """Check from outside; record the site provisioned. Returns (record, first time live)."""
-        row = self._site_row(site.fqdn)
-        # Until the site first went live the page must be our placeholder; after
-        # that the agency's own content is there.
-        fresh = row is None or row.provisioned_at is None
+    # -- verification: every site of a batch checked from outside at once, then recorded ---------
+
+    def check_from_outside(self, site: DesiredSite, passwords: dict, fresh: bool):
+        """The outside checks of one site: (Verification, certificate as served or None).
+
+        Only reads (no store): safe to run for many sites at once. `fresh`: the site never
+        went live, so its page must still be our placeholder (after that it is the agency's).
+        """
+        # The certificate as served from outside: what the letter states and `tls status` compares.
+        served = self._served_certificate(site) if site.tls else None
+        checks = verify.verify_site(self.inventory, site, passwords, self.ca_file(), placeholder=fresh)
+        return checks, served
+
+    def verify_sites(self, sites: list[DesiredSite], plan: Plan,
+                     passwords: dict) -> dict[str, tuple[dict, bool] | ProvisionerError]:
+        """Check the sites from outside, `hosting.verify_workers` at a time, and record each:
+        (record, first time live) or the error by site; one site's failure is its own."""
+        if not sites:
+            return {}
+        self.progress.step([s.fqdn for s in sites], "verify")
+        fresh = {s.fqdn: self._fresh(s) for s in sites}
+        seen = parallel.settled(lambda s: self.check_from_outside(s, passwords[s.fqdn], fresh[s.fqdn]), sites,
+                                workers=self.config.hosting.verify_workers)
+        outcomes: dict[str, tuple[dict, bool] | ProvisionerError] = {}
+        for site, (checked, err) in zip(sites, seen):
+            try:
+                outcomes[site.fqdn] = self.record_verification(site, plan, checked, err)
+            except Exception as failure:  # noqa: BLE001 - one site's check must not hide the others'
+                outcomes[site.fqdn] = as_error("verify", failure)
+                self.progress.done(site.fqdn, False, str(outcomes[site.fqdn]))
+            else:
+                self.progress.done(site.fqdn, True)
+        return outcomes
+
+    def verify_and_record(self, site: DesiredSite, plan: Plan, passwords: dict) -> tuple[dict, bool]:
+        """One site: check from outside, record it provisioned. Returns (record, first time live)."""
         try:
-            # The certificate as served from outside: what the letter states and `tls status` compares.
-            served = self._served_certificate(site) if site.tls else None
-            checks = verify.verify_site(self.inventory, site, passwords, self.ca_file(), placeholder=fresh)
-        except Exception as err:  # noqa: BLE001 - whatever broke the check, the failure is recorded
+            checked, err = self.check_from_outside(site, passwords, self._fresh(site)), None
+        except Exception as failure:  # noqa: BLE001 - recorded below, whatever it is
+            checked, err = None, failure
+        return self.record_verification(site, plan, checked, err)
+
+    def _fresh(self, site: DesiredSite) -> bool:
+        row = self.site_row(site.fqdn)
+        return row is None or row.provisioned_at is None
+
+    def record_verification(self, site: DesiredSite, plan: Plan, checked, err: BaseException | None
+                            ) -> tuple[dict, bool]:
+        """Record what the outside checks found: provisioned, or attention with the failure (raised).
+
+        `checked`: check_from_outside's result; `err`: what it raised instead.
+        """
+        if err is not None:
             error = as_error("verify", err)
             with self.store.session() as session:
                 row = session.get(SiteRow, site.fqdn)
@@ -698,6 +661,7 @@ class Hosting:
                 add_event(session, site.request_id, "verification_failed", source=self.source,
                           fqdn=site.fqdn, error=str(error))
             reraise(error, err)
+        checks, served = checked
         now = utcnow()
         config = site.record()
         if not site.tls and site.fqdn in plan.notes:
@@ -735,7 +699,7 @@ class Hosting:
         """The desired state of recorded sites, as they were placed."""
         rows = []
         for fqdn in fqdns:
-            row = self._site_row(fqdn)
+            row = self.site_row(fqdn)
             if row is None:
                 raise NotFound(f"no site {fqdn!r} in the records")
             rows.append(row)
@@ -784,15 +748,15 @@ class Hosting:
                 involved = [s for s in sites if step in plan.targets_of(s.fqdn)]
                 if not involved:
                     continue
-                self._saga_event(involved, "removal_intent", step)
+                self.saga.event(involved, "removal_intent", step)
                 try:
                     faults.point("before", f"remove-{step}")
-                    self._run_step(step, involved, plan, {}, state="absent")
+                    self.run_step(step, involved, plan, {}, state="absent")
                 except Exception as err:  # noqa: BLE001 - any failure leaves an explicit record
                     error = as_error(step, err)
                     self._removal_stopped(sites, plan, step, error)
                     reraise(error, err)
-                self._saga_event(involved, "removal_done", step)
+                self.saga.event(involved, "removal_done", step)
             checks, remaining = self._read_back(sites)
             now = utcnow()
             for site in sites:
@@ -824,7 +788,7 @@ class Hosting:
         record and the request (and gives back an address still reserved). Returns their read-back."""
         dropped = {}
         for fqdn in fqdns:
-            row = self._site_row(fqdn)
+            row = self.site_row(fqdn)
             if row is None or row.state != "waiting":
                 continue
             if ipam.allocated(self.store, fqdn) is not None:
@@ -840,7 +804,7 @@ class Hosting:
 
     def _read_back(self, sites: list[DesiredSite]) -> tuple[dict[str, dict], dict[str, list[str]]]:
         """After a removal: (what was seen gone, what is still there) by site, from the hosts and name servers."""
-        left = self._live_removal(sites)
+        left = self.live_removal(sites)
         checks, remaining = {}, {}
         for site in sites:
             if isinstance(left, Plan):
@@ -861,7 +825,7 @@ class Hosting:
                            **payload) -> None:
         """Each site in attention after a removal that did not finish, with what is still on the hosts."""
         for site in sites:
-            self._set_state(site, "attention", reason, "removal_incomplete",
+            self.saga.set_state(site, "attention", reason, "removal_incomplete",
                             remaining=remaining.get(site.fqdn, []), **payload)
 
     def _removal_stopped(self, sites: list[DesiredSite], plan: Plan, step: str, error: ProvisionerError) -> None:
@@ -869,7 +833,7 @@ class Hosting:
 
         The dedicated address stays allocated; a rerun plans from the live state and finishes.
         """
-        left = self._live_removal(sites)
+        left = self.live_removal(sites)
         if not isinstance(left, Plan):  # the hosts cannot be read: what was planned from this step on
             left = Plan(changes=[c for c in plan.changes
                                  if REMOVAL_ORDER.index(c.target) >= REMOVAL_ORDER.index(step)],
@@ -878,7 +842,7 @@ class Hosting:
                                 {s.fqdn: [c.line().strip() for c in left.for_site(s.fqdn)] for s in sites},
                                 step=step, error=str(error))
 
-    def _sheet(self, site: DesiredSite, passwords: dict) -> Path:
+    def sheet(self, site: DesiredSite, passwords: dict) -> Path:
         lines = [("Situs", f"https://{site.fqdn}/" if site.tls else f"http://{site.fqdn}/"),
                  ("Host SFTP", site.public_ip), ("Port SFTP", "22"), ("Pengguna SFTP", site.names.user),
                  ("Kata sandi SFTP", passwords["sftp"])]
@@ -888,18 +852,6 @@ class Hosting:
                       ("Pengguna basis data", site.names.db_user), ("Kata sandi basis data", passwords["db"])]
         return credentials.write_sheet(self.config.credentials_dir(), site.fqdn, site.request_id, lines,
                                        office=self.config.office(site.office))
-
-
-def next_free_preview(store, inventory, web: Host, in_use: set[str]) -> str:
-    """The address a dedicated site would get now (for a plan; nothing is reserved)."""
-    with store.session() as session:
-        taken = set(session.scalars(select(IPAllocation.address)))
-    taken.add(ipam.shared_address(web))
-    taken |= in_use
-    for candidate in inventory.public_pool(web):
-        if str(candidate) not in taken:
-            return str(candidate)
-    raise StateError(f"the public IP pool of {web.name} is exhausted")
 
 
 def provision_site_action(ctx) -> dict:
@@ -927,7 +879,7 @@ def rotate_credentials(config, store, fqdn: str, kinds=("db", "sftp"), source: s
     sheet that shows it.
     """
     work = Hosting(config, store, source=source)
-    row = work._site_row(fqdn)
+    row = work.site_row(fqdn)
     if row is None or row.state != "provisioned":
         raise StateError(f"{fqdn} is not a provisioned site")
     if adopted.is_adopted(row.config):
@@ -956,12 +908,12 @@ def rotate_credentials(config, store, fqdn: str, kinds=("db", "sftp"), source: s
                     add_event(session, site.request_id, "credential_rotation_failed", source=source, fqdn=fqdn,
                               account=kind, error=str(error), old_password_works=restored)
                 if not restored:
-                    work._set_state(site, "attention", f"the {kind} password rotation failed and the stored "
+                    work.saga.set_state(site, "attention", f"the {kind} password rotation failed and the stored "
                                     f"password could not be put back: {error}", "site_attention", account=kind)
                 done = ""
                 if rotated:
                     # Those accounts now work only with their new password: show it, once, as on success.
-                    sheet = work._sheet(site, credentials.get(store, work.box, fqdn))
+                    sheet = work.sheet(site, credentials.get(store, work.box, fqdn))
                     done = f"; already rotated: {', '.join(rotated)} (new password in the credentials sheet {sheet})"
                 raise HostError(f"{fqdn}: rotating the {kind} password failed: {error}; "
                                 + ("the stored password was put back and works" if restored else
@@ -970,7 +922,7 @@ def rotate_credentials(config, store, fqdn: str, kinds=("db", "sftp"), source: s
             rotated.append(kind)
         passwords = credentials.get(store, work.box, fqdn)
         checks = verify.verify_site(work.inventory, site, passwords, work.ca_file(), placeholder=False)
-        sheet = work._sheet(site, passwords)
+        sheet = work.sheet(site, passwords)
     return {"fqdn": fqdn, "rotated": rotated, "verified": sorted(checks.checks), "sheet": str(sheet)}
 
 

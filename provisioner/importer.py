@@ -487,7 +487,7 @@ def adopt(config, store, fqdn: str, request_file=None, apply: bool = False, acto
     actor = actor or getpass.getuser()
     work = work or Hosting(config, store, source="cli")
     zone = zone_of(fqdn, config.zones)
-    existing = work._site_row(fqdn)
+    existing = work.site_row(fqdn)
     if existing is not None and existing.state != "removed":
         raise Conflict(f"{fqdn} is already recorded (request {existing.request_id}, state {existing.state}); "
                        "nothing to adopt")
@@ -562,7 +562,7 @@ def normalize(config, store, fqdn: str, work: Hosting | None = None) -> Plan:
     office's old files and accounts are removed last, once the new layout answers.
     """
     work = work or Hosting(config, store)
-    row = work._site_row(fqdn)
+    row = work.site_row(fqdn)
     if row is None or not adopted.is_adopted(row.config):
         raise StateError(f"{fqdn} is not an adopted site in the records; adopt it first (provision import "
                          f"--site {fqdn} --apply)")

@@ -45,25 +45,42 @@ def allocate(store, inventory: Inventory, web: Host, fqdn: str, request_id: str,
             raise StateError(f"{fqdn} holds {existing.address} on {existing.web_host}, not on {web.name}")
         return existing.address
     pool = inventory.public_pool(web)
+    for candidate in free_addresses(store, inventory, web, in_use):
+        try:
+            with store.session() as session:
+                session.add(IPAllocation(address=candidate, pool=pool_lock(web), fqdn=fqdn,
+                                         web_host=web.name, allocated_at=utcnow()))
+                add_event(session, request_id, "ip_allocated", source=source, fqdn=fqdn,
+                          address=candidate, web_host=web.name)
+            return candidate
+        except IntegrityError:
+            continue  # taken meanwhile by someone not holding the lock: try the next
+    raise StateError(f"the public IP pool of {web.name} is exhausted ({len(pool)} addresses)")
+
+
+def free_addresses(store, inventory: Inventory, web: Host, in_use: set[str] = frozenset()) -> list[str]:
+    """The addresses of the web host's own pool that nobody holds, in pool order.
+
+    Held: allocated in the store (to any site), the host's shared address, and
+    `in_use` (up on the host, put there by someone the store does not know).
+    """
+    pool = inventory.public_pool(web)
     if not pool:
         raise ConfigError(f"inventory: web host {web.name} has no public_ip_pool for dedicated addresses")
     with store.session() as session:
         taken = set(session.scalars(select(IPAllocation.address)))
     taken.add(shared_address(web))
     taken |= set(in_use)
-    for candidate in pool:
-        if str(candidate) in taken:
-            continue
-        try:
-            with store.session() as session:
-                session.add(IPAllocation(address=str(candidate), pool=pool_lock(web), fqdn=fqdn,
-                                         web_host=web.name, allocated_at=utcnow()))
-                add_event(session, request_id, "ip_allocated", source=source, fqdn=fqdn,
-                          address=str(candidate), web_host=web.name)
-            return str(candidate)
-        except IntegrityError:
-            continue  # taken meanwhile by someone not holding the lock: try the next
-    raise StateError(f"the public IP pool of {web.name} is exhausted ({len(pool)} addresses)")
+    return [str(candidate) for candidate in pool if str(candidate) not in taken]
+
+
+def next_free(store, inventory: Inventory, web: Host, in_use: set[str] = frozenset()) -> str:
+    """The address a dedicated site would get now (for a plan; nothing is reserved)."""
+    free = free_addresses(store, inventory, web, in_use)
+    if not free:
+        raise StateError(f"the public IP pool of {web.name} is exhausted "
+                         f"({len(inventory.public_pool(web))} addresses)")
+    return free[0]
 
 
 def release(store, fqdn: str, request_id: str, source: str = "cli") -> str | None:

@@ -23,14 +23,12 @@ import json
 import os
 import shlex
 import tarfile
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import urllib3
-
-from provisioner import ipam, locks, ssh
+from provisioner import ipam, locks, ssh, verify
 from provisioner.errors import HostError, NotFound, ProvisionerError, StateError
+from provisioner.files import write_atomic
 from provisioner.hosting import Hosting, as_error, reraise
 from provisioner.plan import Plan
 from provisioner.site import DesiredSite
@@ -189,7 +187,7 @@ class Lifecycle:
                     _web(site).apply(self.hosting.inventory_path, [site], {"sftp_password_hashes": {}, "tls": {}},
                                      artifact_dir=self.config.artifacts_dir(),
                                      timeout=self.config.hosting.step_timeout)
-                status = http_status(site, self.hosting.ca_file(), expect=503 if suspend else 200)
+                status = verify.http_status(site, self.hosting.ca_file(), expect=503 if suspend else 200)
             except ProvisionerError as err:
                 self._event(site.request_id, "maintenance_failed", fqdn=fqdn, action=action, error=str(err))
                 raise
@@ -230,31 +228,6 @@ class Lifecycle:
 def _web(site: DesiredSite):
     """The web target that suspends a site: the web_site role, or for an adopted site the vhost swap."""
     return adopted_target if site.adopted is not None else web_target
-
-
-# -- outside checks ----------------------------------------------------------------
-
-def http_status(site: DesiredSite, ca_file: str | None, expect: int, timeout: float = 15.0) -> int:
-    """The status the site answers at its IP for its name (https when it has TLS), waited for."""
-    ssh.check_route(site.public_ip)
-    if site.tls:
-        pool = urllib3.HTTPSConnectionPool(site.public_ip, 443, timeout=5.0, retries=False,
-                                           server_hostname=site.fqdn, assert_hostname=site.fqdn,
-                                           cert_reqs="CERT_REQUIRED", ca_certs=ca_file)
-    else:
-        pool = urllib3.HTTPConnectionPool(site.public_ip, 80, timeout=5.0, retries=False)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            status = pool.request("GET", "/", headers={"Host": site.fqdn}, redirect=False).status
-        except urllib3.exceptions.HTTPError as err:
-            status, error = None, err
-        if status == expect:
-            return status
-        if time.monotonic() > deadline:
-            seen = status if status is not None else f"no answer ({error})"
-            raise HostError(f"{site.fqdn}: answers {seen} at {site.public_ip}, expected {expect}")
-        time.sleep(0.5)
 
 
 # -- the archive -------------------------------------------------------------------
@@ -313,17 +286,12 @@ def backup(inventory, root: Path, site: DesiredSite, backups: list[dict], actor:
         files.append({"kind": item["kind"], "host": item["host"], "source": item["source"], "file": item["file"],
                       "bytes": size, "sha256": digest})
     sums = "".join(f"{f['sha256']}  {f['file']}\n" for f in files)
-    _write_private(directory / "SHA256SUMS", sums.encode())
+    write_atomic(directory / "SHA256SUMS", sums.encode(), mode=0o600, exclusive=True)
     manifest = {"fqdn": site.fqdn, "request_id": site.request_id, "created_at": stamp, "by": actor,
                 "reason": reason, "files": files}
-    _write_private(directory / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False).encode())
+    write_atomic(directory / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False).encode(),
+                 mode=0o600, exclusive=True)
     return {"path": str(directory), "files": files}
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
 
 
 def _check_dump(path: Path) -> None:

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from provisioner.errors import ConfigError
+from provisioner.files import write_atomic
 
 CA_NAME = "Provisioner Lab CA"
 
@@ -34,12 +35,6 @@ def _pem_key(key) -> str:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
 
 
 def ensure_lab_ca(directory: Path) -> Path:
@@ -67,7 +62,7 @@ def ensure_lab_ca(directory: Path) -> Path:
             encipher_only=False, decipher_only=False), critical=True)
         .sign(key, hashes.SHA256())
     )
-    _write_private(key_path, _pem_key(key).encode())
+    write_atomic(key_path, _pem_key(key).encode(), mode=0o600)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path
 

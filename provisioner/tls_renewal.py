@@ -341,7 +341,7 @@ def _renew(work: Hosting, items: list[Due], result: RenewalResult) -> None:
         except ProvisionerError as err:
             _failed(work, item, result, f"the site's record cannot be read: {err}", "record")
             continue
-        row = work._site_row(item.fqdn)
+        row = work.site_row(item.fqdn)
         # A suspended site stays suspended: its vhost is rendered as the suspension left it.
         sites[item.fqdn] = dataclasses.replace(desired, suspended=row.state == "suspended")
     by_name = {i.fqdn: i for i in items if i.fqdn in sites}
@@ -386,7 +386,7 @@ def _renew(work: Hosting, items: list[Due], result: RenewalResult) -> None:
         return
 
     for fqdn, bundle in bundles.items():
-        item, row = by_name[fqdn], work._site_row(fqdn)
+        item, row = by_name[fqdn], work.site_row(fqdn)
         served, problem = certificates.served_as_installed(row.public_ip, fqdn, work.ca_file(), bundle.serial,
                                                            timeout=SERVED_WAIT)
         if problem:

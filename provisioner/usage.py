@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from provisioner import parallel
 from provisioner.errors import UserError
 from provisioner.inventory import load_inventory
 from provisioner.letters import render
@@ -30,7 +31,8 @@ MB = 1024 * 1024
 MEASURED_STATES = ("provisioned", "suspended", "attention")
 CSV_COLUMNS = ("month", "fqdn", "office", "state", "web_host", "db_host", "quota_mb", "disk_bytes", "disk_mb",
                "quota_used_percent", "over_quota", "db_name", "db_bytes", "db_mb", "requests", "bytes_served",
-               "mb_served", "status_2xx", "status_3xx", "status_4xx", "status_5xx")
+               "mb_served", "status_2xx", "status_3xx", "status_4xx", "status_5xx", "last_backup_at",
+               "backup_bytes")
 STATE_LABELS = {"provisioned": "Aktif", "suspended": "Ditangguhkan", "attention": "Perlu perhatian"}
 
 
@@ -48,6 +50,9 @@ class SiteUsage:
     requests: int
     bytes_served: int
     status: dict = field(default_factory=dict)
+    # The latest backup (provisioner.backup): when, and the size of its files and dump.
+    last_backup_at: datetime | None = None
+    backup_bytes: int | None = None
 
     @property
     def over_quota(self) -> bool:
@@ -123,8 +128,16 @@ def collect(config, store, month: str, office: str | None = None, reader=None) -
         # safely is left unmeasured rather than failing the whole report.
         if row.db_host and usage_probe.DB_NAME.fullmatch((row.config or {}).get("db_name") or ""):
             by_db.setdefault(row.db_host, []).append(row.config["db_name"])
-    web = {host: reader.web(host, items, month) for host, items in sorted(by_web.items())}
-    db = {host: reader.db(host, names) for host, names in sorted(by_db.items())}
+    # Each host's read is an SSH round-trip: every host is read at once, results in a stable order.
+    web_hosts, db_hosts = sorted(by_web), sorted(by_db)
+    read = parallel.each(lambda job: reader.web(job[1], by_web[job[1]], month) if job[0] == "web"
+                         else reader.db(job[1], by_db[job[1]]),
+                         [("web", h) for h in web_hosts] + [("db", h) for h in db_hosts])
+    web = dict(zip(web_hosts, read[:len(web_hosts)]))
+    db = dict(zip(db_hosts, read[len(web_hosts):]))
+    from provisioner.backup import status as backups
+
+    backed_up = backups.last_backups(store, [row.fqdn for row in rows])
     sites = []
     for row in rows:
         config_record = row.config or {}
@@ -135,7 +148,9 @@ def collect(config, store, month: str, office: str | None = None, reader=None) -
             quota_mb=int(config_record.get("quota_mb") or 0), disk_bytes=seen.get("disk_bytes"),
             db_name=db_name, db_bytes=db.get(row.db_host, {}).get(db_name) if db_name else None,
             requests=int(seen.get("requests", 0)), bytes_served=int(seen.get("bytes", 0)),
-            status=dict(seen.get("status", {}))))
+            status=dict(seen.get("status", {})),
+            last_backup_at=(backed_up.get(row.fqdn) or {}).get("at"),
+            backup_bytes=(backed_up.get(row.fqdn) or {}).get("bytes")))
     return UsageReport(month=month, generated_at=utcnow(), sites=sites)
 
 
@@ -154,6 +169,8 @@ def csv_rows(report: UsageReport, sites: list[SiteUsage]) -> list[dict]:
             "db_mb": _mb(s.db_bytes), "requests": s.requests, "bytes_served": s.bytes_served,
             "mb_served": _mb(s.bytes_served),
             **{f"status_{k}": s.status.get(k, 0) for k in ("2xx", "3xx", "4xx", "5xx")},
+            "last_backup_at": s.last_backup_at.isoformat(timespec="seconds") if s.last_backup_at else None,
+            "backup_bytes": s.backup_bytes,
         })
     return out
 

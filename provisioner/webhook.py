@@ -13,9 +13,16 @@ Order of checks: size and headers, time, signature (constant time), body,
 replay. Only then is the decision handed to Engine.decide, the same function
 `provision decide` calls; the post id is stored in that same transaction, so a
 refused post changes nothing and an accepted one is accepted exactly once.
+
+The decision is recorded before anything else, while the post waits. What it
+starts (provisioning, a letter) runs at once with a batch window of 0; with a
+window (webhook.batch_window_seconds), the approvals that arrive within it are
+gathered and run as one batch (Engine.resume_many: one plan and one apply for
+all their sites). Each post is still answered with its own request's outcome.
 """
 
 import asyncio
+import concurrent.futures
 import hashlib
 import hmac
 import http.client
@@ -111,6 +118,80 @@ def _status(err):
     return HTTPStatus.INTERNAL_SERVER_ERROR
 
 
+class ApprovalBatcher:
+    """Gathers the requests decided within `window` seconds of the first, then runs their due
+    actions as one batch on its own thread; submit() gives each caller a future of its own
+    request's Outcome (its error in Outcome.error, never raised through the future).
+
+    One batch runs at a time: approvals that arrive while one runs are gathered for the next.
+    `wait` is how the window passes (time.sleep; a test passes a gate it opens).
+    """
+
+    def __init__(self, engine, window, wait=time.sleep):
+        self.engine, self.window, self._wait = engine, window, wait
+        self._lock = threading.Lock()
+        self._gathering: dict[str, concurrent.futures.Future] = {}
+        self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhook-batch")
+
+    def submit(self, request_id):
+        with self._lock:
+            future = self._gathering.get(request_id)
+            if future is None:
+                if not self._gathering:  # the first of a batch opens its window
+                    self._runner.submit(self._run)
+                future = self._gathering[request_id] = concurrent.futures.Future()
+        return future
+
+    def gathering(self):
+        """The requests gathered for the next batch so far."""
+        with self._lock:
+            return list(self._gathering)
+
+    def _run(self):
+        self._wait(self.window)
+        with self._lock:
+            gathered, self._gathering = self._gathering, {}
+        try:
+            # As the hook runs after one decision: no take-over of a running action, no waiting one.
+            outcomes = self.engine.resume_many(list(gathered), include_waiting=False)
+        except Exception as err:  # noqa: BLE001 - every post of the batch is answered with it
+            from provisioner.sop.engine import Outcome
+
+            outcomes = {r: Outcome(r, False, f"{r}: the batch stopped", error=err) for r in gathered}
+        for request_id, future in gathered.items():
+            future.set_result(outcomes[request_id])
+
+    def close(self):
+        self._runner.shutdown(wait=False, cancel_futures=True)
+
+
+class _Gathered:
+    """A recorded decision whose actions wait for their batch: the decision's Outcome and the
+    future of the batch's Outcome for the same request."""
+
+    def __init__(self, decided, future):
+        self.decided, self.future = decided, future
+
+    def outcome(self, ran):
+        """The decision's outcome (its message) with what the batch ran for it."""
+        self.decided.actions, self.decided.error = ran.actions, ran.error
+        return self.decided
+
+
+def _answer_outcome(outcome):
+    """The reply for a recorded decision whose actions ran: ok, or what failed (the decision stays)."""
+    error = outcome.error
+    if error is None:
+        return HTTPStatus.OK, {"ok": True, **outcome.as_dict()}
+    if isinstance(error, ProvisionerError):
+        return HTTPStatus.BAD_GATEWAY, {"ok": False, "decided": True,
+                                        "error": f"decision recorded, but its action failed: {error}"}
+    # Not the toolkit's error: the reason is for the log of whoever runs the server, not the sender.
+    return HTTPStatus.INTERNAL_SERVER_ERROR, {"ok": False, "decided": True, "error": (
+        f"decision recorded, but its action failed unexpectedly ({type(error).__name__}); "
+        f"see `provision request show {outcome.request_id}`")}
+
+
 class DecisionServer:
     """The webhook's HTTP server: slow clients cost no thread, decisions a bounded pool.
 
@@ -123,13 +204,15 @@ class DecisionServer:
     """
 
     def __init__(self, address, engine, secret, max_skew=300, clock=time.time, log=sys.stderr,
-                 timeout=10.0, workers=8, max_connections=1000):
+                 timeout=10.0, workers=8, max_connections=1000, batch_window=0.0, batch_wait=time.sleep):
         if len(secret) < 32:
             raise ValueError("the webhook secret must be at least 32 bytes")
         self.engine, self.secret, self.max_skew = engine, secret, max_skew
         self.clock, self.log = clock, log
         self.timeout, self.max_connections = timeout, max_connections
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="webhook")
+        # A post waiting for its batch holds no thread of the pool: only the batch's own thread.
+        self.batcher = ApprovalBatcher(engine, batch_window, batch_wait) if batch_window > 0 else None
         self._socket = socket.create_server(address)
         self.server_address = self._socket.getsockname()
         self._open = 0
@@ -140,6 +223,15 @@ class DecisionServer:
 
     def handle_decision(self, headers, body):
         """Check and apply one post; return (status, JSON-able dict)."""
+        answer = self._decide(headers, body)
+        if isinstance(answer, _Gathered):
+            return _answer_outcome(answer.outcome(answer.future.result()))
+        return answer
+
+    def _decide(self, headers, body):
+        """Check one post and record its decision: (status, dict), or with a batch window, the
+        decision gathered for its batch (_Gathered)."""
+        batched = self.batcher is not None
         try:
             post_id = check_signature(self.secret, headers, body, int(self.clock()), self.max_skew)
             data = parse_body(body)
@@ -149,13 +241,15 @@ class DecisionServer:
             by = data.get("by") or self.engine.decision_role(data["request"])
             outcome = self.engine.decide(
                 data["request"], approve, by, reason=data.get("reason"), source="webhook",
-                expected_sha256=data["sha256"], replay_key=post_id)
+                expected_sha256=data["sha256"], replay_key=post_id, run_actions=not batched)
         except ActionError as err:
             # The decision is recorded (a resend is a replay); the action it started failed.
             return HTTPStatus.BAD_GATEWAY, {"ok": False, "decided": True,
                                             "error": f"decision recorded, but its action failed: {err}"}
         except ProvisionerError as err:
             return _status(err), {"ok": False, "error": str(err)}
+        if batched and outcome.changed:
+            return _Gathered(outcome, self.batcher.submit(outcome.request_id))
         return HTTPStatus.OK, {"ok": True, **outcome.as_dict()}
 
     # -- serving -------------------------------------------------------------------
@@ -176,6 +270,8 @@ class DecisionServer:
     def server_close(self):
         self._socket.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.batcher is not None:
+            self.batcher.close()
 
     async def _serve(self):
         self._loop = asyncio.get_running_loop()
@@ -216,7 +312,10 @@ class DecisionServer:
                 await self._answer(writer, peer, refused.line, refused.status, {"ok": False, "error": str(refused)})
                 return
             line, headers, body = request
-            status, payload = await self._loop.run_in_executor(self._pool, self.handle_decision, headers, body)
+            answer = await self._loop.run_in_executor(self._pool, self._decide, headers, body)
+            if isinstance(answer, _Gathered):
+                answer = _answer_outcome(answer.outcome(await asyncio.wrap_future(answer.future)))
+            status, payload = answer
             await self._answer(writer, peer, line, status, payload)
         finally:
             self._open -= 1

@@ -4,13 +4,8 @@ import json
 from datetime import date, datetime
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from provisioner.config import load_config
 from provisioner.errors import UserError
-from provisioner.sop.engine import Engine
-from provisioner.store import open_store
 
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False),
@@ -18,7 +13,24 @@ config_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
+# The configuration (pydantic), the store (SQLAlchemy) and the SOP engine are imported when a
+# command first uses them, not when its module is loaded: `provision --help`, `--version` and
+# `provision GROUP --help` then start without them. Command modules import these names from here.
+def load_config(path=None):
+    from provisioner.config import load_config
+
+    return load_config(path)
+
+
+def open_store(url):
+    from provisioner.store import open_store
+
+    return open_store(url)
+
+
 def open_engine(config_path):
+    from provisioner.sop.engine import Engine
+
     config = load_config(config_path)
     return Engine(config, open_store(config.resolved_state_url()))
 
@@ -60,6 +72,9 @@ def when(value):
 
 def table(title, columns, rows, long=()):
     """Print a table; columns named in `long` are cut with an ellipsis instead of wrapped."""
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     if not console.is_terminal:
         console = Console(width=300)  # a pipe or file has no width; keep rows on one line

@@ -4,18 +4,23 @@ import sys
 
 import click
 
-from provisioner import audit_report
-from provisioner.audit import audit as run_audit
-from provisioner.audit import audit_fix
-from rich.console import Console
-from rich.table import Table
-
-from provisioner.cli._common import config_option
-from provisioner.config import load_config
+from provisioner.cli._common import config_option, load_config, open_store
 from provisioner.errors import UserError
-from provisioner.store import open_store
 
 COLUMNS = ("severity", "kind", "site", "host", "what", "expected", "found", "fix")
+
+
+# provisioner.audit reads the hosts (paramiko, dnspython, the store): imported when an audit runs.
+def run_audit(config, store, **options):
+    from provisioner import audit as auditing
+
+    return auditing.audit(config, store, **options)
+
+
+def audit_fix(config, store, **options):
+    from provisioner import audit as auditing
+
+    return auditing.audit_fix(config, store, **options)
 
 
 @click.command()
@@ -32,6 +37,8 @@ def audit(fqdn, fmt, fix, do_apply, checksum, config_path):
         raise UserError("--apply and --checksum go with --fix")
     if fix and fmt in ("csv", "html"):
         raise UserError("--fix prints a plan: use --format table or json")
+    from provisioner import audit_report
+
     config = load_config(config_path)
     store = open_store(config.resolved_state_url())
     try:
@@ -61,6 +68,9 @@ def _summary(report, findings) -> str:
 
 def _table(title, findings) -> None:
     # Unlike other listings, nothing is cut: the grant found and the fix line are the point.
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     if not console.is_terminal:
         console = Console(width=200)

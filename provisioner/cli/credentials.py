@@ -2,10 +2,7 @@
 
 import click
 
-from provisioner.cli._common import config_option, json_option, print_json
-from provisioner.config import load_config
-from provisioner.hosting import rotate_credentials
-from provisioner.store import open_store
+from provisioner.cli._common import config_option, json_option, load_config, open_store, print_json
 
 
 @click.group()
@@ -20,6 +17,8 @@ def credentials():
 @json_option
 def rotate(fqdn, only, config_path, as_json):
     """Make new passwords for FQDN, apply them, prove them by logging in, write a new sheet."""
+    from provisioner.hosting import rotate_credentials
+
     config = load_config(config_path)
     result = rotate_credentials(config, open_store(config.resolved_state_url()), fqdn,
                                 kinds=(only,) if only else ("db", "sftp"))

@@ -2,9 +2,7 @@
 
 import click
 
-from provisioner import host_prepare
-from provisioner.cli._common import config_option, json_option, print_json
-from provisioner.config import load_config
+from provisioner.cli._common import config_option, json_option, load_config, print_json
 
 
 @click.group()
@@ -24,9 +22,12 @@ def prepare(target, do_apply, inventory_path, config_path, as_json):
     """Install and configure what the toolkit expects on TARGET: a host or a group of the inventory (default: all).
 
     Name servers get PowerDNS (primary with its API, or secondary) and their zones, database servers MariaDB
-    listening for the web servers, web servers Apache, PHP-FPM and the SFTP chroot. Without --apply this is a
-    plan: check mode with diff, nothing changes. A second --apply changes nothing.
+    listening for the web servers, web servers Apache, PHP-FPM and the SFTP chroot, backup hosts the
+    SFTP-only account of the backup repositories. Without --apply this is a plan: check mode with diff, nothing
+    changes. A second --apply changes nothing.
     """
+    from provisioner import host_prepare
+
     config = load_config(config_path)
     inventory_path = inventory_path or config.hosting.inventory
     timeout = config.hosting.step_timeout

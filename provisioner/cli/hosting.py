@@ -4,19 +4,16 @@ from pathlib import Path
 
 import click
 
-from provisioner import yamlsrc
-from provisioner.cli._common import config_option, json_option, print_json
-from provisioner.config import load_config
-from provisioner.errors import NotFound, StateError
-from provisioner.hosting import Hosting
-from provisioner.request import content_sha256, read_request_file
-from provisioner.sop.engine import Engine
-from provisioner.store import open_store
-from provisioner.store.models import RequestRow
+from provisioner.cli._common import config_option, json_option, load_config, open_store, print_json
+from provisioner.errors import NotFound, StateError, UserError
 
 
 def _request_id(store, ref: str) -> str:
     """A request id, or the path of a request file that was submitted (its exact bytes)."""
+    from provisioner import yamlsrc
+    from provisioner.request import content_sha256, read_request_file
+    from provisioner.store.models import RequestRow
+
     path = Path(ref)
     if not path.is_file():
         return ref
@@ -37,19 +34,42 @@ def _request_id(store, ref: str) -> str:
 
 
 @click.command()
-@click.argument("requests", nargs=-1, required=True)
+@click.argument("requests", nargs=-1)
+@click.option("--all-approved", is_flag=True,
+              help="Every request whose SOP waits on provisioning (approved, not yet provisioned).")
 @click.option("--apply", "do_apply", is_flag=True, help="Apply the plan (default: only show it).")
 @click.option("--checksum", help="Apply only if the plan still has this checksum (from a reviewed plan).")
 @config_option
 @json_option
-def hosting(requests, do_apply, checksum, config_path, as_json):
-    """Plan or apply hosting for approved REQUESTS (ids or submitted files)."""
+def hosting(requests, all_approved, do_apply, checksum, config_path, as_json):
+    """Plan or apply hosting for approved REQUESTS (ids or submitted files).
+
+    Several requests (or --all-approved) make one plan and one apply; each request's
+    SOP then records its step and goes on to its letter. A site that fails is undone
+    alone: the others go live, and the summary says which failed and why.
+    """
+    from provisioner.cli._progress import for_terminal
+    from provisioner.hosting import Hosting
+    from provisioner.sop.batch import provision_requests
+    from provisioner.sop.engine import PROVISION_ACTION, Engine
+
+    if all_approved and requests:
+        raise UserError("give request ids or --all-approved, not both")
+    if not all_approved and not requests:
+        raise UserError("give the approved requests to provision (ids or submitted files), or --all-approved")
     config = load_config(config_path)
     store = open_store(config.resolved_state_url())
-    ids = [_request_id(store, ref) for ref in requests]
-    work = Hosting(config, store, source="cli")
+    engine = Engine(config, store)
+    if all_approved:
+        ids = engine.waiting_on(PROVISION_ACTION)
+        if not ids:
+            print_json({"requests": [], "applies": []}) if as_json else \
+                click.echo("no approved request waits on provisioning: nothing to do")
+            return
+    else:
+        ids = list(dict.fromkeys(_request_id(store, ref) for ref in requests))
     if not do_apply:
-        plan, _ = work.plan(ids)
+        plan, _ = Hosting(config, store, source="cli").plan(ids)
         if as_json:
             print_json(plan.as_dict())
         else:
@@ -57,35 +77,28 @@ def hosting(requests, do_apply, checksum, config_path, as_json):
             click.echo("dry run: nothing was changed; apply with --apply"
                        + (f" --checksum {plan.checksum}" if not plan.empty else ""))
         return
-    engine = Engine(config, store)
-    # A request whose SOP waits on this step goes through the engine, so the
-    # step is recorded done and the SOP moves on to the letter; others (already
-    # provisioned) are applied again, which converges or changes nothing.
-    due = [i for i in ids if _waits_on_provisioning(engine, store, i)]
-    results = []
-    for request_id in due:
-        engine.resume(request_id, force=True, options={"checksum": checksum, "results": results}, source="cli")
-    rest = [i for i in ids if i not in due]
-    if rest:
-        results.append(work.apply(rest, checksum=checksum))
-    for result in results:
-        _report(result, as_json)
-
-
-def _waits_on_provisioning(engine, store, request_id: str) -> bool:
-    with store.session() as session:
-        row = session.get(RequestRow, request_id)
-    if row is None:
-        raise NotFound(f"no request {request_id!r}")
-    if not row.current_step:
-        return False
-    return engine.sop_for(row.office, row.service).step(row.current_step).action == "provision_site"
-
-
-def _report(result, as_json: bool) -> None:
+    # One site shows what it always showed; a batch gets a bar (or lines) and a summary table.
+    batch = len(ids) > 1
+    report = provision_requests(engine, ids, checksum=checksum,
+                                progress=for_terminal(as_json) if batch else None, source="cli",
+                                force=not all_approved)
     if as_json:
-        print_json(result.as_dict())
-        return
+        print_json(report.as_dict())
+    else:
+        for applied in report.applies:
+            if isinstance(applied, Exception):
+                if batch:
+                    click.echo(f"hosting apply stopped: {applied}")
+                continue
+            _report(applied)
+        if batch:
+            _summary(report)
+    error = report.error()
+    if error is not None:
+        raise error
+
+
+def _report(result) -> None:
     click.echo(result.plan.render(full=False), nl=False)
     if not result.changed:
         click.echo("already provisioned: nothing changed")
@@ -94,3 +107,25 @@ def _report(result, as_json: bool) -> None:
         click.echo(f"{site['fqdn']}: provisioned at {site['public_ip']} on {site['web_host']}; verified: {checks}")
     for fqdn, sheet in result.sheets.items():
         click.echo(f"{fqdn}: credentials sheet (shown once) written to {sheet}")
+
+
+def _summary(report) -> None:
+    """The per-request table, then each failure's reason in full (a table cell would cut it)."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=300)  # a pipe or file has no width; keep rows on one line
+    grid = Table(title=f"{len(report.rows)} requests, {len(report.failed)} failed")
+    for column in ("request", "site", "result", "letter", "detail"):
+        grid.add_column(column, no_wrap=column != "detail", overflow="ellipsis" if column == "detail" else "fold",
+                        max_width=60 if column == "detail" else None)
+    for row in report.rows:
+        # Text, not markup: a reason may hold brackets ("[Errno 111]") that rich would take as styles.
+        grid.add_row(*(Text(str(row[key] or "")) for key in ("request", "fqdn", "result", "letter", "detail")),
+                     style="red" if row["result"] == "failed" else None)
+    console.print(grid)
+    for row in report.failed:
+        click.echo(f"failed: {row['request']} ({row['fqdn']}): {row['detail']}")

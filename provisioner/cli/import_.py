@@ -4,11 +4,8 @@ import re
 
 import click
 
-from provisioner import importer
-from provisioner.cli._common import config_option, json_option, print_json
-from provisioner.config import load_config
+from provisioner.cli._common import config_option, json_option, load_config, open_store, print_json
 from provisioner.errors import UserError
-from provisioner.store import open_store
 
 
 @click.command("import")
@@ -29,6 +26,8 @@ def import_(host, zone, fqdn, request_file, do_apply, normalize, by, config_path
         raise UserError("--request, --apply and --normalize go with --site FQDN")
     if normalize and (do_apply or request_file):
         raise UserError("--normalize only plans: it takes neither --apply nor --request")
+    from provisioner import importer
+
     config = load_config(config_path)
     store = open_store(config.resolved_state_url())
     try:

@@ -2,9 +2,7 @@
 
 import click
 
-from provisioner.cli._common import config_option, json_option, print_json
-from provisioner.config import load_config
-from provisioner.inventory_check import check_inventory
+from provisioner.cli._common import config_option, json_option, load_config, print_json
 
 
 @click.group()
@@ -23,6 +21,8 @@ def check(path, offline, config_path, as_json):
 
     Each problem reads file:line: host or group: key: rule. Exit 0 when clean, 2 otherwise.
     """
+    from provisioner.inventory_check import check_inventory
+
     if path is None:
         path = load_config(config_path).hosting.inventory
     report = check_inventory(path, offline=offline)

@@ -4,11 +4,7 @@ from pathlib import Path
 
 import click
 
-from provisioner.cli._common import config_option, json_option, print_json
-from provisioner.config import load_config
-from provisioner.letters.documents import issue_document
-from provisioner.letters.issue import issue
-from provisioner.store import open_store
+from provisioner.cli._common import config_option, json_option, load_config, open_store, print_json
 
 
 @click.command()
@@ -24,6 +20,9 @@ from provisioner.store import open_store
 def letter(request_id, out_dir, document, config_path, as_json):
     """Render REQUEST_ID's letter as PDF and HTML: the configuration letter of a provisioned
     site, or the reply letter (surat balasan) of a rejected request. A rerun keeps the number."""
+    from provisioner.letters.documents import issue_document
+    from provisioner.letters.issue import issue
+
     config = load_config(config_path)
     store = open_store(config.resolved_state_url())
     try:

@@ -4,10 +4,7 @@ import getpass
 
 import click
 
-from provisioner import usage
-from provisioner.cli._common import config_option, json_option, print_json, table
-from provisioner.config import load_config
-from provisioner.store import open_store
+from provisioner.cli._common import config_option, json_option, load_config, open_store, print_json, table
 
 
 @click.group()
@@ -23,6 +20,8 @@ def report():
 @json_option
 def usage_(month, office, out, config_path, as_json):
     """Disk against quota, database size, HTTP requests and bytes per site; CSV and PDF per office."""
+    from provisioner import usage
+
     config = load_config(config_path)
     store = open_store(config.resolved_state_url())
     collected = usage.collect(config, store, usage.parse_month(month), office=office)

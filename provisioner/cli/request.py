@@ -2,11 +2,9 @@
 
 import click
 
-from provisioner.cli._common import (config_option, json_option, localize, open_engine, parse_at,
+from provisioner.cli._common import (config_option, json_option, load_config, localize, open_engine, parse_at,
                                      print_json, print_outcome, table, when)
-from provisioner.config import load_config
 from provisioner.errors import ValidationError
-from provisioner.request import load_request, read_request_file
 
 
 @click.group()
@@ -20,6 +18,8 @@ def request():
 @json_option
 def validate(file, config_path, as_json):
     """Check a request file and list every problem (file:line: field: rule)."""
+    from provisioner.request import load_request
+
     config = load_config(config_path)
     try:
         req = load_request(file, config)
@@ -44,6 +44,8 @@ def validate(file, config_path, as_json):
 @json_option
 def submit(file, at, config_path, as_json):
     """Validate FILE, register it and start the SOP its `service` names."""
+    from provisioner.request import read_request_file
+
     engine = open_engine(config_path)
     raw = read_request_file(file)
     outcome = engine.submit(raw, file, at=parse_at(at))

@@ -2,8 +2,15 @@
 
 import click
 
-from provisioner.cli._common import config_option, json_option, open_engine, print_json, table
-from provisioner.sop.model import load_all
+from provisioner.cli._common import config_option, json_option, load_config, print_json, table
+
+
+def _sops(config_path):
+    """The configuration and the action names the SOPs may bind: all that reading the SOPs
+    needs. The state database (and SQLAlchemy with it) is not opened to list or show them."""
+    from provisioner.sop.hooks import ACTIONS
+
+    return load_config(config_path), ACTIONS.names()
 
 
 @click.group()
@@ -16,8 +23,10 @@ def sop():
 @json_option
 def list_(config_path, as_json):
     """List the SOPs with their document number and step count."""
-    engine = open_engine(config_path)
-    sops = load_all(engine.config.sop_dir, engine.actions.names())
+    from provisioner.sop.model import load_all
+
+    config, actions = _sops(config_path)
+    sops = load_all(config.sop_dir, actions)
     rows = [{"name": s.name, "title": s.title, "office": s.office, "number": s.document.number,
              "steps": len(s.steps), "actions": sorted(s.actions())} for s in sops]
     if as_json:
@@ -64,8 +73,10 @@ def sop_dict(s):
 @json_option
 def show(name, as_mermaid, config_path, as_json):
     """Show the flow of SOP NAME step by step."""
-    engine = open_engine(config_path)
-    s = engine.sop(name)
+    from provisioner.sop.model import load_sop
+
+    config, actions = _sops(config_path)
+    s = load_sop(config.sop_dir, name, known_actions=actions)
     if as_json:
         return print_json(sop_dict(s))
     if as_mermaid:

@@ -4,10 +4,7 @@ import sys
 
 import click
 
-from provisioner import tls_renewal
-from provisioner.cli._common import config_option, json_option, print_json, table
-from provisioner.config import load_config
-from provisioner.store import open_store
+from provisioner.cli._common import config_option, json_option, load_config, open_store, print_json, table
 
 # Exit code of a renewal run where a site failed (a HostError's): the timer's unit shows it failed.
 RENEWAL_FAILED = 4
@@ -24,6 +21,8 @@ def tls():
 @json_option
 def status(fqdn, config_path, as_json):
     """Every recorded TLS site's certificate as served from outside, against the record."""
+    from provisioner import tls_renewal
+
     config = load_config(config_path)
     store = open_store(config.resolved_state_url())
     rows = tls_renewal.status(config, store, site=fqdn)
@@ -61,6 +60,8 @@ def _yes(value) -> str:
 @json_option
 def renew(fqdn, within, do_apply, checksum, jitter, config_path, as_json):
     """Plan (default) or apply the renewal of the certificates that are due."""
+    from provisioner import tls_renewal
+
     config = load_config(config_path)
     store = open_store(config.resolved_state_url())
     result = tls_renewal.renew(config, store, site=fqdn, within=within, apply=do_apply, checksum=checksum,

@@ -2,10 +2,7 @@
 
 import click
 
-from provisioner.cli._common import config_option, json_option, print_json, table
-from provisioner.config import load_config
-from provisioner.store import open_store
-from provisioner.website.deploy import Website
+from provisioner.cli._common import config_option, json_option, load_config, open_store, print_json, table
 
 _apply = click.option("--apply", "do_apply", is_flag=True, help="Apply the plan (default: only show it).")
 _checksum = click.option("--checksum", help="Apply only if the plan still has this checksum.")
@@ -13,6 +10,8 @@ _by = click.option("--by", help="Who does it (default: the OS user).")
 
 
 def _open(config_path, by=None):
+    from provisioner.website.deploy import Website
+
     config = load_config(config_path)
     return Website(config, open_store(config.resolved_state_url()), source="cli", actor=by)
 

@@ -5,8 +5,8 @@ interrupted run, a rebooted machine) is torn down and built again. Each phase
 is timed and reported through `log`.
 
 The lab's servers are configured the way an office's are: `provision host
-prepare --apply` on inventory/lab (PowerDNS, MariaDB, Apache, PHP-FPM, with
-the production playbooks). setup-host.sh adds only what a lab needs: the
+prepare --apply` on inventory/lab (PowerDNS, MariaDB, Apache, PHP-FPM, the
+backup host's SFTP-only account, with the production playbooks). setup-host.sh adds only what a lab needs: the
 deploy account, sshd and keys (its `base` phase, in the image before boot)
 and the ACME server (its `lab` phase, on ca1).
 
@@ -251,10 +251,11 @@ def up(log=print) -> LabStatus:
 
 
 def _services(log) -> None:
-    """The name, database and web servers as an office's are: `host prepare --apply`, then the lab's own extras."""
+    """The name, database, web and backup servers as an office's are: `host prepare --apply`, then the lab's own extras."""
     from provisioner import host_prepare
 
-    # Name servers first (the primary before the secondaries), then db and web;
+    # Name servers first (the primary before the secondaries), then db, web and
+    # backup (whose account takes the lab key, inventory/lab/group_vars/backup.yml);
     # raises if a second look still finds something to change.
     result = host_prepare.apply(LAB_INVENTORY)
     made = sum(len(h.changes) for h in result.applied.hosts.values())

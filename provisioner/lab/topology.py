@@ -18,8 +18,10 @@ CONTROLLER_ADDRESS = IPv4Interface("10.77.0.1/24")
 # keeps reaching whatever this machine's network puts there (here, the package
 # proxy answers at an address in it):
 #   203.0.113.0/28    on the bridge: the controller (.1) and the web servers'
-#                     shared addresses (web1: .10);
-#   203.0.113.128/25  routed into the bridge: the pool of dedicated addresses.
+#                     shared addresses (web1: .10, web2: .11);
+#   203.0.113.128/25  routed into the bridge: the dedicated addresses, one pool
+#                     per web server (web1: .128-.191, web2: .192-.254; the
+#                     inventory's public_ip_pool; LabHost.dedicated_pool).
 PUBLIC_NETWORK = IPv4Network("203.0.113.0/24")
 CONTROLLER_PUBLIC_ADDRESS = IPv4Interface("203.0.113.1/28")
 DEDICATED_POOL = IPv4Network("203.0.113.128/25")
@@ -54,9 +56,13 @@ PDNS_API_PORT = 8081
 class LabHost:
     name: str
     address: IPv4Address
-    role: str  # ns-primary | ns-secondary | web | db | acme
+    role: str  # ns-primary | ns-secondary | web | db | acme | backup
     group: str  # the Ansible inventory group
     public_addresses: tuple[IPv4Interface, ...] = field(default=())
+    # A web server's own dedicated addresses (first, last), inside
+    # DEDICATED_POOL and apart from every other server's: an address is only
+    # ever given on one server. The inventory's public_ip_pool says the same.
+    dedicated_pool: tuple[IPv4Address, IPv4Address] | None = None
     # Reaches the web servers' public addresses (LAB_PUBLIC_NETWORKS) over the
     # bridge, as the ACME server must to validate HTTP-01 challenges.
     reaches_public: bool = False
@@ -83,10 +89,23 @@ HOSTS = (
         "web",
         "web",
         public_addresses=(IPv4Interface("203.0.113.10/28"),),
+        dedicated_pool=(IPv4Address("203.0.113.128"), IPv4Address("203.0.113.191")),
+    ),
+    LabHost(
+        "web2",
+        IPv4Address("10.77.0.22"),
+        "web",
+        "web",
+        public_addresses=(IPv4Interface("203.0.113.11/28"),),
+        dedicated_pool=(IPv4Address("203.0.113.192"), IPv4Address("203.0.113.254")),
     ),
     LabHost("db1", IPv4Address("10.77.0.31"), "db", "db"),
+    LabHost("db2", IPv4Address("10.77.0.32"), "db", "db"),
     # The lab's ACME CA (Pebble); the hosting code never places anything on it.
     LabHost("ca1", IPv4Address("10.77.0.41"), "acme", "acme", reaches_public=True),
+    # The backup repository host: sshd only, the restic account reaches it by
+    # SFTP alone (restic itself runs on the controller).
+    LabHost("backup1", IPv4Address("10.77.0.51"), "backup", "backup"),
 )
 
 
@@ -107,6 +126,15 @@ def secondary_ns() -> LabHost:
 
 def acme_host() -> LabHost:
     return next(h for h in HOSTS if h.role == "acme")
+
+
+def backup_host() -> LabHost:
+    return next(h for h in HOSTS if h.role == "backup")
+
+
+def hosts_of(role: str) -> tuple[LabHost, ...]:
+    """Every lab host of a role (web, db...), in the order of HOSTS."""
+    return tuple(h for h in HOSTS if h.role == role)
 
 
 # Pebble on the ACME host. Its HTTPS (directory and management) is served with a

@@ -1,7 +1,18 @@
 """The SOP actions that write letters: hosting step 7, and the reply on a rejection."""
 
-from provisioner.letters.issue import issue
+import multiprocessing
+import os
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+
+from provisioner.letters import render
+from provisioner.letters.issue import finish, issue, prepare
+from provisioner.progress import Progress
 from provisioner.sop.hooks import action_store
+
+# Fewer letters than this are rendered in this process: starting a worker (importing
+# WeasyPrint) costs more than rendering a letter or two.
+PARALLEL_FROM = 4
 
 
 def _issue(ctx, kind, reason=None):
@@ -14,6 +25,73 @@ def _issue(ctx, kind, reason=None):
 def render_letter_action(ctx) -> dict:
     """"Surat pemberitahuan data dan konfigurasi hosting": the configuration letter."""
     return _issue(ctx, "configuration")
+
+
+def render_letters_action(contexts) -> dict:
+    """The batch form of render_letter: {request id: result or error}, PDFs rendered side by side.
+
+    Rendering the PDF is the CPU-bound part of a letter (WeasyPrint: about nine tenths of
+    it), so only that goes to a pool of processes, one per CPU: each worker gets a letter's
+    HTML and gives back its PDF, touching no database. The checks, the number (taken one
+    after another, here) and the record stay in this process: measured on SQLite, workers
+    that also wrote the state database waited on its lock longer than they rendered.
+    """
+    first = contexts[0]
+    progress = first.options.get("progress") or Progress()
+    sites = {c.request.id: c.request.fqdn or c.request.id for c in contexts}
+    answers = {}
+
+    def finished(request_id, answer):
+        answers[request_id] = answer
+        failed = isinstance(answer, BaseException)
+        progress.done(sites[request_id], not failed, str(answer) if failed else answer.get("number", ""))
+
+    progress.begin(len(contexts), "letters")
+    progress.step(list(sites.values()), "letter")
+    try:
+        with action_store(first) as store, _renderer(len(contexts)) as render_pdf:
+            drafts = {}
+            # Each letter's PDF starts as soon as its draft is ready; they are recorded as they finish.
+            for context in contexts:
+                try:
+                    draft = prepare(context.config, store, context.request.id, kind="configuration",
+                                    source=context.source, out=context.options.get("letters_dir"))
+                except Exception as err:  # noqa: BLE001 - one letter's failure is its request's own
+                    finished(context.request.id, err)
+                    continue
+                drafts[render_pdf(draft.document)] = (context.request.id, draft)
+            for future in as_completed(drafts):
+                request_id, draft = drafts[future]
+                try:
+                    letter = finish(store, draft, future.result(), source=first.source)
+                except Exception as err:  # noqa: BLE001
+                    finished(request_id, err)
+                    continue
+                finished(request_id, {"kind": letter.kind, "number": letter.number, "pdf": letter.pdf,
+                                      "sha256": letter.sha256})
+        return answers
+    finally:
+        progress.end()
+
+
+@contextmanager
+def _renderer(count: int):
+    """A function that starts rendering one HTML document to PDF and returns its future: in a
+    pool of processes (one per CPU) for a batch, in this process for a few letters."""
+    workers = min(os.cpu_count() or 1, count)
+    if workers < 2 or count < PARALLEL_FROM:
+        def here(document):
+            future = Future()
+            try:
+                future.set_result(render.pdf(document))
+            except Exception as err:  # noqa: BLE001 - that letter's own failure
+                future.set_exception(err)
+            return future
+        yield here
+        return
+    # spawn, not fork: the caller may hold threads (the webhook's) and open connections.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield lambda document: pool.submit(render.pdf, document)
 
 
 def render_reply_letter_action(ctx) -> dict:

@@ -73,9 +73,32 @@ def letters_dir(config) -> Path:
     return config.home() / "letters"
 
 
+@dataclass(frozen=True)
+class Draft:
+    """A letter numbered and written as HTML, not yet a PDF: rendering the PDF is the costly part,
+    and needs nothing but `document` (so a batch renders its drafts side by side)."""
+    request: str
+    kind: str
+    number: str
+    date: str
+    document: str
+    pdf_path: Path
+    html_path: Path
+    new_number: bool
+    sop: str
+    sop_document: str
+
+
 def issue(config, store, request_id: str, kind: str | None = None, out: Path | None = None,
           reason: str | None = None, source: str = "cli", now: datetime | None = None) -> IssuedLetter:
     """Render the request's letter (the kind its state calls for, or `kind`) to PDF and HTML."""
+    draft = prepare(config, store, request_id, kind=kind, out=out, reason=reason, source=source, now=now)
+    return finish(store, draft, render.pdf(draft.document), source=source)
+
+
+def prepare(config, store, request_id: str, kind: str | None = None, out: Path | None = None,
+            reason: str | None = None, source: str = "cli", now: datetime | None = None) -> Draft:
+    """Everything of a letter but its PDF: checks, its number (taken now), its HTML."""
     with store.session() as session:
         row = session.get(RequestRow, request_id)
         if row is None:
@@ -118,20 +141,25 @@ def issue(config, store, request_id: str, kind: str | None = None, out: Path | N
                    number=issued.text(profile), date=letter_date, request=request, sop=sop,
                    sop_citation=cited.text)
     document = render.html(f"{FILE_NAMES[kind]}.html", **context)
-    data = render.pdf(document)
-
     directory = Path(out) if out else letters_dir(config)
     stem = f"{request_id}-{FILE_NAMES[kind]}"
-    pdf_path, html_path = directory / f"{stem}.pdf", directory / f"{stem}.html"
-    write_atomic(html_path, document.encode())
-    write_atomic(pdf_path, data)
+    return Draft(request=request_id, kind=kind, number=issued.text(profile), date=letter_date.isoformat(),
+                 document=document, pdf_path=directory / f"{stem}.pdf", html_path=directory / f"{stem}.html",
+                 new_number=issued.new, sop=sop.name, sop_document=cited.document)
+
+
+def finish(store, draft: Draft, data: bytes, source: str = "cli") -> IssuedLetter:
+    """Write the letter's HTML and PDF (`data`, rendered from draft.document) and record it."""
+    write_atomic(draft.html_path, draft.document.encode())
+    write_atomic(draft.pdf_path, data)
     digest = hashlib.sha256(data).hexdigest()
     with store.session() as session:
-        add_event(session, request_id, "letter_issued", source=source, letter=kind, number=issued.text(profile),
-                  date=letter_date.isoformat(), pdf=str(pdf_path), html=str(html_path), sha256=digest,
-                  sop=sop.name, sop_document=cited.document)
-    return IssuedLetter(request=request_id, kind=kind, number=issued.text(profile), date=letter_date.isoformat(),
-                        pdf=str(pdf_path), html=str(html_path), sha256=digest, new_number=issued.new)
+        add_event(session, draft.request, "letter_issued", source=source, letter=draft.kind, number=draft.number,
+                  date=draft.date, pdf=str(draft.pdf_path), html=str(draft.html_path), sha256=digest,
+                  sop=draft.sop, sop_document=draft.sop_document)
+    return IssuedLetter(request=draft.request, kind=draft.kind, number=draft.number, date=draft.date,
+                        pdf=str(draft.pdf_path), html=str(draft.html_path), sha256=digest,
+                        new_number=draft.new_number)
 
 
 def _reply(request, reason: str | None) -> dict:

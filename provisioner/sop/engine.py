@@ -42,10 +42,26 @@ class Outcome:
     changed: bool
     message: str
     actions: list = field(default_factory=list)  # [{"step", "action", "result"}]
+    # In a batch (resume_many): the error that stopped this request's actions; the single
+    # paths raise it instead.
+    error: Exception | None = None
 
     def as_dict(self):
-        return {"request": self.request_id, "changed": self.changed,
-                "message": self.message, "actions": self.actions}
+        out = {"request": self.request_id, "changed": self.changed,
+               "message": self.message, "actions": self.actions}
+        if self.error is not None:
+            out["error"] = str(self.error)
+        return out
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    """An action claimed for a request, with what running it needs."""
+    pending: "_Pending"
+    sop: object
+    content: bytes
+    decision: str | None
+    reason: str | None  # the decision's reason
 
 
 @dataclass(frozen=True)
@@ -320,11 +336,13 @@ class Engine:
     # -- the decision -------------------------------------------------------
 
     def decide(self, request_id, approve, by, reason=None, at=None, source="cli",
-               expected_sha256=None, replay_key=None):
+               expected_sha256=None, replay_key=None, run_actions=True):
         """Record the approval decision, then run the hook (the actions now due).
 
         `expected_sha256` binds the decision to the exact content approved;
         `replay_key` (the webhook post id) is stored in the same transaction.
+        `run_actions=False` only records it: the caller runs the actions later, with
+        others' (the webhook's batching window, through resume_many).
         """
         reason = _check_text(reason, "--reason")
         wanted = APPROVE if approve else REJECT
@@ -339,7 +357,8 @@ class Engine:
             return done
         verb = "approved" if approve else "rejected"
         outcome = Outcome(request_id, True, f"{request_id} {verb}")
-        outcome.actions = self._run_pending(request_id)
+        if run_actions:
+            outcome.actions = self._run_pending(request_id)
         return outcome
 
     def _record_decision(self, request_id, approve, wanted, by, reason, at, source,
@@ -405,6 +424,127 @@ class Engine:
             return Outcome(request_id, False, f"{request_id}: no action is due; nothing done")
         return Outcome(request_id, True, f"{request_id}: {len(results)} action(s) ran", results)
 
+    def resume_many(self, request_ids, force=False, options=None, source="hook", include_waiting=True):
+        """Run the due actions of many requests together: {request id: Outcome}.
+
+        Each round claims every request's next due action and groups the requests by
+        action; an action with a batch form (ActionRegistry.register_batch) runs once
+        for its group (one hosting apply for every site), others once per request. Each
+        request's step is then recorded exactly as resume records it for one request:
+        done, waiting, or failed with its own error (Outcome.error) while the others go
+        on to their later steps (the letter) in the next round. Nothing is raised for a
+        request's failure, nor for an error that is not the toolkit's (a bug): that is the
+        Outcome.error of its requests too, for the caller to raise (with its traceback).
+        """
+        ids = list(dict.fromkeys(request_ids))
+        with self.store.session() as session:
+            for request_id in ids:
+                self._row(session, request_id)
+        ran = {request_id: [] for request_id in ids}
+        errors = {}
+        active = list(ids)
+        while active:
+            claimed = {}
+            for request_id in active:
+                try:
+                    found = self._claim_next(request_id, force, include_waiting)
+                except ProvisionerError as err:  # claimed elsewhere, say: this request stops here
+                    errors[request_id] = err
+                    continue
+                if found is not None:
+                    claimed[request_id] = found
+            force = include_waiting = False  # as in _run_pending: only the first round
+            groups = {}
+            for request_id, found in claimed.items():
+                groups.setdefault(found.pending.action, []).append(request_id)
+            active = []
+            for action, members in groups.items():
+                results = self._run_group(action, members, claimed, options, source)
+                for request_id in members:
+                    found, result = claimed[request_id], results[request_id]
+                    try:
+                        if not isinstance(result, BaseException):
+                            ran[request_id].append(self._action_succeeded(request_id, found, result or {}))
+                            if action == PROVISION_ACTION:
+                                ran[request_id].extend(self._resume_linked(request_id))
+                            active.append(request_id)
+                            continue
+                        entry, error = self._action_raised(request_id, found, result)
+                    except ProvisionerError as err:  # its record could not be written (moved on elsewhere)
+                        entry, error = None, err
+                    if entry is not None:
+                        ran[request_id].append(entry)
+                        continue
+                    errors[request_id] = error
+        outcomes = {}
+        for request_id in ids:
+            done = [r for r in ran[request_id] if "result" in r]
+            error = errors.get(request_id)
+            if error is not None:
+                message = f"{request_id}: {len(done)} action(s) ran, then one failed"
+            elif ran[request_id]:
+                message = f"{request_id}: {len(ran[request_id])} action(s) ran"
+            else:
+                message = f"{request_id}: no action is due; nothing done"
+            outcomes[request_id] = Outcome(request_id, bool(ran[request_id]) or error is not None, message,
+                                           ran[request_id], error)
+        return outcomes
+
+    def _run_group(self, action, members, claimed, options, source):
+        """Run one action for these requests: {request id: its result, or the exception it raised}."""
+        results, contexts = {}, []
+        for request_id in members:
+            try:
+                contexts.append(self._context(request_id, claimed[request_id], options, source))
+            except Exception as err:  # noqa: BLE001 - its stored request no longer validates: its own failure
+                results[request_id] = err
+        batch = self.actions.batch(action)
+        if batch is not None and contexts:
+            try:
+                answered = batch(contexts)
+            except Exception as err:  # noqa: BLE001 - the whole batch failed: so did each request in it
+                answered = {c.request.id: err for c in contexts}
+            for context in contexts:
+                request_id = context.request.id
+                if request_id not in answered:  # never taken as done: the step stays open
+                    answered[request_id] = ActionError(f"the batch form of {action} gave no result "
+                                                       f"for {request_id}")
+                results[request_id] = answered[request_id]
+            return results
+        single = self.actions.get(action)
+        for context in contexts:
+            try:
+                results[context.request.id] = single(context) or {}
+            except Exception as err:  # noqa: BLE001 - recorded per request by the caller
+                results[context.request.id] = err
+        return results
+
+    def current_action(self, request_id):
+        """The action of the request's current step (None for a person's step or a finished SOP)."""
+        with self.store.session() as session:
+            row = self._row(session, request_id)
+        if not row.current_step:
+            return None
+        return self.sop_for(row.office, row.service).step(row.current_step).action
+
+    def waiting_on(self, action, skip_running=True):
+        """The requests whose SOP waits on `action` at their current step, oldest first
+        (approved and not yet provisioned, for provision_site); by default not those whose
+        action is running right now in another process."""
+        out = []
+        with self.store.session() as session:
+            rows = session.scalars(select(RequestRow).where(RequestRow.current_step.is_not(None))
+                                   .order_by(RequestRow.submitted_at, RequestRow.id)).all()
+            running = set(session.scalars(select(ActionRun.request_id).where(ActionRun.status == "running")))
+            for row in rows:
+                try:
+                    step = self.sop_for(row.office, row.service).step(row.current_step)
+                except ProvisionerError:
+                    continue  # an SOP the office no longer runs: its requests are listed elsewhere
+                if step.action == action and not (skip_running and row.id in running):
+                    out.append(row.id)
+        return out
+
     def _due(self, session, row, sop, include_waiting=False):
         """The next action to run for a request, or None.
 
@@ -455,48 +595,76 @@ class Engine:
     def _run_pending(self, request_id, force=False, options=None, source="hook", include_waiting=False):
         results = []
         while True:
-            try:
-                with self.store.session() as session:
-                    row = self._row(session, request_id)
-                    sop = self.sop_for(row.office, row.service)
-                    pending, run = self._due(session, row, sop, include_waiting)
-                    if pending is None:
-                        return results
-                    attempt = self._claim(session, row, pending, run, force)
-                    self._event(session, request_id, SYSTEM, "hook", "action_started",
-                                step=pending.step.key, action=pending.action, attempt=attempt)
-                    content, decision = row.content, row.decision
-                    reason = session.scalars(select(StepRecord.note).where(
-                        StepRecord.request_id == request_id,
-                        StepRecord.step_key == sop.approval_step.key)).first()
-            except IntegrityError:
-                raise StateError(f"{request_id}: an action was claimed by another process") from None
+            claimed = self._claim_next(request_id, force, include_waiting)
+            if claimed is None:
+                return results
             force = False  # only the first claim may take over a stale run
             try:
-                # Accepted earlier: an action that provisions checks today's rules itself
-                # (Hosting.load_requests); a letter or a later step must not be stranded by them.
-                request = validate(content, self.config, source=f"stored {request_id}", stored=True)
-                context = ActionContext(request=request, sop=sop, step=pending.step,
-                                        branch=pending.branch, reason=reason, config=self.config,
-                                        options=dict(options or {}), source=source, store=self.store)
-                result = self.actions.get(pending.action)(context) or {}
-            except Waiting as err:
-                message = self._action_waiting(request_id, pending, err, decision)
-                results.append({"step": pending.step.key, "action": pending.action, "waiting": message})
-                return results  # nothing after it can run until it does
+                result = self.actions.get(claimed.pending.action)(
+                    self._context(request_id, claimed, options, source)) or {}
             except Exception as err:
-                self._action_failed(request_id, pending, err)
-                if isinstance(err, ValidationError):
-                    raise ActionError(f"{request_id}: the stored request no longer validates: {err}") from err
-                if isinstance(err, ProvisionerError):
-                    raise ActionError(f"{request_id}: step {pending.step.number} ({pending.step.key}): "
-                                      f"action {pending.action} failed: {err}") from err
-                raise
-            self._action_done(request_id, sop, pending, result, decision)
-            results.append({"step": pending.step.key, "action": pending.action, "result": result})
+                entry, error = self._action_raised(request_id, claimed, err)
+                if error is err:
+                    raise
+                if error is not None:
+                    raise error from err
+                results.append(entry)
+                return results  # nothing after it can run until it does
+            results.append(self._action_succeeded(request_id, claimed, result))
             include_waiting = False  # a waiting action runs once per resume, not in a loop
-            if pending.action == PROVISION_ACTION:
+            if claimed.pending.action == PROVISION_ACTION:
                 results.extend(self._resume_linked(request_id))
+
+    def _claim_next(self, request_id, force, include_waiting):
+        """Claim the request's next due action (recorded started), or None when none is due."""
+        try:
+            with self.store.session() as session:
+                row = self._row(session, request_id)
+                sop = self.sop_for(row.office, row.service)
+                pending, run = self._due(session, row, sop, include_waiting)
+                if pending is None:
+                    return None
+                attempt = self._claim(session, row, pending, run, force)
+                self._event(session, request_id, SYSTEM, "hook", "action_started",
+                            step=pending.step.key, action=pending.action, attempt=attempt)
+                reason = session.scalars(select(StepRecord.note).where(
+                    StepRecord.request_id == request_id,
+                    StepRecord.step_key == sop.approval_step.key)).first()
+                return _Claimed(pending, sop, row.content, row.decision, reason)
+        except IntegrityError:
+            raise StateError(f"{request_id}: an action was claimed by another process") from None
+
+    def _context(self, request_id, claimed, options, source):
+        # Accepted earlier: an action that provisions checks today's rules itself
+        # (Hosting.load_requests); a letter or a later step must not be stranded by them.
+        request = validate(claimed.content, self.config, source=f"stored {request_id}", stored=True)
+        return ActionContext(request=request, sop=claimed.sop, step=claimed.pending.step,
+                             branch=claimed.pending.branch, reason=claimed.reason, config=self.config,
+                             options=dict(options or {}), source=source, store=self.store)
+
+    def _action_succeeded(self, request_id, claimed, result):
+        pending = claimed.pending
+        self._action_done(request_id, claimed.sop, pending, result, claimed.decision)
+        return {"step": pending.step.key, "action": pending.action, "result": result}
+
+    def _action_raised(self, request_id, claimed, err):
+        """Record an action that raised: (the entry, None) when it waits, else (None, the error
+        to raise): an ActionError, or `err` itself when it is not the toolkit's (a bug keeps
+        its traceback)."""
+        pending = claimed.pending
+        if isinstance(err, Waiting):
+            message = self._action_waiting(request_id, pending, err, claimed.decision)
+            return {"step": pending.step.key, "action": pending.action, "waiting": message}, None
+        self._action_failed(request_id, pending, err)
+        if isinstance(err, ValidationError):
+            error = ActionError(f"{request_id}: the stored request no longer validates: {err}")
+        elif isinstance(err, ProvisionerError):
+            error = ActionError(f"{request_id}: step {pending.step.number} ({pending.step.key}): "
+                                f"action {pending.action} failed: {err}")
+        else:
+            return None, err
+        error.__cause__ = err
+        return None, error
 
     def _resume_linked(self, request_id):
         """Run the due (and waiting) actions of the request this one was spawned for.

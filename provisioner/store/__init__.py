@@ -14,7 +14,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import sessionmaker
 
 from provisioner.errors import ConfigError
-from provisioner.store.migrate import upgrade
+from provisioner.store.migrate import is_current, upgrade
 
 
 class Store:
@@ -78,7 +78,8 @@ def open_store(url):
         except Exception as err:  # a missing driver (psycopg, pymysql) lands here
             raise ConfigError(f"cannot use state database {parsed.render_as_string()}: {err}") from None
     try:
-        upgrade(engine)
+        if not is_current(engine):
+            upgrade(engine)
     except OperationalError as err:
         raise ConfigError(f"cannot open state database: {err.orig}") from None
     return Store(engine)

@@ -9,7 +9,7 @@ tables (sites, ips, locks) through new migrations.
 import json
 from datetime import datetime, timezone
 
-from sqlalchemy import Boolean, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import DateTime, TypeDecorator
 
@@ -235,3 +235,43 @@ class CertificateRow(Base):
     chain_pem: Mapped[str] = mapped_column(Text)
     key_sealed: Mapped[str | None] = mapped_column(Text)  # a SecretBox token, never the key itself
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class BackupRepository(Base):
+    """A restic repository the toolkit made: its password sealed like the site passwords."""
+
+    __tablename__ = "backup_repositories"
+
+    url: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    office: Mapped[str] = mapped_column(String(40))
+    password_sealed: Mapped[str] = mapped_column(Text)  # a SecretBox token
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    initialized_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class BackupSnapshot(Base):
+    """One restic snapshot the toolkit took: a site's files or database, or the toolkit's state.
+
+    `facts` is what a restore is checked against (the index page's sha256, the rows per
+    table at dump time); `verified_at` is set when a restore of it was proven (verify or restore);
+    `forgotten_at` when retention removed it from the repository.
+    """
+
+    __tablename__ = "backup_snapshots"
+    __table_args__ = (UniqueConstraint("repository", "snapshot_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    repository: Mapped[str] = mapped_column(String(1000))
+    snapshot_id: Mapped[str] = mapped_column(String(64))
+    office: Mapped[str] = mapped_column(String(40))
+    fqdn: Mapped[str | None] = mapped_column(String(255), index=True)  # None: the toolkit's state
+    kind: Mapped[str] = mapped_column(String(20))  # files | db | state | key
+    request_id: Mapped[str | None] = mapped_column(String(16))
+    release: Mapped[str | None] = mapped_column(String(80))
+    run_id: Mapped[str] = mapped_column(String(40), index=True)
+    bytes_added: Mapped[int] = mapped_column(BigInteger)
+    total_bytes: Mapped[int] = mapped_column(BigInteger)
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    facts: Mapped[dict] = mapped_column(JSONText)
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    forgotten_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,9 +1,10 @@
 """The database server: a database, a user allowed only from its web server, one grant."""
 
-from provisioner import runner
+from provisioner import parallel, runner
 from provisioner.changes import Create, Delete, Update
 from provisioner.site import DesiredSite
 from provisioner.targets import probe
+from provisioner.targets.web import by_host
 
 
 def expected_grant(s: DesiredSite) -> str:
@@ -15,7 +16,8 @@ def read(inventory, sites: list[DesiredSite]) -> dict[str, dict]:
     for s in sites:
         if s.database:
             by_host.setdefault(s.db_host, []).append({"name": s.names.db_name, "user": s.names.db_user})
-    return {host: probe.probe_db(inventory.host(host), dbs) for host, dbs in by_host.items()}
+    hosts = list(by_host)  # read at once, as the web hosts are
+    return dict(zip(hosts, parallel.each(lambda host: probe.probe_db(inventory.host(host), by_host[host]), hosts)))
 
 
 def plan(sites: list[DesiredSite], live: dict) -> list:
@@ -76,7 +78,8 @@ def apply(inventory_path, sites: list[DesiredSite], secrets: dict, state: str = 
     hosts = {s.db_host for s in sites}
     return runner.run_playbook(
         "db_site.yml", inventory_path, hosts,
-        extravars={"mariadb_site__databases": [s.db_item(state, rotate_password=rotate) | {"exact_grants": True}
-                                               for s in sites]},
+        # Each host gets only its own databases (playbooks/db_site.yml picks them by host).
+        extravars={"mariadb_site__databases_by_host": by_host(
+            sites, lambda s: s.db_host, lambda s: s.db_item(state, rotate_password=rotate) | {"exact_grants": True})},
         secrets=secrets, limit=",".join(sorted(hosts)), artifact_dir=artifact_dir, timeout=timeout,
     )

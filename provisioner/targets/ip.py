@@ -3,6 +3,7 @@
 from provisioner import runner
 from provisioner.changes import Create, Delete
 from provisioner.site import DesiredSite
+from provisioner.targets.web import by_host
 
 
 def plan(sites: list[DesiredSite], web_live: dict) -> list:
@@ -22,6 +23,7 @@ def apply(inventory_path, sites: list[DesiredSite], state: str = "present", arti
     hosts = {s.web_host for s in sites}
     return runner.run_playbook(
         "public_ip.yml", inventory_path, hosts,
-        extravars={"public_ip__addresses": [s.ip_item(state) for s in sites]},
+        # Each host gets only its own addresses (playbooks/public_ip.yml picks them by host).
+        extravars={"public_ip__addresses_by_host": by_host(sites, lambda s: s.web_host, lambda s: s.ip_item(state))},
         limit=",".join(sorted(hosts)), artifact_dir=artifact_dir, timeout=timeout,
     )

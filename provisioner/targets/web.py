@@ -1,6 +1,6 @@
 """The web server: system user, docroot, PHP-FPM pool, SFTP account, TLS files, vhost."""
 
-from provisioner import runner
+from provisioner import parallel, runner
 from provisioner.changes import Create, Delete, Update
 from provisioner.site import DesiredSite, sha256
 from provisioner.targets import adopted, probe
@@ -10,6 +10,14 @@ VHOST_DIR = "/etc/apache2/sites-available"
 # users cannot enter the home; Apache, in every site group, serves the docroot.
 HOME_MODE = "0750"
 DOCROOT_MODE = "0750"
+
+
+def by_host(sites: list[DesiredSite], host_of, item_of) -> dict[str, list[dict]]:
+    """{host: [item of each site on it]}: a run over several hosts gives each only its own."""
+    grouped: dict[str, list[dict]] = {}
+    for s in sites:
+        grouped.setdefault(host_of(s), []).append(item_of(s))
+    return grouped
 
 
 def probe_items(sites: list[DesiredSite]) -> list[dict]:
@@ -23,7 +31,10 @@ def read(inventory, sites: list[DesiredSite]) -> dict[str, dict]:
     by_host: dict[str, list] = {}
     for s in sites:
         by_host.setdefault(s.web_host, []).append(s)
-    return {host: probe.probe_web(inventory.host(host), probe_items(group)) for host, group in by_host.items()}
+    # One host's probe is an SSH round-trip: the hosts are read at once, results in a stable order.
+    hosts = list(by_host)
+    return dict(zip(hosts, parallel.each(lambda host: probe.probe_web(inventory.host(host), probe_items(by_host[host])),
+                                         hosts)))
 
 
 def plan(sites: list[DesiredSite], live: dict) -> list:
@@ -111,6 +122,8 @@ def apply(inventory_path, sites: list[DesiredSite], secrets: dict, state: str = 
     hosts = {s.web_host for s in sites}
     return runner.run_playbook(
         "web_site.yml", inventory_path, hosts,
-        extravars={"web_site__sites": [s.web_item(state, rotate_password=rotate) for s in sites]},
+        # Each host gets only its own sites (playbooks/web_site.yml picks them by host).
+        extravars={"web_site__sites_by_host": by_host(sites, lambda s: s.web_host,
+                                                      lambda s: s.web_item(state, rotate_password=rotate))},
         secrets=secrets, limit=",".join(sorted(hosts)), artifact_dir=artifact_dir, timeout=timeout,
     )

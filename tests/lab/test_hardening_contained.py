@@ -129,7 +129,8 @@ def test_sigkill_during_ansible_leaves_no_process_and_no_secret(module_office, l
     assert office.site(site.fqdn).state == "provisioned"
     assert record["fqdn"] == site.fqdn
     assert _http(site.public_ip, site.fqdn).status_code == 200
-    assert lab_host("web1").check_output(f"getent passwd {site.names.user}").count(site.names.user) == 1
+    web = lab_host(office.site(site.fqdn).web_host)
+    assert web.check_output(f"getent passwd {site.names.user}").count(site.names.user) == 1
 
 
 def test_two_applies_of_one_request_at_once_make_one_site(module_office, lab_host):
@@ -181,7 +182,7 @@ def _one_site(office, lab_host, request_id, site):
     with office.store.session() as session:
         rows = session.query(SiteRow).filter(SiteRow.request_id == request_id).all()
     assert [(r.fqdn, r.state) for r in rows] == [(site.fqdn, "provisioned")]
-    web, db = lab_host("web1"), lab_host("db1")
+    web, db = lab_host(rows[0].web_host), lab_host(rows[0].db_host)
     assert web.check_output(f"getent passwd {site.names.user}").count(f"{site.names.user}:") == 1
     assert web.check_output("ls /etc/apache2/sites-enabled").split().count(f"{site.fqdn}.conf") == 1
     users = db.check_output(f"mysql -N -e \"SELECT host FROM mysql.user WHERE user='{site.names.db_user}'\"")
@@ -190,16 +191,24 @@ def _one_site(office, lab_host, request_id, site):
 
 
 def _small_pool(office, lab_host) -> str:
-    """A copy of the lab inventory whose web1 pool is one address not in use; the office config uses it."""
+    """A copy of the lab inventory whose web1 pool is one address not in use; the office config uses it.
+
+    web1 is the copy's only web server, so both requests are placed on it whichever is recorded
+    first, and race for that one address.
+    """
     in_use = lab_host("web1").check_output("ip -o -4 addr show dev eth0")
     with office.store.session() as session:
         allocated = {a.address for a in session.query(IPAllocation)}
-    free = next(str(a) for a in reversed(list(topology.DEDICATED_POOL.hosts()))
+    first, last = topology.host("web1").dedicated_pool
+    free = next(str(a) for a in (last - i for i in range(int(last) - int(first) + 1))
                 if f"{a}/" not in in_use and str(a) not in allocated)
     inventory = office.home / "inventory"
     subprocess.run(["cp", "-r", str(ROOT / "inventory" / "lab"), str(inventory)], check=True)
     hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
-    hosts["all"]["children"]["web"]["hosts"]["web1"]["public_ip_pool"] = f"{free}-{free}"
+    web_hosts = hosts["all"]["children"]["web"]["hosts"]
+    for other in [name for name in web_hosts if name != "web1"]:
+        del web_hosts[other]
+    web_hosts["web1"]["public_ip_pool"] = f"{free}-{free}"
     (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
     (office.home / "provisioner.yaml").write_text(f"hosting:\n  inventory: {inventory}\n")
     return free

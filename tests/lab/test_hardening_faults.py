@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dns.exception
@@ -40,7 +41,8 @@ from provisioner.store.models import IPAllocation
 
 from labkit import PDNS, ROOT, Office, api_headers
 
-SHARED = "203.0.113.10"
+# The addresses the web servers share among their sites (not a dedicated one).
+SHARED = {str(p.ip) for h in topology.hosts_of("web") for p in h.public_addresses}
 PDNS_URL = f"http://{topology.primary_ns().address}:{topology.PDNS_API_PORT}/api/v1"
 
 
@@ -239,9 +241,11 @@ def office_through(office: Office, monkeypatch, api_url: str, key: str | None = 
 
 # -- what every case checks ----------------------------------------------------------
 
-def serves(fqdn: str) -> bool:
-    guard.require_lab_route(SHARED)
-    return requests.get(f"http://{SHARED}/", headers={"Host": fqdn}, timeout=5, allow_redirects=False).status_code == 200
+def serves(site) -> bool:
+    """Whether the site (its record, or anything with its fqdn and public_ip) answers at its address."""
+    guard.require_lab_route(site.public_ip)
+    return requests.get(f"http://{site.public_ip}/", headers={"Host": site.fqdn}, timeout=5,
+                        allow_redirects=False).status_code == 200
 
 
 @pytest.fixture(scope="module")
@@ -264,8 +268,9 @@ def bystander(tmp_path_factory):
         request_id = o.through_review("buleleng-sipandu.yaml", dedicated_ip="false", tls="false")
         o.approve_without_hook(request_id)
         (site,) = o.hosting.apply([request_id]).sites
-    assert serves(site["fqdn"])
-    yield site["fqdn"]
+    site = SimpleNamespace(fqdn=site["fqdn"], public_ip=site["public_ip"])
+    assert serves(site)
+    yield site
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PROVISIONER_HOME", str(home))
         mp.chdir(home)
@@ -278,7 +283,9 @@ def a_record(fqdn: str, zone: str) -> list[list[str]]:
 
 
 def nothing_left(office: Office, lab_host, site, address: str | None = None) -> None:
-    web, db = lab_host("web1"), lab_host("db1")
+    """Nothing of the site on the web and database servers placement gave it, nor in DNS or the pool."""
+    web = lab_host(site.web_host)
+    db = lab_host(site.db_host) if site.database else None
     assert not web.file(f"/etc/apache2/sites-available/{site.fqdn}.conf").exists
     assert not web.file(f"/etc/apache2/sites-enabled/{site.fqdn}.conf").exists
     assert not web.user(site.names.user).exists
@@ -286,7 +293,7 @@ def nothing_left(office: Office, lab_host, site, address: str | None = None) -> 
     if site.database:
         assert site.names.db_name not in db.check_output("mysql -N -e 'SHOW DATABASES'")
         assert not db.check_output(f"mysql -N -e \"SELECT host FROM mysql.user WHERE user='{site.names.db_user}'\"")
-    if address and address != SHARED:
+    if address and address not in SHARED:
         assert f"{address}/" not in web.check_output("ip -o -4 addr show dev eth0")
     with office.store.session() as session:
         assert session.query(IPAllocation).filter(IPAllocation.fqdn == site.fqdn).count() == 0
@@ -377,7 +384,7 @@ def test_a_failed_notify_keeps_the_site_and_reports_a_stale_secondary(office, la
     assert row.state == "provisioned"
     assert [e.payload["step"] for e in faulty.events("dns_notify_failed")] == ["dns"]
     assert a_record(site.fqdn, site.zone) == [[row.public_ip]]
-    assert serves(site.fqdn) and serves(bystander)
+    assert serves(row) and serves(bystander)
     # ns2 never heard of the change: the record and an event say so; the primary serves it.
     stale = faulty.events("dns_secondary_stale")
     assert [e.payload["warning"].split(":")[0] for e in stale] == ["dns-secondary-stale"]
@@ -403,31 +410,34 @@ def test_a_wrong_api_key_is_refused_before_anything_is_touched(office, lab_host,
 
 def test_unreachable_hosts_leave_a_clear_state_and_a_rerun_completes(office, lab_host, bystander):
     request_id, site = new_site(office, tls="false")
-    db = lab_host("db1")
+    # The servers placement gives the site are the ones made unreachable.
+    web, db = lab_host(site.web_host), lab_host(site.db_host)
 
-    # 1. The database host unreachable: nothing made, but what db1 holds cannot be read: attention.
-    with sshd_stoppable("db1") as stop, at_step("before", "db", stop):
-        with pytest.raises(HostError, match="unreachable: db1"):
+    # 1. The database host unreachable: nothing made, but what it holds cannot be read: attention.
+    with sshd_stoppable(site.db_host) as stop, at_step("before", "db", stop):
+        with pytest.raises(HostError, match=f"unreachable: {site.db_host}"):
             office.hosting.apply([request_id])
     row = office.site(site.fqdn)
     assert row.state == "attention" and "not undone: db" in row.reason
-    assert not lab_host("web1").user(site.names.user).exists
+    assert (row.web_host, row.db_host) == (site.web_host, site.db_host)
+    assert not web.user(site.names.user).exists
     assert serves(bystander)
 
     # 2. The web host unreachable while the database host works: the database made is undone.
-    with sshd_stoppable("web1") as stop, at_step("before", "web", stop):
-        with pytest.raises(HostError, match="unreachable: web1"):
+    with sshd_stoppable(site.web_host) as stop, at_step("before", "web", stop):
+        with pytest.raises(HostError, match=f"unreachable: {site.web_host}"):
             office.hosting.apply([request_id])
         assert site.names.db_name not in db.check_output("mysql -N -e 'SHOW DATABASES'")
     assert "db" in steps_of(office, "saga_compensated", site.fqdn)
     row = office.site(site.fqdn)
     assert row.state == "attention" and "not undone: web" in row.reason
-    assert not lab_host("web1").user(site.names.user).exists
+    assert not web.user(site.names.user).exists
     assert serves(bystander)
 
     # 3. Both back: the rerun completes the site, once.
     office.hosting.apply([request_id])
-    assert office.site(site.fqdn).state == "provisioned" and serves(site.fqdn) and serves(bystander)
+    row = office.site(site.fqdn)
+    assert row.state == "provisioned" and serves(row) and serves(bystander)
     assert db.check_output(f"mysql -N -e \"SELECT host FROM mysql.user WHERE user='{site.names.db_user}'\"") \
         .split() == [site.web_address]
 
@@ -445,7 +455,7 @@ def _apply_in_subprocess(office: Office, request_id: str, fault: str | None) -> 
 
 def test_killed_after_each_step_then_rotation_and_removal_faults(office, lab_host, bystander, monkeypatch):
     request_id, site = new_site(office, dedicated_ip="true", tls="false")
-    web = lab_host("web1")
+    web = lab_host(site.web_host)
 
     # The process dies right after each saga step in turn; each rerun goes on from the live state.
     for n, step in enumerate(STEPS, start=1):
@@ -466,8 +476,10 @@ def test_killed_after_each_step_then_rotation_and_removal_faults(office, lab_hos
     assert web.check_output("ip -o -4 addr show dev eth0").count(f"{row.public_ip}/") == 1
     assert web.check_output(f"getent passwd {site.names.user}").count(site.names.user) == 1
     assert a_record(site.fqdn, site.zone) == [[row.public_ip]]
-    assert lab_host("db1").check_output(
-        f"mysql -N -e \"SELECT host FROM mysql.user WHERE user='{site.names.db_user}'\"").split() == ["10.77.0.21"]
+    # Granted to the site's web server alone.
+    assert lab_host(row.db_host).check_output(
+        f"mysql -N -e \"SELECT host FROM mysql.user WHERE user='{site.names.db_user}'\"").split() \
+        == [str(topology.host(row.web_host).address)]
     assert steps_of(office, "saga_done", site.fqdn) == list(STEPS)  # no step ran twice
 
     # A rotation that fails after the host took the new SFTP password puts the old one back.
@@ -480,7 +492,7 @@ def test_killed_after_each_step_then_rotation_and_removal_faults(office, lab_hos
     monkeypatch.delenv("PROVISIONER_FAULT")
     after = credentials.get(office.store, office.hosting.box, site.fqdn)
     assert after["sftp"] == before["sftp"]
-    verify.sftp_login(desired, before["sftp"], office.hosting.inventory.host("web1"))  # the stored one still works
+    verify.sftp_login(desired, before["sftp"], office.hosting.inventory.host(row.web_host))  # the stored one works
     # The database account went first and fully: its new password is stored and works.
     assert after["db"] != before["db"]
     verify.database_login(office.hosting.inventory, desired, after["db"])
@@ -488,9 +500,9 @@ def test_killed_after_each_step_then_rotation_and_removal_faults(office, lab_hos
     assert [(e.payload["account"], e.payload["old_password_works"]) for e in failed] == [("sftp", True)]
     assert office.site(site.fqdn).state == "provisioned"
 
-    # A removal that stops at the database (db1 unreachable) leaves attention with what remains ...
-    with sshd_stoppable("db1") as stop, at_step("before", "remove-db", stop):
-        with pytest.raises(HostError, match="unreachable: db1"):
+    # A removal that stops at the database (its server unreachable) leaves attention with what remains ...
+    with sshd_stoppable(row.db_host) as stop, at_step("before", "remove-db", stop):
+        with pytest.raises(HostError, match=f"unreachable: {row.db_host}"):
             Lifecycle(office.config, office.store).remove(site.fqdn, reason="fault test")
     row = office.site(site.fqdn)
     assert row.state == "attention" and "removal stopped at step db" in row.reason

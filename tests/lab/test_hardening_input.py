@@ -3,8 +3,8 @@
 Every input goes through `provision request validate` and `provision request
 submit` (click's CliRunner, as a user would call them). Each must answer with
 exit code 2 and a one-line message naming the field and the rule, with no
-traceback; no request may be stored, and the lab's DNS zones and web1's
-vhosts and users must read the same before and after. Times are printed, not
+traceback; no request may be stored, and the lab's DNS zones and every web
+server's vhosts and users must read the same before and after. Times are printed, not
 asserted. The alias bomb also runs in a child limited to 512 MB of address
 space, which must still answer.
 
@@ -22,6 +22,7 @@ import requests
 from click.testing import CliRunner
 
 from provisioner.cli import main
+from provisioner.lab import topology
 from provisioner.letters.issue import letters_dir
 from provisioner.naming import site_names
 
@@ -144,13 +145,16 @@ def _zone(zone):
                   for r in reply.json()["rrsets"] if r["type"] != "SOA")
 
 
+WEB_HOSTS = [h.name for h in topology.hosts_of("web")]
+
+
 def snapshot(lab_host):
-    """What an input must never change: both zones, web1's vhosts and its users."""
-    web = lab_host("web1")
+    """What an input must never change: both zones, and every web server's vhosts and users."""
     return {
         "dns": {z: _zone(z) for z in ("tarakankota.go.id", "bulelengkab.go.id")},
-        "vhosts": web.check_output("ls -1 /etc/apache2/sites-available /etc/apache2/sites-enabled"),
-        "users": web.check_output("cut -d: -f1 /etc/passwd | sort"),
+        **{f"{name} vhosts": lab_host(name).check_output("ls -1 /etc/apache2/sites-available /etc/apache2/sites-enabled")
+           for name in WEB_HOSTS},
+        **{f"{name} users": lab_host(name).check_output("cut -d: -f1 /etc/passwd | sort") for name in WEB_HOSTS},
     }
 
 
@@ -217,7 +221,7 @@ def test_template_syntax_in_free_text_is_stored_and_shown_literally(office, lab_
     fqdn = outcome.actions[0]["result"]["fqdn"]
     html = (letters_dir(office.config) / f"{request_id}-surat-konfigurasi.html").read_text()
     assert f"Yth. Kepala {agency}" in html and "Dinas 49" not in html
-    web = lab_host("web1")
+    web = lab_host(office.site(fqdn).web_host)
     vhost = web.file(f"/etc/apache2/sites-available/{fqdn}.conf").content_string
     assert "7*7" not in vhost and "Dinas" not in vhost and f"ServerName {fqdn}" in vhost
 
@@ -258,8 +262,9 @@ def test_a_consultation_approved_in_its_own_sop_gets_no_hosting(office, lab_host
         assert "does not provision hosting" in result.output and "Traceback" not in result.output
     assert snapshot(lab_host) == before
     assert office.site(fqdn) is None
-    assert not lab_host("web1").user(names.user).exists
-    assert not lab_host("web1").file(f"/etc/apache2/sites-available/{fqdn}.conf").exists
+    for name in WEB_HOSTS:  # never placed: on no web server
+        assert not lab_host(name).user(names.user).exists
+        assert not lab_host(name).file(f"/etc/apache2/sites-available/{fqdn}.conf").exists
     with office.store.session() as session:
         from provisioner.store.models import Event
         kinds = {e.kind for e in session.query(Event).filter(Event.request_id == request_id)}

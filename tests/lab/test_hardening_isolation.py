@@ -1,7 +1,8 @@
 """Two agencies on one web server cannot reach each other, and a name nobody serves gets nobody's site.
 
 One module-wide pair of live sites made by `provision hosting` in its own state home: A on the
-shared address with TLS, B on a dedicated address. B keeps a configuration file with a secret;
+shared address with TLS, B on a dedicated address, both on web1 (the state home's inventory is the
+lab's with web1 as its only web server, since placement would otherwise spread the two). B keeps a configuration file with a secret;
 A tries to read it as its system user, from PHP (every way the issue names) and over SFTP.
 Both are removed at the end.
 """
@@ -16,6 +17,7 @@ import subprocess
 import paramiko
 import pytest
 import requests
+import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
@@ -23,7 +25,7 @@ from provisioner import audit, credentials
 from provisioner.lab import guard, topology
 from provisioner.store.models import SiteRow
 
-from labkit import Office
+from labkit import ROOT, Office
 
 WEB = "web1"
 SHARED_IP = "203.0.113.10"
@@ -75,6 +77,7 @@ def two_sites(tmp_path_factory):
         mp.delenv("PROVISIONER_STATE_URL", raising=False)
         mp.delenv("PROVISIONER_CONFIG", raising=False)
         mp.chdir(home)
+        _one_web_server(home)
         office = Office(home)
         try:
             a = office.through_review("tarakan-simkes.yaml", database="false", tls="true")
@@ -85,6 +88,7 @@ def two_sites(tmp_path_factory):
             with office.store.session() as session:
                 rows = {r.request_id: r.fqdn for r in session.query(SiteRow)}
             site_a, site_b = office.hosting.recorded_sites([rows[a], rows[b]])
+            assert site_a.web_host == site_b.web_host == WEB  # neighbours on one server
             secret = "RAHASIA-" + secrets.token_hex(12)
             password = {s.fqdn: credentials.get(office.store, office.hosting.box, s.fqdn)["sftp"]
                         for s in (site_a, site_b)}
@@ -97,6 +101,17 @@ def two_sites(tmp_path_factory):
             yield {"office": office, "a": site_a, "b": site_b, "secret": secret, "password": password}
         finally:
             office.cleanup()
+
+
+def _one_web_server(home) -> None:
+    """The lab's inventory with WEB as its only web server, as the state home's configuration."""
+    inventory = home / "inventory"
+    subprocess.run(["cp", "-r", str(ROOT / "inventory" / "lab"), str(inventory)], check=True)
+    hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
+    web = hosts["all"]["children"]["web"]["hosts"]
+    hosts["all"]["children"]["web"]["hosts"] = {WEB: web[WEB]}
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    (home / "provisioner.yaml").write_text(f"hosting:\n  inventory: {inventory}\n")
 
 
 class _sftp:

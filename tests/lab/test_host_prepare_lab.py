@@ -30,7 +30,7 @@ from labkit import ROOT
 LAB = ROOT / "inventory" / "lab"
 EXAMPLE = ROOT / "inventory" / "example"
 # The hosts of inventory/lab in the groups host prepare prepares (ca1, the ACME host, is in none).
-PREPARED = ["db1", "ns1", "ns2", "web1"]
+PREPARED = ["backup1", "db1", "db2", "ns1", "ns2", "web1", "web2"]
 # A file host_web writes (task "Set the global ServerName").
 SERVERNAME = "/etc/apache2/conf-available/provisioner-servername.conf"
 SAVED = "/root/provisioner-servername.conf.saved-by-lab-test"
@@ -146,8 +146,9 @@ def test_the_lab_inventory_passes_with_its_key_files_on_this_controller(at_root)
     result = _check("inventory/lab")
     assert result.exit_code == 0, result.output
     (summary,) = result.stdout.splitlines()
-    assert summary.startswith("inventory/lab: ok: 5 hosts in 4 groups (nameservers 2, web 1, db 1, acme 1); "
-                              "primary name server ns1; pools web1 203.0.113.128-203.0.113.254 (127)"), summary
+    assert summary.startswith("inventory/lab: ok: 8 hosts in 5 groups (nameservers 2, web 2, db 2, acme 1, backup 1); "
+                              "primary name server ns1; pools web1 203.0.113.128-203.0.113.191 (64), "
+                              "web2 203.0.113.192-203.0.113.254 (63)"), summary
     # The key files were looked at, not skipped.
     assert "not checked" not in summary and result.stderr == ""
 

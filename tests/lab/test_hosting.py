@@ -16,6 +16,7 @@ import subprocess
 import sys
 from ipaddress import ip_address
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -33,8 +34,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _get(url: str, host: str):
-    guard.require_lab_route("203.0.113.10")
+    guard.require_lab_route(urlsplit(url).hostname)
     return requests.get(url, headers={"Host": host}, timeout=5, allow_redirects=False)
+
+
+def _shared_address(office, web_host: str) -> str:
+    """The shared public address of a web host (its inventory's public_ip)."""
+    return str(office.hosting.inventory.host(web_host).vars["public_ip"])
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +74,15 @@ def test_both_examples_through_the_sop_and_the_approval_hook(module_office, lab_
     t, b = sites[tarakan], sites[buleleng]
     assert t.state == b.state == "provisioned"
     assert t.zone == "tarakankota.go.id" and b.zone == "bulelengkab.go.id"
-    # The shared address for Tarakan's site, a dedicated one from the pool for Buleleng's.
-    assert t.public_ip == "203.0.113.10"
+    # The shared address of its web server for Tarakan's site, a dedicated one from the pool of
+    # its web server for Buleleng's (placement may put them on different web servers).
+    assert t.public_ip == _shared_address(office, t.web_host)
     assert b.dedicated_ip and ip_address(b.public_ip) in topology.DEDICATED_POOL
-    web = lab_host("web1")
-    assert b.public_ip in web.check_output("ip -o -4 addr show dev eth0")
+    first, last = topology.host(b.web_host).dedicated_pool
+    assert first <= ip_address(b.public_ip) <= last
+    assert b.public_ip in lab_host(b.web_host).check_output("ip -o -4 addr show dev eth0")
     for row in (t, b):
+        web = lab_host(row.web_host)
         record = row.config
         for field in ("fqdn", "public_ip", "web_host", "names", "php_version", "db_name", "sftp_user",
                       "tls", "quota_mb", "bandwidth_kbps"):
@@ -106,13 +115,14 @@ def test_plan_shows_every_change_and_a_rerun_changes_nothing(module_office, lab_
                      ("web", "TLS certificate"), ("dns", "A record")}
     vhost = next(c for c in plan.changes if c.kind == "vhost")
     assert f"ServerName {site.fqdn}" in vhost.detail["content"]
-    # Planning touched nothing.
-    assert not lab_host("web1").user(site.names.user).exists
+    # Planning touched nothing (on the web server the plan places the site on).
+    web = lab_host(site.web_host)
+    assert not web.user(site.names.user).exists
     assert office.site(site.fqdn) is None
 
     with pytest.raises(StateError, match="plan changed"):
         office.hosting.apply([request_id], checksum="0" * 64)
-    assert not lab_host("web1").user(site.names.user).exists
+    assert not web.user(site.names.user).exists
 
     first = office.hosting.apply([request_id], checksum=plan.checksum)
     assert first.changed and first.plan.checksum == plan.checksum
@@ -121,7 +131,8 @@ def test_plan_shows_every_change_and_a_rerun_changes_nothing(module_office, lab_
     assert not again.changed and again.plan.empty and again.sheets == {}
     assert office.hosting.plan([request_id])[0].empty
     # The live vhost is byte for byte what the plan showed.
-    live = lab_host("web1").file(f"/etc/apache2/sites-available/{site.fqdn}.conf").content_string
+    assert office.site(site.fqdn).web_host == site.web_host
+    live = web.file(f"/etc/apache2/sites-available/{site.fqdn}.conf").content_string
     assert live == vhost.detail["content"]
 
 
@@ -151,8 +162,8 @@ def test_a_dns_record_that_is_not_ours_is_a_conflict(office, lab_host):
         office.approve_without_hook(request_id)
         with pytest.raises(Conflict, match="did not create"):
             office.hosting.apply([request_id])
-        names = office.hosting.desired(office.hosting.load_requests([request_id]))[0].names
-        assert not lab_host("web1").user(names.user).exists
+        (site,) = office.hosting.desired(office.hosting.load_requests([request_id]))
+        assert not lab_host(site.web_host).user(site.names.user).exists
         assert office.site(fqdn.rstrip(".")) is None
         zone = requests.get(f"{PDNS}/zones/tarakankota.go.id.", headers=api_headers(), timeout=5).json()
         kept = [r for r in zone["rrsets"] if r["name"] == fqdn and r["type"] == "A"]
@@ -166,12 +177,13 @@ def test_host_objects_the_toolkit_never_recorded_are_a_conflict(office, lab_host
     request_id = office.through_review("tarakan-simkes.yaml")
     office.approve_without_hook(request_id)
     (site,) = office.hosting.desired(office.hosting.load_requests([request_id]))
-    db = lab_host("db1")
+    # On the database server placement gives the site.
+    db = lab_host(site.db_host)
     db.check_output(f"mysql -e 'CREATE DATABASE {site.names.db_name}'")
     try:
         with pytest.raises(Conflict, match=f"database {site.names.db_name}"):
             office.hosting.apply([request_id])
-        assert not lab_host("web1").user(site.names.user).exists
+        assert not lab_host(site.web_host).user(site.names.user).exists
         assert site.names.db_name in db.check_output("mysql -N -e 'SHOW DATABASES'")
     finally:
         db.check_output(f"mysql -e 'DROP DATABASE IF EXISTS {site.names.db_name}'")
@@ -179,13 +191,14 @@ def test_host_objects_the_toolkit_never_recorded_are_a_conflict(office, lab_host
 
 def test_configtest_failure_rolls_back_and_other_sites_keep_serving(module_office, lab_host, live_site):
     office = module_office  # the module's state home: its failed site is removed with the others at the end
-    web = lab_host("web1")
     good = live_site["site"]  # a site that worked before: the module's shared one
-    assert _get("http://203.0.113.10/", good["fqdn"]).status_code == 200
+    assert _get(f"http://{good['public_ip']}/", good["fqdn"]).status_code == 200
 
     broken = office.through_review("tarakan-simkes.yaml")
     office.approve_without_hook(broken)
     (site,) = office.hosting.desired(office.hosting.load_requests([broken]))
+    # Apache is broken on the web server placement gives the new site.
+    web = lab_host(site.web_host)
     web.run("echo 'ThisIsNotADirective on' > /etc/apache2/conf-enabled/zz-test-broken.conf")
     try:
         with pytest.raises(HostError):
@@ -195,13 +208,13 @@ def test_configtest_failure_rolls_back_and_other_sites_keep_serving(module_offic
     row = office.site(site.fqdn)
     assert row.state == "failed", row.reason
     assert [e.payload["step"] for e in office.events("saga_failed") if e.payload["fqdn"] == site.fqdn] == ["web"]
-    # Compensated in reverse: nothing of the new site is left on web1 or db1.
+    # Compensated in reverse: nothing of the new site is left on its web or database server.
     assert not web.file(f"/etc/apache2/sites-available/{site.fqdn}.conf").exists
     assert not web.user(site.names.user).exists
-    assert site.names.db_name not in lab_host("db1").check_output("mysql -N -e 'SHOW DATABASES'")
+    assert site.names.db_name not in lab_host(site.db_host).check_output("mysql -N -e 'SHOW DATABASES'")
     assert [e.payload["step"] for e in office.events("saga_compensated") if e.payload["fqdn"] == site.fqdn]
     # The site that worked before still serves, and Apache is healthy.
-    assert _get("http://203.0.113.10/", good["fqdn"]).status_code == 200
+    assert _get(f"http://{good['public_ip']}/", good["fqdn"]).status_code == 200
     assert web.run("apache2ctl configtest").rc == 0
 
 
@@ -232,8 +245,9 @@ def test_a_crash_between_steps_resumes_cleanly(module_office, lab_host):
     # No duplicates: one address, one database user, one A record.
     with office.store.session() as session:
         assert session.query(IPAllocation).filter(IPAllocation.fqdn == site.fqdn).count() == 1
-    assert lab_host("web1").check_output(f"getent passwd {site.names.user}").count(site.names.user) == 1
-    assert lab_host("web1").check_output("ip -o -4 addr show dev eth0").count(f"{site.public_ip}/") == 1
+    web = lab_host(row.web_host)
+    assert web.check_output(f"getent passwd {site.names.user}").count(site.names.user) == 1
+    assert web.check_output("ip -o -4 addr show dev eth0").count(f"{site.public_ip}/") == 1
     zone = requests.get(f"{PDNS}/zones/bulelengkab.go.id.", headers=api_headers(), timeout=5).json()
     a = [r for r in zone["rrsets"] if r["name"] == f"{site.fqdn}." and r["type"] == "A"]
     assert len(a) == 1 and [r["content"] for r in a[0]["records"]] == [site.public_ip]
@@ -258,7 +272,7 @@ def test_no_secret_in_logs_artifacts_or_the_state_database(live_site, lab_host):
     for password in passwords.values():
         assert password.encode() not in state
     for log in ("/var/log/apache2/error.log", "/var/log/auth.log", "/var/log/syslog"):
-        text = lab_host("web1").run(f"cat {log} 2>/dev/null").stdout
+        text = lab_host(live_site["site"]["web_host"]).run(f"cat {log} 2>/dev/null").stdout
         assert not any(p in text for p in passwords.values())
     # The key that opens the stored passwords is outside the database, root only.
     assert office.config.key_file().stat().st_mode & 0o077 == 0

@@ -19,6 +19,9 @@ from provisioner.lab import guard, hosts, lifecycle, remote, topology
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = [h.name for h in topology.HOSTS]
 NAMESERVERS = [topology.primary_ns().name, topology.secondary_ns().name]
+WEB = [h.name for h in topology.hosts_of("web")]
+DB = [h.name for h in topology.hosts_of("db")]
+BACKUP = topology.backup_host()
 API = f"http://{topology.primary_ns().address}:{topology.PDNS_API_PORT}/api/v1/servers/localhost"
 
 
@@ -134,8 +137,9 @@ def test_secondary_follows_the_primary_by_notify():
 DEFAULT_VHOSTS = "/etc/apache2/conf-available/provisioner-default-vhosts.conf"
 
 
-@pytest.mark.parametrize("address", ["10.77.0.21", "203.0.113.10"])
-def test_apache_answers_on_web1(address, lab_host):
+@pytest.mark.parametrize("name, address", [(h.name, str(a)) for h in topology.hosts_of("web")
+                                           for a in (h.address, *(p.ip for p in h.public_addresses))])
+def test_apache_answers_on_each_web_server(name, address, lab_host):
     """The bare address names no site: a default page answers, never a site or a redirect to one.
 
     Before the toolkit put a site on the address that is Debian's own default page; once a site
@@ -145,7 +149,11 @@ def test_apache_answers_on_web1(address, lab_host):
     response = requests.get(f"http://{address}/", timeout=5, allow_redirects=False)
     assert response.headers["Server"].startswith("Apache")
     assert "Location" not in response.headers
-    defaults = lab_host("web1").file(DEFAULT_VHOSTS)
+    # Each address is its own server's: the name Apache gives itself is that host's.
+    assert lab_host(name).check_output("cat /etc/apache2/conf-available/provisioner-servername.conf").endswith(
+        f"ServerName {name}")
+    assert address in lab_host(name).check_output("ip -o -4 addr show dev eth0")
+    defaults = lab_host(name).file(DEFAULT_VHOSTS)
     if defaults.exists and f"<VirtualHost {address}:80>" in defaults.content_string:
         assert response.status_code == 404
         assert "<!-- provisioner default vhost -->" in response.text
@@ -154,18 +162,108 @@ def test_apache_answers_on_web1(address, lab_host):
         assert "Apache2 Debian Default Page" in response.text
 
 
-def test_php_fpm_and_apache_run_on_web1(lab_host):
-    host = lab_host("web1")
+@pytest.mark.parametrize("name", WEB)
+def test_php_fpm_and_apache_run_on_each_web_server(name, lab_host):
+    host = lab_host(name)
     assert host.socket("unix:///run/php/php8.2-fpm.sock").is_listening
     assert host.run("apache2ctl configtest").rc == 0
     assert host.process.filter(comm="php-fpm8.2")
+    # What the host's init starts at boot (the public_ip role may add its own service).
+    assert {"ssh", "php8.2-fpm", "apache2"} <= set(host.file("/etc/lab/services").content_string.split())
 
 
-def test_mariadb_accepts_a_local_root_connection(lab_host):
-    host = lab_host("db1")
+@pytest.mark.parametrize("name", DB)
+def test_mariadb_accepts_a_local_root_connection(name, lab_host):
+    host = lab_host(name)
     user = host.check_output("mysql -N -B -e 'SELECT CURRENT_USER()'")
     assert user == "root@localhost"
     assert host.socket("tcp://0.0.0.0:3306").is_listening
+    assert {"ssh", "mariadb"} <= set(host.file("/etc/lab/services").content_string.split())
+
+
+def test_each_web_server_reaches_each_database_server(lab_host):
+    """Placement may put a site's files on either web server and its database on either db server."""
+    for web in WEB:
+        for db in DB:
+            address = topology.host(db).address
+            assert lab_host(web).run(f"timeout 5 bash -c '</dev/tcp/{address}/3306'").rc == 0, (web, db)
+
+
+# -- the backup host (restic's repositories over SFTP) ------------------------------------
+
+def test_the_backup_host_runs_sshd_and_nothing_else(lab_host):
+    host = lab_host(BACKUP.name)
+    assert host.file("/etc/lab/services").content_string.split() == ["ssh"]
+    # Only sshd listens on the network ("tcp://0.0.0.0:22", "tcp://:::22"; unix sockets aside).
+    ports = {url.rsplit(":", 1)[1] for url in host.socket.get_listening_sockets() if not url.startswith("unix:")}
+    assert ports == {"22"}
+    for daemon in ("apache2", "mariadbd", "pdns_server", "pebble", "php-fpm8.2"):
+        assert not host.process.filter(comm=daemon), daemon
+    # restic runs on the controller, not here.
+    assert host.run("command -v restic").rc != 0
+
+
+def test_the_backup_account_is_locked_to_its_home_and_roots_key_list(lab_host):
+    host = lab_host(BACKUP.name)
+    account = host.user("restic")
+    assert account.exists and account.home == "/srv/restic" and account.shell == "/usr/sbin/nologin"
+    assert account.password in ("!", "*", "!*")
+    home = host.file("/srv/restic")
+    assert (home.user, home.group, home.mode) == ("restic", "restic", 0o700)
+    keys = host.file("/etc/ssh/provisioner-backup.authorized_keys")
+    assert (keys.user, keys.mode) == ("root", 0o644)
+    assert keys.content_string.split()[:2] == topology.SSH_KEY.with_suffix(".pub").read_text().split()[:2]
+    # What sshd itself applies to the account (its Match block), and not to the deploy account.
+    effective = host.check_output("/usr/sbin/sshd -T -C user=restic,host=controller,addr=10.77.0.1").splitlines()
+    assert {"forcecommand internal-sftp", "allowtcpforwarding no", "permittty no",
+            "authorizedkeysfile /etc/ssh/provisioner-backup.authorized_keys"} <= set(effective)
+    deploy = host.check_output(f"/usr/sbin/sshd -T -C user={topology.LAB_USER},host=controller,addr=10.77.0.1")
+    assert "forcecommand internal-sftp" not in deploy.splitlines()
+
+
+def _restic_client():
+    import paramiko
+
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(topology.KNOWN_HOSTS))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(str(guard.require_lab_route(BACKUP.address)), username="restic",
+                   key_filename=str(topology.SSH_KEY), timeout=10, allow_agent=False, look_for_keys=False)
+    return client
+
+
+def test_the_backup_account_gets_sftp_and_nothing_else():
+    import paramiko
+
+    client = _restic_client()
+    name = f"probe-{secrets.token_hex(4)}"
+    try:
+        sftp = client.open_sftp()
+        try:
+            assert sftp.normalize(".") == "/srv/restic"
+            sftp.mkdir(name)
+            with sftp.open(f"{name}/data", "w") as out:
+                out.write(b"repository bytes")
+            with sftp.open(f"{name}/data") as back:
+                assert back.read() == b"repository bytes"
+        finally:
+            # Whatever the test got to make, it takes away.
+            for remove, path in ((sftp.remove, f"{name}/data"), (sftp.rmdir, name)):
+                try:
+                    remove(path)
+                except OSError:
+                    pass
+            sftp.close()
+        # A command (or a shell) is refused: sshd answers with its SFTP-only notice.
+        _, out, err = client.exec_command("id")
+        assert out.channel.recv_exit_status() == 1
+        assert out.read() == b"This service allows sftp connections only.\n"
+        # No forwarding to another host of the lab.
+        with pytest.raises(paramiko.ChannelException):
+            client.get_transport().open_channel("direct-tcpip", (str(topology.host(DB[0]).address), 3306),
+                                                ("127.0.0.1", 0))
+    finally:
+        client.close()
 
 
 ACME = topology.acme_host()
@@ -219,9 +317,10 @@ def test_pebble_reaches_the_name_servers_and_the_web_servers_public_address(lab_
     host = lab_host(ACME.name)
     soa = host.check_output(f"dig +short +time=2 +tries=1 @{topology.primary_ns().address} {topology.ZONES[0]} SOA")
     assert soa.startswith(f"ns1.{topology.ZONES[0]}. ")
-    web = str(topology.host("web1").public_addresses[0].ip)
-    code = host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://{web}/ || true")
-    assert code in ("200", "404"), f"ca1 cannot reach http://{web}/ (curl said {code})"
+    for name in WEB:
+        web = str(topology.host(name).public_addresses[0].ip)
+        code = host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://{web}/ || true")
+        assert code in ("200", "404"), f"ca1 cannot reach {name} at http://{web}/ (curl said {code})"
 
 
 def test_restarting_pebble_adds_its_new_root_and_keeps_the_earlier_ones():
@@ -239,7 +338,9 @@ def _route(address: str) -> str:
 
 
 def test_public_addresses_are_carried_by_the_lab_bridge_and_nothing_else():
-    for address in ("203.0.113.10", "203.0.113.128", "203.0.113.254"):
+    # The shared addresses, and both ends of each web server's pool.
+    for address in ("203.0.113.10", "203.0.113.11", "203.0.113.128", "203.0.113.191", "203.0.113.192",
+                    "203.0.113.254"):
         assert f"dev {topology.BRIDGE}" in _route(address)
     # The rest of the documentation range is not the lab's.
     for address in ("203.0.113.80", "203.0.113.16", "203.0.113.127"):

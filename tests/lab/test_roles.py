@@ -2,7 +2,8 @@
 
 Each group of checks shares one apply: a dedicated public address on web1, a
 site database on db1, and three sites on web1 (TLS with rate limit; plain on
-the dedicated address; suspended without PHP). Everything the tests create is
+the dedicated address; suspended without PHP). The roles are applied to these
+two hosts on purpose, not through placement (web2 and db2 are the same roles). Everything the tests create is
 named `rt<random>` and removed again at the end.
 """
 
@@ -28,7 +29,7 @@ ZONE = topology.ZONES[0]
 WEB = "web1"
 DB = "db1"
 WEB_ADDRESS = str(topology.host(WEB).address)
-SHARED_IP = "203.0.113.10"
+SHARED_IP = str(topology.host(WEB).public_addresses[0].ip)
 MARKER = "provisioner placeholder"
 
 
@@ -135,14 +136,16 @@ def _mysql_from_web1(user: str, password: str, sql: str) -> tuple[int, str]:
     return _host_script(WEB, script, f'[client]\npassword="{password}"\n')
 
 
-def _free_public_address(host) -> str:
-    """An address outside the allocation pool (.100-.199) that web1 does not carry."""
-    taken = host.check_output("ip -o -4 addr show")
+def _free_public_address(host, lab_host) -> str:
+    """An address of web1's pool, from its upper end (the toolkit allocates from the lower end),
+    that no web server carries: an address on two servers of one bridge would answer from either."""
+    taken = " ".join(lab_host(h.name).check_output("ip -o -4 addr show") for h in topology.hosts_of("web"))
+    first, last = topology.host(WEB).dedicated_pool
     for _ in range(50):
-        candidate = f"203.0.113.{200 + secrets.randbelow(50)}"
+        candidate = str(last - secrets.randbelow(32))
         if f" {candidate}/" not in taken:
             return candidate
-    pytest.fail("no free test address in 203.0.113.200-249")
+    pytest.fail(f"no free test address in the upper end of {WEB}'s pool {first}-{last}")
 
 
 # --- public_ip ----------------------------------------------------------------
@@ -152,7 +155,7 @@ def _free_public_address(host) -> str:
 def dedicated_ip(lab_host):
     """A dedicated address brought up on web1 for this module, taken down at the end."""
     web = lab_host(WEB)
-    address = _free_public_address(web)
+    address = _free_public_address(web, lab_host)
     item = {"address": address, "prefix": 24, "state": "present"}
     try:
         first = _apply_ip([item])
@@ -176,7 +179,7 @@ def test_public_ip_is_up_recorded_and_reachable(dedicated_ip, lab_host):
 
 def test_public_ip_absent_takes_only_that_address_down(lab_host):
     web = lab_host(WEB)
-    address = _free_public_address(web)
+    address = _free_public_address(web, lab_host)
     item = {"address": address, "prefix": 24, "state": "present"}
     before = set(web.check_output("ip -o -4 addr show").splitlines())
     try:

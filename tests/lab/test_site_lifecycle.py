@@ -79,7 +79,8 @@ def _a_records(ns: str, fqdn: str) -> list[str]:
 def test_usage_counts_real_traffic_then_suspend_unsuspend_and_remove(office, lab_host):
     record = _provision(office, "tarakan-simkes.yaml", quota_mb="2")
     fqdn, names = record["fqdn"], record["names"]
-    web, db = lab_host("web1"), lab_host("db1")
+    row = office.site(fqdn)
+    web, db = lab_host(row.web_host), lab_host(row.db_host)
 
     # Real traffic: an upload over SFTP (disk), then requests over http (redirects) and https (pages, bytes).
     password = credentials.get(office.store, office.hosting.box, fqdn)["sftp"]
@@ -137,7 +138,7 @@ def test_usage_counts_real_traffic_then_suspend_unsuspend_and_remove(office, lab
 
     # Remove: archive first, then DNS, vhost, pool, users, database; the record stays.
     code, out = _cli("site", "remove", fqdn)
-    assert code == 0 and "Backup db1" in out and "Delete dns" in out
+    assert code == 0 and f"Backup {row.db_host}" in out and "Delete dns" in out, out
     assert web.user(names["user"]).exists
     code, out = _cli("site", "remove", fqdn, "--reason", "Permohonan penutupan dari OPD", "--apply", "--by", "kabid")
     assert code == 0, out
@@ -182,7 +183,7 @@ def test_usage_counts_real_traffic_then_suspend_unsuspend_and_remove(office, lab
 def test_removing_a_site_with_a_dedicated_ip_releases_it(office, lab_host):
     record = _provision(office, "buleleng-sipandu.yaml")
     fqdn, address = record["fqdn"], record["public_ip"]
-    web = lab_host("web1")
+    web = lab_host(office.site(fqdn).web_host)
     assert f"{address}/" in web.check_output("ip -o -4 addr show dev eth0")
     code, out = _cli("site", "remove", fqdn, "--reason", "Layanan dihentikan", "--apply")
     assert code == 0, out

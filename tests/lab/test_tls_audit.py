@@ -4,7 +4,7 @@ certificate for another name put in its place behind the toolkit's back is `tls-
 `tls-issuer`; `audit --fix --apply` renews it and the audit after it has no certificate finding.
 
 One site of its own (a random label, its own state home), removed afterwards; the certificate
-files on web1 are put back in a finally if the fix did not replace them.
+files on its web server are put back in a finally if the fix did not replace them.
 """
 
 import json
@@ -37,12 +37,13 @@ def _sh(host, script: str) -> str:
 
 
 def test_audit_reports_a_foreign_certificate_and_the_fix_renews_it(office, lab_host):
-    web = lab_host("web1")
     request_id = office.through_review("tarakan-simkes.yaml")
     office.approve_without_hook(request_id)
     office.hosting.apply([request_id])
     with office.store.session() as session:
-        (fqdn,) = [r.fqdn for r in session.query(SiteRow).filter(SiteRow.request_id == request_id)]
+        ((fqdn, web_host),) = [(r.fqdn, r.web_host) for r in
+                               session.query(SiteRow).filter(SiteRow.request_id == request_id)]
+    web = lab_host(web_host)
     crt, key = f"/etc/ssl/provisioner/{fqdn}.crt", f"/etc/ssl/provisioner/{fqdn}.key"
 
     # Healthy: a certificate from Pebble, valid for weeks, no certificate finding, figures in the JSON.
@@ -54,7 +55,7 @@ def test_audit_reports_a_foreign_certificate_and_the_fix_renews_it(office, lab_h
     assert "pebble" in figures["issuer"].lower(), figures
     served_before = figures["not_after"]
 
-    # Behind the toolkit's back: a self-signed certificate for another name, made on web1 (its key
+    # Behind the toolkit's back: a self-signed certificate for another name, made on its web server (its key
     # never leaves the host), the originals kept in a private directory of root's.
     backup = _sh(web, "mktemp -d /root/audit-tls.XXXXXX").strip()
     q = {k: shlex.quote(v) for k, v in {"crt": crt, "key": key, "bak": backup}.items()}
@@ -67,7 +68,7 @@ def test_audit_reports_a_foreign_certificate_and_the_fix_renews_it(office, lab_h
         assert code == 1
         assert _tls(data["findings"]) == ["tls-issuer", "tls-name"], data["findings"]
         name = next(f for f in data["findings"] if f["kind"] == "tls-name")
-        assert name["found"] == f"names {FOREIGN}" and name["host"] == "web1"
+        assert name["found"] == f"names {FOREIGN}" and name["host"] == web_host
         assert name["fix"] == f"renew: provision audit --fix --apply --site {fqdn}"
         issuer = next(f for f in data["findings"] if f["kind"] == "tls-issuer")
         assert FOREIGN in issuer["found"]

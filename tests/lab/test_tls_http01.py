@@ -41,7 +41,7 @@ def test_a_new_site_gets_its_certificate_over_http01_in_the_same_apply(office, l
     assert steps == [("saga_intent", "http-01")]
     # The challenge directory is gone from the docroot, and no TXT record was ever needed.
     site = office.hosting.recorded_sites([fqdn])[0]
-    assert not lab_host("web1").file(f"{site.names.docroot}/.well-known/acme-challenge").exists
+    assert not lab_host(site.web_host).file(f"{site.names.docroot}/.well-known/acme-challenge").exists
     guard.require_lab_route(topology.primary_ns().address)
     answer = dns.query.udp(dns.message.make_query(f"_acme-challenge.{fqdn}", dns.rdatatype.TXT),
                            str(topology.primary_ns().address), timeout=2.0)
@@ -75,6 +75,6 @@ def test_an_http01_order_the_ca_cannot_validate_undoes_the_new_site(office, lab_
     assert "validation" in message or "unauthorized" in message or "incorrect" in message.lower()
     row = office.site(fqdn)
     assert row.state == "failed" and row.reason
-    web = lab_host("web1")
+    web = lab_host(row.web_host)
     assert not web.file(f"/etc/apache2/sites-available/{fqdn}.conf").exists
     assert not web.file(f"/etc/ssl/provisioner/{fqdn}.key").exists

@@ -37,7 +37,13 @@ from labkit import PDNS, api_headers
 ROOTS = topology.ACME_ROOTS  # /var/lib/provisioner-lab/acme/roots.pem
 LAB_CA = topology.STATE_DIR / "ca" / "ca.crt"  # Pebble's own HTTPS (directory and management)
 NAMESERVERS = ("10.77.0.11", "10.77.0.12")
-SHARED_IP = "203.0.113.10"
+WEB_HOSTS = topology.hosts_of("web")
+DB_HOSTS = topology.hosts_of("db")
+
+
+def _shared_address(web_host: str) -> str:
+    """The address a web server shares among its sites."""
+    return str(topology.host(web_host).public_addresses[0].ip)
 CHALLENGE = "_acme-challenge"
 TARAKAN = "tarakankota.go.id"
 # The batch is applied under this weekly limit: its two tarakan sites take the whole week.
@@ -192,7 +198,7 @@ def test_a_new_tls_site_gets_a_trusted_certificate_from_pebble(batch, lab_host):
     _challenge_gone_everywhere(fqdn)
     assert (f"{CHALLENGE}.{fqdn}.", "TXT") not in _zone_rrsets(row.zone)
     # The web host holds the certificate with its chain, and the key only root may read.
-    web = lab_host("web1")
+    web = lab_host(row.web_host)
     key_file = web.file(f"/etc/ssl/provisioner/{fqdn}.key")
     assert key_file.exists and key_file.user == "root" and key_file.mode & 0o077 == 0
     assert cert.cert_pem.strip() in web.file(f"/etc/ssl/provisioner/{fqdn}.crt").content_string
@@ -263,13 +269,14 @@ def test_the_weekly_limit_holds_the_next_site_back_with_the_date_of_the_next_slo
     (event,) = _certificate_events(office, "tls_issuance_waiting", waiting)
     assert event.payload["reason"] == row.reason
     assert office.hosting.certs.rows(waiting) == []
-    # Nothing of it on the hosts or in DNS.
+    # Nothing of it on any web or database server, or in DNS.
     names = naming.site_names(waiting.split(".", 1)[0], TARAKAN)
-    web, db = lab_host("web1"), lab_host("db1")
-    assert not web.file(f"/etc/apache2/sites-available/{waiting}.conf").exists
-    assert not web.file(f"/etc/ssl/provisioner/{waiting}.crt").exists
-    assert not web.file(names.docroot).exists and not web.user(names.user).exists
-    assert names.db_name not in db.check_output("mysql -N -e 'SHOW DATABASES'").split()
+    for web in map(lab_host, (h.name for h in WEB_HOSTS)):
+        assert not web.file(f"/etc/apache2/sites-available/{waiting}.conf").exists
+        assert not web.file(f"/etc/ssl/provisioner/{waiting}.crt").exists
+        assert not web.file(names.docroot).exists and not web.user(names.user).exists
+    for db in map(lab_host, (h.name for h in DB_HOSTS)):
+        assert names.db_name not in db.check_output("mysql -N -e 'SHOW DATABASES'").split()
     assert not any(name == f"{waiting}." for name, _t in _zone_rrsets(TARAKAN))
     with office.store.session() as session:
         assert session.query(Event).filter(Event.request_id == waiting_id, Event.kind == "apply_started").count() == 0
@@ -281,11 +288,12 @@ def test_the_weekly_limit_holds_the_next_site_back_with_the_date_of_the_next_slo
     assert "goes live over HTTP" in result.plan.notes[optional]
     assert f"{next_slot:%Y-%m-%d %H:%M}" in result.plan.notes[optional]
     row = office.site(optional)
-    assert row.state == "provisioned" and row.public_ip == SHARED_IP
+    assert row.state == "provisioned" and row.public_ip == _shared_address(row.web_host)
     assert row.config["tls"] is False and "certificate" not in row.config
-    guard.require_lab_route(SHARED_IP)
-    page = requests.get(f"http://{SHARED_IP}/", headers={"Host": optional}, timeout=10, allow_redirects=False)
+    guard.require_lab_route(row.public_ip)
+    page = requests.get(f"http://{row.public_ip}/", headers={"Host": optional}, timeout=10, allow_redirects=False)
     assert page.status_code == 200
+    web = lab_host(row.web_host)
     vhost = web.file(f"/etc/apache2/sites-available/{optional}.conf").content_string
     assert ":443>" not in vhost and "SSLEngine" not in vhost
     assert not web.file(f"/etc/ssl/provisioner/{optional}.crt").exists
@@ -306,7 +314,7 @@ def test_removal_revokes_the_certificate_at_pebble_and_drops_the_key(batch, lab_
     (cert,) = office.hosting.certs.rows(fqdn)
     before = _pebble_status(cert.serial)
     assert before["Status"].lower() == "valid"
-    web = lab_host("web1")
+    web = lab_host(office.site(fqdn).web_host)
     assert web.file(f"/etc/ssl/provisioner/{fqdn}.key").exists
 
     office.hosting.remove([fqdn])
@@ -357,7 +365,7 @@ def test_http01_renewal_is_validated_over_port_80_of_the_site(batch, lab_host, m
     issued = _certificate_events(office, "certificate_issued", fqdn)
     assert [e.payload["reason"] for e in issued] == ["new", "renewal"]
     # Pebble fetched its token over plain HTTP from the site's docroot, and got it.
-    web = lab_host("web1")
+    web = lab_host(row.web_host)
     log = web.check_output("cat %s", f"{row.config['names']['logdir']}/access.log")
     fetched = [line for line in log.splitlines() if "/.well-known/acme-challenge/" in line and "Pebble" in line]
     assert fetched and all('" 200 ' in line for line in fetched), log[-3000:]

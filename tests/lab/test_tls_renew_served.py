@@ -1,4 +1,4 @@
-"""Certificate status and renewal against the real lab: Pebble on ca1 issues, web1 serves.
+"""Certificate status and renewal against the real lab: Pebble on ca1 issues, the site's web server serves.
 
 A site costs the lab most of a minute to provision and remove, so the module provisions
 one (fresh id and label, ACME certificate from Pebble, a state home of its own: `site`)

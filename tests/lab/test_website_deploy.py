@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 from provisioner.cli import main
 from provisioner.errors import HostError, ValidationError
-from provisioner.lab import guard
+from provisioner.lab import guard, topology
 from provisioner.website.deploy import Website
 from provisioner.sop.spawn import linked_child
 from provisioner.website.layout import FIRST_RELEASE
@@ -83,18 +83,22 @@ def site(module_office, tmp_path_factory, lab_host):
     made = SimpleNamespace(office=office, record=record, fqdn=record["fqdn"], home=f"/srv/www/{record['fqdn']}",
                            work=tmp_path_factory.mktemp("konten"), website=Website(office.config, office.store,
                                                                                    actor="operator"),
-                           fqdns=[record["fqdn"]])
+                           fqdns=[record["fqdn"]],
+                           # The servers placement gave the site (its record says which).
+                           web_host=record["web_host"], db_host=record["db_host"])
     yield made
-    for fqdn in made.fqdns:
-        lab_host("db1").run(f"rm -rf -- /var/backups/provisioner/{fqdn}")
+    # The module's sites may be on either database server: their deploy backups go from each.
+    for db in (h.name for h in topology.hosts_of("db")):
+        for fqdn in made.fqdns:
+            lab_host(db).run(f"rm -rf -- /var/backups/provisioner/{fqdn}")
 
 
 def test_an_archive_deploy_converts_public_and_serves_php_from_the_release(site, lab_host):
-    web = lab_host("web1")
+    web = lab_host(site.web_host)
     archive = _tar(site.work / "rilis-1.tar.gz", _site_files("rilis-satu"))
     code, out = _cli("website", "deploy", site.fqdn, "--source", archive, "--health", "/healthz.txt")
     assert code == 0, out
-    assert f"public/ becomes release {FIRST_RELEASE}" in out and "backup    db1: mysqldump" in out
+    assert f"public/ becomes release {FIRST_RELEASE}" in out and f"backup    {site.db_host}: mysqldump" in out
     checksum = out.rsplit("--checksum ", 1)[1].split()[0]
     code, out = _cli("website", "deploy", site.fqdn, "--source", archive, "--health", "/healthz.txt",
                      "--apply", "--checksum", checksum, "--by", "operator")
@@ -117,7 +121,7 @@ def test_an_archive_deploy_converts_public_and_serves_php_from_the_release(site,
     assert web.file(f"{site.home}/releases/{FIRST_RELEASE}/index.html").contains("provisioner placeholder")
     (event,) = [e for e in site.office.events("website_deployed") if e.payload["fqdn"] == site.fqdn]
     backup = event.payload["backup"]
-    db = lab_host("db1")
+    db = lab_host(site.db_host)
     assert db.check_output(f"stat -c '%U %a' {backup['path']}") == "root 600"
     assert db.check_output(f"sha256sum {backup['path']}").split()[0] == backup["sha256"]
     assert db.check_output(f"stat -c '%U %a' /var/backups/provisioner/{site.fqdn}") == "root 700"
@@ -126,7 +130,7 @@ def test_an_archive_deploy_converts_public_and_serves_php_from_the_release(site,
 
 
 def test_an_update_from_a_git_tag_runs_the_command_then_releases_and_rollback(site, lab_host):
-    web = lab_host("web1")
+    web = lab_host(site.web_host)
     repo = site.work / "repo"
     repo.mkdir()
     env = {"GIT_AUTHOR_NAME": "Dinkes", "GIT_AUTHOR_EMAIL": "web@dinkes.tarakankota.go.id",
@@ -176,7 +180,7 @@ def test_an_update_from_a_git_tag_runs_the_command_then_releases_and_rollback(si
 
 
 def test_a_failed_health_check_is_switched_back(site, lab_host):
-    web = lab_host("web1")
+    web = lab_host(site.web_host)
     before = web.check_output(f"readlink {site.home}/current")
     archive = _tar(site.work / "rusak.tar.gz", _site_files("rilis-rusak") | {"index.php": b"<?php http_response_code(500);"})
     # A short health timeout: the release answers 500 however long it is asked.
@@ -253,7 +257,7 @@ RULES = {
 
 
 def test_every_unsafe_archive_is_refused_and_the_live_site_is_untouched(site, lab_host):
-    web = lab_host("web1")
+    web = lab_host(site.web_host)
     before = (_releases_on_host(web, site.home), web.check_output(f"readlink {site.home}/current"))
     failed_before = len(site.office.events("website_deploy_failed"))
     for kind, archive in _malicious(site.work).items():

@@ -49,7 +49,7 @@ def test_a_first_deploy(site, lab_host):
 
 
 def test_a_stopped_database_fails_the_backup_and_switches_nothing(site, lab_host):
-    web, db = lab_host("web1"), lab_host("db1")
+    web, db = lab_host(site.web_host), lab_host(site.db_host)
     before = _current(web, site)
     archive = _tar(site.work / "tanpa-db.tar.gz", _site_files("rilis-tanpa-db"))
     failed_before = len(site.office.events("website_deploy_failed"))
@@ -86,7 +86,7 @@ def test_a_stopped_database_fails_the_backup_and_switches_nothing(site, lab_host
 
 
 def test_a_deploy_killed_while_staging_leaves_a_whole_release_live(site, lab_host):
-    web = lab_host("web1")
+    web = lab_host(site.web_host)
     before = _current(web, site)
     marker_before = _served(site)
     # Enough incompressible bytes that staging (copy, then extraction) takes a moment.

@@ -118,11 +118,14 @@ def test_read_events_orders_the_artifact_files_and_skips_broken_ones(tmp_path):
 
 def test_targets_are_hosts_or_groups_of_the_groups_the_playbook_prepares():
     inventory = load_inventory(LAB)
-    assert host_prepare.select_hosts(inventory) == ["db1", "ns1", "ns2", "web1"]
-    assert host_prepare.select_hosts(inventory, "all") == ["db1", "ns1", "ns2", "web1"]
+    every = ["backup1", "db1", "db2", "ns1", "ns2", "web1", "web2"]
+    assert host_prepare.select_hosts(inventory) == every
+    assert host_prepare.select_hosts(inventory, "all") == every
     assert host_prepare.select_hosts(inventory, "nameservers") == ["ns1", "ns2"]
+    assert host_prepare.select_hosts(inventory, "web") == ["web1", "web2"]
+    assert host_prepare.select_hosts(inventory, "backup") == ["backup1"]
     assert host_prepare.select_hosts(inventory, "web1") == ["web1"]
-    with pytest.raises(ConfigError, match="'ca1' is in none of the groups nameservers, db, web"):
+    with pytest.raises(ConfigError, match="'ca1' is in none of the groups nameservers, db, web, backup"):
         host_prepare.select_hosts(inventory, "ca1")
     with pytest.raises(ConfigError, match="group 'acme' has no host in the groups"):
         host_prepare.select_hosts(inventory, "acme")
@@ -284,7 +287,7 @@ def test_host_web_writes_the_php_fpm_umask_exactly_as_the_web_site_role_does():
 def test_the_roles_install_the_lab_image_packages():
     listed = {line.strip() for line in (REPO_ROOT / "provisioner" / "lab" / "packages.txt").read_text().splitlines()
               if line.strip() and not line.startswith("#")}
-    for role in ("host_web", "host_db", "host_ns"):
+    for role in ("host_web", "host_db", "host_ns", "host_backup"):
         packages = yaml.safe_load((ROLES / role / "defaults" / "main.yml").read_text())[f"{role}__packages"]
         assert set(packages) <= listed, f"{role}: {set(packages) - listed} not in packages.txt"
 
@@ -479,6 +482,41 @@ def test_the_example_and_the_lab_pass_the_roles_own_checks(tmp_path):
         assert check_inventory(inventory, offline=True).ok
         failed, out = _run_role_asserts(inventory, tmp_path)
         assert failed and not any(failed.values()), out
+
+
+def test_host_backup_refuses_an_account_a_directory_or_keys_it_cannot_use(tmp_path):
+    """host_backup's own assert, on the controller: one backup host per case, no host is reached."""
+    playbook_bin = Path(sys.executable).parent / "ansible-playbook"
+    if not playbook_bin.exists():
+        pytest.skip("ansible-playbook is not installed beside this interpreter")
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB9uddLm9VpLG9Fqx+adkQPtLdCkM3JNQ6Fsgu8A2347 provisioner-lab"
+    cases = {
+        "good": {"backup_authorized_keys": [key]},
+        "good-defaults-and-two-keys": {"backup_authorized_keys": [key, key.replace(" provisioner-lab", "")]},
+        "no-keys": {"backup_authorized_keys": []},
+        "not-a-key": {"backup_authorized_keys": ["ssh-ed25519"]},
+        "a-private-key": {"backup_authorized_keys": ["-----BEGIN OPENSSH PRIVATE KEY-----"]},
+        "srv-itself": {"backup_authorized_keys": [key], "backup_path": "/srv"},
+        "relative-path": {"backup_authorized_keys": [key], "backup_path": "srv/restic"},
+        "bad-account": {"backup_authorized_keys": [key], "backup_user": "Restic;id"},
+    }
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"children": {"backup": {"hosts": {
+        name: {"ansible_host": "127.0.0.1", **variables} for name, variables in cases.items()}}}}}))
+    tasks = _assert_tasks("host_backup")
+    assert len(tasks) == 1
+    playbook = tmp_path / "asserts.yml"
+    playbook.write_text(yaml.safe_dump([{"hosts": "backup", "gather_facts": False,
+                                         "vars_files": [str(ROLES / "host_backup" / "defaults" / "main.yml")],
+                                         "tasks": tasks}]))
+    result = subprocess.run([str(playbook_bin), "-i", str(inventory), str(playbook)], capture_output=True, text=True,
+                            timeout=120, check=False,
+                            env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0"})
+    recap = dict(re.findall(r"^(\S+)\s+: ok=\d+\s+changed=\d+\s+unreachable=\d+\s+failed=(\d+)", result.stdout, re.M))
+    assert recap == {"good": "0", "good-defaults-and-two-keys": "0", "no-keys": "1", "not-a-key": "1",
+                     "a-private-key": "1", "srv-itself": "1", "relative-path": "1", "bad-account": "1"}, result.stdout
+    # The refusal names the variables and their rule.
+    assert "backup_authorized_keys a non-empty list of public key lines" in result.stdout
 
 
 def _example_without(tmp_path, name):

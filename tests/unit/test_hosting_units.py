@@ -76,12 +76,14 @@ def test_an_empty_plan_says_so():
 
 def test_inventory_gives_groups_pool_and_api():
     inventory = load_inventory(ROOT / "inventory/lab")
-    assert [h.name for h in inventory.group("web")] == ["web1"]
+    assert [h.name for h in inventory.group("web")] == ["web1", "web2"]
     assert inventory.primary_nameserver().name == "ns1"
     url, key_file = inventory.pdns_api()
     assert url.startswith("http://10.77.0.11:8081") and key_file.name == "pdns-api-key"
     pool = inventory.public_pool(inventory.host("web1"))
-    assert pool[0] == ip_address("203.0.113.128") and len(pool) == 127
+    assert pool[0] == ip_address("203.0.113.128") and len(pool) == 64
+    # Each web host has its own pool: an address lives on one server only.
+    assert not set(pool) & set(inventory.public_pool(inventory.host("web2")))
     assert inventory.host("web1").known_hosts == "/var/lib/provisioner-lab/known_hosts"
 
 
@@ -121,7 +123,7 @@ def test_concurrent_allocations_never_share_an_address(store, tmp_path):
 
 def test_the_pool_runs_out_with_a_clear_error(store, tmp_path):
     hosts = (ROOT / "inventory/lab/hosts.yml").read_text().replace(
-        "203.0.113.128-203.0.113.254", "203.0.113.128-203.0.113.129")
+        "203.0.113.128-203.0.113.191", "203.0.113.128-203.0.113.129")
     (tmp_path / "inv").mkdir()
     (tmp_path / "inv/hosts.yml").write_text(hosts)
     inventory = load_inventory(tmp_path / "inv")

@@ -94,9 +94,14 @@ def test_the_lab_inventory_passes():
     report = check_inventory(LAB, offline=True)
     assert report.ok, [str(p) for p in report.problems]
     assert report.groups["acme"] == ["ca1"]
-    # The lab routes its dedicated pool to web1 apart from web1's /28.
-    web1 = load_inventory(LAB).host("web1")
-    assert web1.vars["public_routed_networks"] == [str(topology.DEDICATED_POOL)]
+    assert report.groups["backup"] == ["backup1"]
+    assert sorted(report.groups["web"]) == ["web1", "web2"] and sorted(report.groups["db"]) == ["db1", "db2"]
+    # The lab routes its dedicated block onto the bridge, apart from the web servers' /28,
+    # and each web server allocates from its own part of it.
+    inventory = load_inventory(LAB)
+    for name in ("web1", "web2"):
+        assert inventory.host(name).vars["public_routed_networks"] == [str(topology.DEDICATED_POOL)]
+    assert report.pools == {"web1": "203.0.113.128-203.0.113.191 (64)", "web2": "203.0.113.192-203.0.113.254 (63)"}
 
 
 HOSTS = "hosts.yml"

@@ -36,6 +36,68 @@ def test_inventory_zones_and_public_address_match_topology():
         assert hv["public_prefix"] == public.network.prefixlen
 
 
+def test_each_web_server_has_its_own_pool_inside_the_routed_block():
+    web = [h for h in topology.HOSTS if h.role == "web"]
+    assert [h.name for h in web] == ["web1", "web2"] == [h.name for h in topology.hosts_of("web")]
+    inventory = {name: hv for name, group, hv in _inventory_hosts() if group == "web"}
+    taken = set()
+    for h in web:
+        first, last = h.dedicated_pool
+        pool = {first + i for i in range(int(last) - int(first) + 1)}
+        # Inside the block the bridge carries, apart from every other server's pool and shared address.
+        assert all(a in topology.DEDICATED_POOL for a in pool)
+        assert not pool & taken
+        assert not {p.ip for other in web for p in other.public_addresses} & pool
+        taken |= pool
+        # The inventory says the same, and routes the same block to the server.
+        assert inventory[h.name]["public_ip_pool"] == f"{first}-{last}"
+        assert inventory[h.name]["public_routed_networks"] == [str(topology.DEDICATED_POOL)]
+    # The shared addresses are on the bridge's /28, one per server.
+    shared = [h.public_addresses[0] for h in web]
+    assert all(a.network == topology.CONTROLLER_PUBLIC_ADDRESS.network for a in shared)
+    assert len(set(shared)) == len(shared)
+
+
+def test_the_backup_host_is_in_the_inventory_with_its_account_and_the_lab_key():
+    backup = topology.backup_host()
+    assert (backup.name, str(backup.address), backup.group) == ("backup1", "10.77.0.51", "backup")
+    assert not backup.public_addresses and not backup.reaches_public
+    data = yaml.safe_load((ROOT / "inventory/lab/hosts.yml").read_text())
+    assert data["all"]["children"]["backup"]["vars"] == {"backup_user": "restic", "backup_path": "/srv/restic"}
+    # The key the account accepts is the controller's lab key, read when host prepare runs.
+    keys = yaml.safe_load((ROOT / "inventory/lab/group_vars/backup.yml").read_text())["backup_authorized_keys"]
+    assert keys == [f"{{{{ lookup('ansible.builtin.file', '{topology.SSH_KEY}.pub') }}}}"]
+
+
+def test_the_backup_host_runs_sshd_alone_and_the_account_gets_sftp_only():
+    from provisioner import host_prepare
+
+    assert "backup" in host_prepare.GROUPS
+    playbook = yaml.safe_load((ROOT / "playbooks/host_prepare.yml").read_text())
+    assert {"name": "Backup repository hosts (SFTP-only account)", "hosts": "backup", "gather_facts": False,
+            "roles": [{"role": "host_backup"}]} in playbook
+    role = ROOT / "playbooks/roles/host_backup"
+    defaults = yaml.safe_load((role / "defaults/main.yml").read_text())
+    # Nothing but sshd; restic runs on the controller.
+    assert set(defaults["host_backup__packages"]) == {"openssh-server", "python3-apt"}
+    dropin = (role / "templates/30-provisioner-backup.conf.j2").read_text()
+    settings = [line.split() for line in dropin.splitlines() if line.strip() and not line.startswith("#")]
+    assert settings[0] == ["Match", "User", "{{", "host_backup__user", "}}"]
+    assert dict((s[0], " ".join(s[1:])) for s in settings[1:]) == {
+        "ForceCommand": "internal-sftp", "AuthorizedKeysFile": "{{ host_backup__keys_file }}",
+        "PasswordAuthentication": "no", "KbdInteractiveAuthentication": "no", "AllowTcpForwarding": "no",
+        "AllowAgentForwarding": "no", "AllowStreamLocalForwarding": "no", "PermitTunnel": "no",
+        "PermitTTY": "no", "PermitUserRC": "no", "X11Forwarding": "no"}
+    # The keys file is root's, outside the home the account can write over SFTP.
+    assert not defaults["host_backup__keys_file"].startswith("{{ host_backup__path }}")
+    # sshd tests the drop-in before it reloads (as host_web does).
+    tasks = (role / "tasks/configure.yml").read_text()
+    assert tasks.index("/usr/sbin/sshd -t") < tasks.index("service ssh reload")
+    # The lab's own script has nothing to add on the backup host.
+    setup = (ROOT / "provisioner/lab/scripts/setup-host.sh").read_text()
+    assert "ns-primary|ns-secondary|db|backup) : ;;" in setup
+
+
 def test_every_lab_address_is_in_the_lab_network():
     for h in topology.HOSTS:
         assert h.address in topology.LAB_NETWORK

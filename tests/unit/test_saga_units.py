@@ -44,7 +44,7 @@ def new_site_plan(sites) -> Plan:
 
 
 class Steps:
-    """Stands in for Hosting._run_step: records (step, state, sites) and raises where told."""
+    """Stands in for Hosting.run_step: records (step, state, sites) and raises where told."""
 
     def __init__(self):
         self.calls: list[tuple[str, str, tuple[str, ...]]] = []
@@ -64,7 +64,7 @@ def work(config, tmp_path, monkeypatch):
     store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
     hosting = Hosting(config, store)
     steps = Steps()
-    monkeypatch.setattr(hosting, "_run_step", steps)
+    monkeypatch.setattr(hosting, "run_step", steps)
     hosting.steps = steps
     yield hosting
     store.close()
@@ -83,7 +83,7 @@ def start(work, sites, plan, live=False):
     for site in sites:
         if site.dedicated_ip:
             ipam.allocate(work.store, work.inventory, work.inventory.host("web1"), site.fqdn, site.request_id)
-    previous = work._record_start(sites, plan)
+    previous = work.saga.record_start(sites, plan)
     if live:
         with work.store.session() as session:
             for site in sites:
@@ -116,7 +116,7 @@ def test_any_exception_in_a_step_is_undone_only_for_its_site_and_the_others_go_o
     work.steps.fail[("web", "present", b.fqdn)] = KeyError("vhost")
     monkeypatch.setattr(work, "removal_plan", unreadable)
 
-    failures = work._run_saga([a, b], plan, {}, previous)
+    failures = work.saga.run([a, b], plan, {}, previous)
 
     assert list(failures) == [b.fqdn]
     assert isinstance(failures[b.fqdn], HostError) and "step web failed: KeyError" in str(failures[b.fqdn])
@@ -144,7 +144,7 @@ def test_a_compensation_that_fails_leaves_attention_and_keeps_the_address(work, 
     work.steps.fail[("ip", "absent", site.fqdn)] = RuntimeError("ssh died")
     monkeypatch.setattr(work, "removal_plan", unreadable)
 
-    failures = work._run_saga([site], plan, {}, previous)  # never raises
+    failures = work.saga.run([site], plan, {}, previous)  # never raises
 
     assert list(failures) == [site.fqdn]
     undone = [step for step, state, _ in work.steps.calls if state == "absent"]
@@ -171,7 +171,7 @@ def test_the_undo_follows_the_live_state_when_it_can_be_read(work, monkeypatch):
                 sites=[site.fqdn], order=REMOVAL_ORDER)
     monkeypatch.setattr(work, "removal_plan", lambda sites: live)
 
-    work._run_saga([site], plan, {}, previous)
+    work.saga.run([site], plan, {}, previous)
 
     assert [step for step, state, _ in work.steps.calls if state == "absent"] == ["web", "db"]
     assert row(work, site.fqdn).state == "failed"
@@ -187,7 +187,7 @@ def test_a_site_that_was_live_is_not_undone_and_keeps_its_state(work, monkeypatc
     work.steps.fail[("web", "present", site.fqdn)] = HostError("configtest failed")
     monkeypatch.setattr(work, "removal_plan", unreadable)
 
-    failures = work._run_saga([site], plan, {}, previous)
+    failures = work.saga.run([site], plan, {}, previous)
 
     assert list(failures) == [site.fqdn]
     assert [c for c in work.steps.calls if c[1] == "absent"] == []
@@ -200,7 +200,7 @@ def test_no_site_is_left_provisioning_when_the_apply_stops(work):
     plan = new_site_plan([site])
     previous = start(work, [site], plan)
     assert row(work, site.fqdn).state == "provisioning"
-    work._settle([site], previous, "HostError: web1 unreachable")
+    work.saga.settle([site], previous, "HostError: web1 unreachable")
     r = row(work, site.fqdn)
     assert r.state == "attention" and "run it again" in r.reason
     # The reason names what stopped the apply, not a generic phrase.
@@ -212,12 +212,13 @@ def test_an_interrupted_apply_leaves_no_site_provisioning(work, monkeypatch):
     """Even a KeyboardInterrupt in the middle of a step (not a failure to undo) settles the site."""
     site = make_site("eta", 107, dedicated=False)
     start(work, [site], Plan(sites=[site.fqdn]))
-    request = type("R", (), {"site": type("S", (), {"fqdn": site.fqdn, "dedicated_ip": False})()})()
+    request = type("R", (), {"id": site.request_id,
+                             "site": type("S", (), {"fqdn": site.fqdn, "dedicated_ip": False})()})()
     monkeypatch.setattr(work, "load_requests", lambda ids: [request])
     monkeypatch.setattr(work, "desired", lambda reqs, allocate=False: [site])
     monkeypatch.setattr(work, "read_live", lambda sites: None)
     monkeypatch.setattr(work, "compute_plan", lambda sites, live: new_site_plan([site]))
-    monkeypatch.setattr(work, "_passwords", lambda sites: {site.fqdn: {}})
+    monkeypatch.setattr(work, "ensure_passwords", lambda sites: {site.fqdn: {}})
     work.steps.fail[("web", "present", site.fqdn)] = KeyboardInterrupt()
     with pytest.raises(KeyboardInterrupt):
         work.apply(["HST-2024-0001"])
@@ -235,7 +236,7 @@ def test_a_timed_out_batch_is_not_run_again_per_site(work, monkeypatch):
     work.steps.fail[("db", "present", a.fqdn)] = stuck
     monkeypatch.setattr(work, "removal_plan", unreadable)
 
-    failures = work._run_saga([a, b], plan, {}, previous)
+    failures = work.saga.run([a, b], plan, {}, previous)
 
     assert sorted(failures) == sorted([a.fqdn, b.fqdn])
     assert [c for c in work.steps.calls if c[:2] == ("db", "present")] == [("db", "present", (a.fqdn, b.fqdn))]
@@ -254,13 +255,13 @@ def test_a_site_a_killed_run_left_provisioning_is_never_put_back_to_provisioning
         session.get(SiteRow, live.fqdn).provisioned_at = utcnow()
     monkeypatch.setattr(work, "removal_plan", unreadable)
 
-    previous = work._record_start([live, new], update)  # the next run
+    previous = work.saga.record_start([live, new], update)  # the next run
 
     assert previous[live.fqdn]["state"] == "provisioned" and previous[new.fqdn]["state"] == "attention"
     work.steps.fail[("web", "present", live.fqdn)] = HostError("configtest failed")
-    work._run_saga([live], update, {}, previous)
+    work.saga.run([live], update, {}, previous)
     assert row(work, live.fqdn).state == "provisioned"
-    work._settle([new], previous, "stopped")
+    work.saga.settle([new], previous, "stopped")
     assert row(work, new.fqdn).state == "attention"
 
 
@@ -365,7 +366,7 @@ def test_a_verification_that_breaks_with_any_exception_is_recorded(work, monkeyp
 
     monkeypatch.setattr(verify, "verify_site", broken)
     with pytest.raises(HostError, match="step verify failed: KeyError"):
-        work._verify_and_record(site, new_site_plan([site]), {})
+        work.verify_and_record(site, new_site_plan([site]), {})
     r = row(work, site.fqdn)
     assert r.state == "attention" and "verification failed" in r.reason
     assert "KeyError" in events(work, "verification_failed", site.fqdn)[0]["error"]
@@ -384,7 +385,7 @@ def test_a_failure_that_is_not_about_one_site_is_not_run_again_per_site(work, mo
     reads = []
     monkeypatch.setattr(work, "removal_plan", lambda sites: reads.append([s.fqdn for s in sites]) or unreadable(sites))
 
-    failures = work._run_saga([a, b], plan, {}, previous)
+    failures = work.saga.run([a, b], plan, {}, previous)
 
     assert sorted(failures) == sorted([a.fqdn, b.fqdn])
     assert [c for c in work.steps.calls if c[:2] == ("dns", "present")] == [("dns", "present", (a.fqdn, b.fqdn))]
@@ -412,12 +413,12 @@ def test_a_certificate_is_obtained_once_per_apply_and_reused_by_the_next(work, t
     monkeypatch.setattr(work.certs, "obtain", lambda sites, reason="new": orders.append(
         [s.fqdn for s in sites]) or obtain(sites, reason))
 
-    assert work._obtain_certificates([site], plan, {}, previous) == {}
-    first = work._secrets([site], plan, {}, "web")
-    again = work._secrets([site], plan, {}, "web")
-    work._issued = {}  # a later apply: the recorded certificate is installed again, not ordered again
-    assert work._obtain_certificates([site], plan, {}, previous) == {}
-    later = work._secrets([site], plan, {}, "web")
+    assert work.obtain_certificates([site], plan, {}, previous) == {}
+    first = work.step_secrets([site], plan, {}, "web")
+    again = work.step_secrets([site], plan, {}, "web")
+    work.issued = {}  # a later apply: the recorded certificate is installed again, not ordered again
+    assert work.obtain_certificates([site], plan, {}, previous) == {}
+    later = work.step_secrets([site], plan, {}, "web")
 
     assert orders == [[site.fqdn]]
     assert first["tls"] == again["tls"] == later["tls"]
@@ -433,7 +434,7 @@ def test_a_site_whose_certificate_cannot_be_had_fails_before_anything_is_built(w
     plan = Plan(changes=[Create("web", "web1", s.fqdn, "TLS certificate", s.fqdn) for s in (site, other)],
                 sites=[site.fqdn, other.fqdn])
     previous = start(work, [site, other], plan)
-    monkeypatch.setattr(work, "_live_removal", lambda sites: Plan(sites=[s.fqdn for s in sites]))
+    monkeypatch.setattr(work, "live_removal", lambda sites: Plan(sites=[s.fqdn for s in sites]))
     refused = AcmeError("ACME CA https://ca.test/dir: ordering a certificate for rho: rejectedIdentifier: no",
                         url="https://ca.test/dir", code="rejectedIdentifier")
     bundle = SimpleNamespace(serial="ab", secrets=lambda: {"cert": "c", "key": "k", "chain": ""})
@@ -441,7 +442,7 @@ def test_a_site_whose_certificate_cannot_be_had_fails_before_anything_is_built(w
         {other.fqdn: bundle}, {site.fqdn: refused}))
     monkeypatch.setattr("provisioner.certificates.chain_problem", lambda bundle, fqdn, trust: None)
 
-    errors = work._obtain_certificates([site, other], plan, {}, previous)
+    errors = work.obtain_certificates([site, other], plan, {}, previous)
 
     assert list(errors) == [site.fqdn] and "rejectedIdentifier" in str(errors[site.fqdn])
     assert row(work, site.fqdn).state == "failed" and "rejectedIdentifier" in row(work, site.fqdn).reason
@@ -466,7 +467,7 @@ def test_an_apply_refused_before_it_starts_gives_its_new_address_back(work, monk
     ipam.allocate(work.store, work.inventory, work.inventory.host("web1"), kept.fqdn, kept.request_id)
     requests = [type("R", (), {"id": s.request_id, "site": s})() for s in (site, kept)]
     monkeypatch.setattr(work, "load_requests", lambda ids: requests)
-    monkeypatch.setattr(work, "_placement", lambda r: (work.inventory.host("web1"), None))
+    monkeypatch.setattr(work, "place", lambda r: (work.inventory.host("web1"), None))
 
     def desired(reqs, allocate=False):
         for s in (site, kept):
@@ -481,6 +482,7 @@ def test_an_apply_refused_before_it_starts_gives_its_new_address_back(work, monk
     monkeypatch.setattr(work, "desired", desired)
     monkeypatch.setattr(work, "read_live", lambda sites: None)
     monkeypatch.setattr(work, "compute_plan", compute_plan)
+    monkeypatch.setattr(work, "refusals", lambda sites, live: {})  # a refusal of the whole batch
 
     with pytest.raises(Conflict if refusal == "conflict" else StateError):
         work.apply([site.request_id, kept.request_id], checksum="0" * 64)
@@ -561,17 +563,178 @@ def test_a_certificate_that_would_not_verify_stops_its_site_before_it_is_built(w
     site = make_site("upsilon", 121, dedicated=False)
     plan = Plan(changes=[Create("web", "web1", site.fqdn, "TLS certificate", site.fqdn)], sites=[site.fqdn])
     previous = start(work, [site], plan)
-    monkeypatch.setattr(work, "_live_removal", lambda sites: Plan(sites=[s.fqdn for s in sites]))
+    monkeypatch.setattr(work, "live_removal", lambda sites: Plan(sites=[s.fqdn for s in sites]))
     # The certificate is real, but checked against a CA that did not sign it.
     from provisioner import tls
 
     tls.ensure_lab_ca(tmp_path / "stranger")
     monkeypatch.setattr(work, "ca_file", lambda: str(tmp_path / "stranger" / "ca.crt"))
 
-    errors = work._obtain_certificates([site], plan, {}, previous)
+    errors = work.obtain_certificates([site], plan, {}, previous)
 
     assert "does not verify" in str(errors[site.fqdn])
     assert row(work, site.fqdn).state == "failed" and work.steps.calls == []
     (stored,) = work.certs.rows(site.fqdn)
     assert stored.state == "failed"  # kept for the CA's count, never installed
-    assert site.fqdn not in work._issued
+    assert site.fqdn not in work.issued
+
+
+# -- a batch: refusals per site, verification side by side, progress -----------------------
+
+class Recorder:
+    """A Progress that keeps every call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def begin(self, total, what):
+        self.calls.append(("begin", total, what))
+
+    def step(self, fqdns, step):
+        self.calls.append(("step", tuple(fqdns), step))
+
+    def done(self, fqdn, ok, detail=""):
+        self.calls.append(("done", fqdn, ok, detail))
+
+    def end(self):
+        self.calls.append(("end",))
+
+
+def faked_batch(work, monkeypatch, sites, refused=None):
+    """apply() over these sites with the hosts, the CA and the outside checks faked."""
+    with work.store.session() as session:
+        for s in sites:
+            session.add(RequestRow(id=s.request_id, service="hosting", office="tarakan", fqdn=s.fqdn,
+                                   sha256="0" * 64, content=b"", source="test", submitted_at=utcnow(),
+                                   state="approved", decision="approve", current_step=None))
+    requests = [SimpleNamespace(id=s.request_id, site=s) for s in sites]
+
+    def desired(reqs, allocate=False):
+        for s in sites:
+            if allocate and s.dedicated_ip:
+                ipam.allocate(work.store, work.inventory, work.inventory.host("web1"), s.fqdn, s.request_id)
+        return list(sites)
+
+    monkeypatch.setattr(work, "load_requests", lambda ids: requests)
+    monkeypatch.setattr(work, "place", lambda r: (work.inventory.host("web1"), work.inventory.host("db1")))
+    monkeypatch.setattr(work, "desired", desired)
+    monkeypatch.setattr(work, "read_live", lambda sites: None)
+    monkeypatch.setattr(work, "refusals", lambda sites, live: {
+        s.fqdn: refused[s.fqdn] for s in sites if refused and s.fqdn in refused})
+    monkeypatch.setattr(work, "compute_plan", lambda sites, live: new_site_plan(sites))
+    monkeypatch.setattr(work, "ensure_passwords", lambda sites: {s.fqdn: {} for s in sites})
+    monkeypatch.setattr(work, "sheet", lambda site, passwords: Path(f"/sheets/{site.fqdn}.pdf"))
+    monkeypatch.setattr(work, "removal_plan", unreadable)
+    work.progress = Recorder()
+    return [s.request_id for s in sites]
+
+
+def test_verification_runs_side_by_side_and_one_sites_failure_is_its_own(work, monkeypatch):
+    import threading
+
+    from provisioner.verify import Verification, VerificationFailed
+
+    a, b, c = make_site("kappa", 131, dedicated=False), make_site("lambda", 132), make_site("mu", 133)
+    ids = faked_batch(work, monkeypatch, [a, b, c])
+    # Each check waits for the others: a check run one after another would never get past it.
+    together = threading.Barrier(3, timeout=10)
+
+    def check(site, passwords, fresh):
+        together.wait()
+        assert fresh  # never live before: the placeholder page is expected
+        if site.fqdn == b.fqdn:
+            raise VerificationFailed(f"{site.fqdn}: ns1 answers nothing")
+        return Verification(site.fqdn, {"dns": {"ns1": [site.public_ip]}}), None
+
+    monkeypatch.setattr(work, "check_from_outside", check)
+    with pytest.raises(HostError, match=r"1 of 3 sites failed: .*lambda.*ns1 answers nothing; provisioned: "):
+        work.apply(ids)
+    assert row(work, a.fqdn).state == "provisioned" and row(work, c.fqdn).state == "provisioned"
+    assert row(work, b.fqdn).state == "attention" and "ns1 answers nothing" in row(work, b.fqdn).reason
+    assert events(work, "site_provisioned", c.fqdn)[0]["record"]["verified"] == {"dns": {"ns1": [c.public_ip]}}
+
+
+def test_the_verification_results_come_back_per_site_in_the_sites_order(work, monkeypatch):
+    sites = [make_site(f"v{i}", 140 + i, dedicated=False) for i in range(5)]
+    previous = start(work, sites, new_site_plan(sites))
+    assert previous
+    from provisioner.verify import Verification
+
+    def check(site, passwords, fresh):
+        if site.fqdn == sites[1].fqdn:
+            raise KeyError("tls")
+        return Verification(site.fqdn, {"http": {"http": 200}}), None
+
+    monkeypatch.setattr(work, "check_from_outside", check)
+    outcomes = work.verify_sites(sites, new_site_plan(sites), {s.fqdn: {} for s in sites})
+    assert list(outcomes) == [s.fqdn for s in sites]
+    assert "step verify failed: KeyError" in str(outcomes[sites[1].fqdn])
+    assert all(outcomes[s.fqdn][1] is True for s in sites if s is not sites[1])  # first time live
+
+
+def test_progress_hears_of_every_step_and_every_site_once(work, monkeypatch):
+    from provisioner.verify import Verification
+
+    a, b = make_site("omikron", 151, dedicated=False), make_site("pi", 152, dedicated=False)
+    ids = faked_batch(work, monkeypatch, [a, b])
+    work.steps.fail[("web", "present", b.fqdn)] = HostError("configtest failed")
+    monkeypatch.setattr(work, "check_from_outside", lambda s, p, fresh: (Verification(s.fqdn), None))
+    with pytest.raises(HostError, match="configtest failed"):
+        work.apply(ids)
+    calls = work.progress.calls
+    assert calls[0] == ("begin", 2, "hosting") and calls[-1] == ("end",)
+    steps = [(c[2], c[1]) for c in calls if c[0] == "step"]
+    assert steps == [("db", (a.fqdn, b.fqdn)), ("web", (a.fqdn, b.fqdn)), ("dns", (a.fqdn,)), ("verify", (a.fqdn,))]
+    done = [c[1:] for c in calls if c[0] == "done"]
+    assert done == [(b.fqdn, False, "configtest failed"), (a.fqdn, True, "")]
+
+
+def test_progress_ends_even_when_the_apply_stops(work, monkeypatch):
+    site = make_site("rho", 153, dedicated=False)
+    ids = faked_batch(work, monkeypatch, [site])
+    work.steps.fail[("db", "present", site.fqdn)] = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        work.apply(ids)
+    assert work.progress.calls[0] == ("begin", 1, "hosting") and work.progress.calls[-1] == ("end",)
+
+
+def test_a_site_refused_in_a_batch_fails_alone_untouched_and_gives_its_address_back(work, monkeypatch):
+    from provisioner.errors import Conflict
+    from provisioner.verify import Verification
+
+    foreign, fine = make_site("sigma", 161), make_site("tau", 162)
+    conflict = Conflict(f"{foreign.fqdn}: found vhost {foreign.fqdn} on web1, not created by the toolkit; "
+                        "nothing touched")
+    ids = faked_batch(work, monkeypatch, [foreign, fine], refused={foreign.fqdn: conflict})
+    monkeypatch.setattr(work, "check_from_outside", lambda s, p, fresh: (Verification(s.fqdn), None))
+    with pytest.raises(HostError, match=rf"1 of 2 sites failed: {foreign.fqdn}: found vhost .*provisioned: "
+                                        rf"{fine.fqdn}"):
+        work.apply(ids)
+    assert not any(foreign.fqdn in fqdns for _step, _state, fqdns in work.steps.calls)
+    assert row(work, fine.fqdn).state == "provisioned" and allocated(work, fine.fqdn)
+    # No record for a name someone else has on the hosts (a record would make it look like ours).
+    assert row(work, foreign.fqdn) is None and not allocated(work, foreign.fqdn)
+    assert "not created by the toolkit" in events(work, "apply_refused", foreign.fqdn)[0]["error"]
+    assert ("done", foreign.fqdn, False, str(conflict)) in work.progress.calls
+
+
+def test_a_suspended_site_in_a_batch_is_refused_alone_and_stays_suspended(work, monkeypatch):
+    from provisioner.verify import Verification
+
+    paused, fine = make_site("upsilon", 171, dedicated=False), make_site("phi", 172, dedicated=False)
+    ids = faked_batch(work, monkeypatch, [paused, fine])
+    now = utcnow()
+    with work.store.session() as session:
+        session.add(SiteRow(fqdn=paused.fqdn, request_id=paused.request_id, office="tarakan", zone=ZONE,
+                            label=paused.label, state="suspended", reason="unpaid", web_host="web1", db_host="db1",
+                            public_ip=paused.public_ip, dedicated_ip=False, config=paused.record(),
+                            plan_checksum=None, created_at=now, provisioned_at=now, updated_at=now))
+    monkeypatch.setattr(work, "desired", lambda reqs, allocate=False: [r.site for r in reqs])
+    monkeypatch.setattr(work, "check_from_outside", lambda s, p, fresh: (Verification(s.fqdn), None))
+    planned, _ = work.plan(ids)  # the plan a reviewer reads says so, and binds the apply
+    assert "is suspended (unpaid)" in planned.notes[paused.fqdn] and not planned.for_site(paused.fqdn)
+    with pytest.raises(HostError, match=rf"{paused.fqdn} is suspended \(unpaid\)"):
+        work.apply(ids, checksum=planned.checksum)
+    assert row(work, paused.fqdn).state == "suspended" and row(work, fine.fqdn).state == "provisioned"
+    assert not any(paused.fqdn in fqdns for _step, _state, fqdns in work.steps.calls)
+    assert events(work, "apply_refused", paused.fqdn)

@@ -12,7 +12,7 @@ from provisioner import usage
 from provisioner.config import Config, default_offices
 from provisioner.errors import UserError
 from provisioner.store import open_store
-from provisioner.store.models import Event
+from provisioner.store.models import Event, SiteRow
 from provisioner.targets.usage_probe import WEB_USAGE, count_month, db_sizes
 from test_records import add_site  # tests/unit is on the path (no package)
 
@@ -90,7 +90,7 @@ def test_collect_reads_each_host_once_and_flags_over_quota(office):
     config, store, sites = office
     reader = _reader(sites)
     report = usage.collect(config, store, "2026-11", reader=reader)
-    assert [c[0] for c in reader.calls] == ["web", "db"]  # one read per host
+    assert sorted(c[0] for c in reader.calls) == ["db", "web"]  # one read per host (read at once)
     by = {s.fqdn: s for s in report.sites}
     assert sites["gone"] not in by
     assert by[sites["big"]].over_quota and by[sites["big"]].quota_used_percent == 300.0
@@ -99,6 +99,34 @@ def test_collect_reads_each_host_once_and_flags_over_quota(office):
     assert by[sites["static"]].db_bytes is None and not by[sites["static"]].over_quota
     only = usage.collect(config, store, "2026-11", office="buleleng", reader=_reader(sites))
     assert [s.fqdn for s in only.sites] == [sites["static"]]
+
+
+def test_every_host_is_read_at_once_and_the_report_keeps_its_order(office):
+    import threading
+
+    config, store, sites = office
+    reader = _reader(sites)
+    # web1 (simkes, arsip), web2 (sipandu) and db1 each wait for the others: read one after
+    # another, the first would wait forever (the barrier's timeout breaks it).
+    together = threading.Barrier(3, timeout=10)
+    with store.session() as session:
+        session.get(SiteRow, sites["static"]).web_host = "web2"
+    web, db = reader.web, reader.db
+
+    def web_together(host, items, month):
+        together.wait()
+        return web(host, items, month)
+
+    def db_together(host, names):
+        together.wait()
+        return db(host, names)
+
+    reader.web, reader.db = web_together, db_together
+    report = usage.collect(config, store, "2026-11", reader=reader)
+    # By office, then name, whichever host answered first.
+    assert [s.fqdn for s in report.sites] == [sites["static"], sites["small"], sites["big"]]
+    assert {c[1] for c in reader.calls} == {"web1", "web2", "db1"}
+    assert next(s for s in report.sites if s.fqdn == sites["static"]).web_host == "web2"
 
 
 def test_month_is_checked():

@@ -166,7 +166,7 @@ case "$LAB_PHASE" in
         case "$LAB_ROLE" in
             acme) lab_acme ;;
             web) lab_public_addresses ;;
-            ns-primary|ns-secondary|db) : ;;
+            ns-primary|ns-secondary|db|backup) : ;;
             *) echo "unknown role: $LAB_ROLE" >&2; exit 2 ;;
         esac
         ;;
