@@ -17,10 +17,13 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from sqlalchemy import select
+
 from provisioner.backup import records, stream
 from provisioner.backup.run import Backups
 from provisioner.errors import HostError, ProvisionerError
 from provisioner.store.events import add_event
+from provisioner.store.models import BackupRepository
 
 
 @dataclass
@@ -40,7 +43,7 @@ class Verifier(Backups):
     def verify(self, fqdn: str | None = None, sample: int | None = None) -> VerifyResult:
         result = VerifyResult()
         rows = self.live_rows(fqdn)
-        offices = sorted({r.office for r in rows})
+        offices = sorted({r.office for r in rows} | (self._state_office() if fqdn is None else set()))
         repos = {}
         for office in offices:
             try:
@@ -61,6 +64,12 @@ class Verifier(Backups):
                       checks={k: v["ok"] for k, v in result.checks.items()},
                       sites={k: v["ok"] for k, v in result.sites.items()})
         return result
+
+    def _state_office(self) -> set[str]:
+        """The toolkit's own repository, once a run has made it."""
+        with self.store.session() as session:
+            made = session.scalar(select(BackupRepository.url).where(BackupRepository.office == records.STATE_OFFICE))
+        return {records.STATE_OFFICE} if made else set()
 
     def _sample(self, rows, count: int):
         """Sites with a backup, never proven first, then the longest since proven."""

@@ -9,6 +9,7 @@ import sys
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -270,3 +271,60 @@ def test_the_restore_extraction_swaps_the_home_and_refuses_paths_out_of_it(tmp_p
         assert done.returncode != 0 and b"the home is as it was" in done.stderr
         assert sorted(p.name for p in home.iterdir()) == ["current", "public"]
         assert not (tmp_path / "luar.txt").exists()
+
+
+class TarHosts(FakeHosts):
+    """Fake hosts whose files are a real tar with an index page; scratch databases are counted."""
+
+    INDEX = b"<h1>Dinas Kesehatan</h1>\n"
+
+    def __init__(self):
+        super().__init__()
+        self.dropped = []
+
+    def file_facts(self, site):
+        import hashlib
+
+        return {"release": None, "index": "public/index.html", "index_sha256": hashlib.sha256(self.INDEX).hexdigest()}
+
+    def files_into(self, site, repo, args):
+        data = _tar([(".", "dir", None), ("./public", "dir", None), ("./public/index.html", "file", self.INDEX),
+                     ("./public/unduhan.bin", "file", os.urandom(200_000))])
+        _, out, _ = repo.run(*args, input=data)
+        return summary(out, repo.url)
+
+    def restore_db(self, repo, dump_args, db_host, db_name):
+        _, out, _ = repo.run(*dump_args)
+        assert out.startswith("-- dump of") and db_name.startswith("restorecheck_")
+
+    def row_counts(self, db_host, db_name):
+        return {"berita": 3}
+
+    def drop_db(self, db_host, db_name):
+        self.dropped.append(db_name)
+
+
+def test_verify_proves_a_sample_by_scratch_restores_and_finds_a_corrupted_pack(office):
+    from provisioner.backup.verify import Verifier
+
+    config, store, sites = office
+    fake = TarHosts()
+    Backups(config, store, hosting=FakeHosting(sites), hosts=fake).run(fqdn=sites[0].fqdn, apply=True)
+    config = config.model_copy(update={"backup": config.backup.model_copy(update={"read_data": "all"})})
+    verifier = Verifier(config, store, hosting=FakeHosting(sites), hosts=fake)
+    result = verifier.verify(sites[0].fqdn, sample=1)
+    assert result.ok, result.as_dict()
+    assert result.sites[sites[0].fqdn]["files"]["index"] == "public/index.html"
+    assert result.sites[sites[0].fqdn]["db"]["rows"] == {"berita": 3}
+    assert len(fake.dropped) == 1 and fake.dropped[0].startswith("restorecheck_")
+    assert all(r.verified_at for r in records.snapshots(store, sites[0].fqdn))
+    # One byte changed in a pack: restic check reads it back and fails.
+    data = Path(config.backup.repository.format(office="tarakan")) / "data"
+    packs = sorted((p for p in data.rglob("*") if p.is_file()), key=lambda p: -p.stat().st_size)
+    with open(packs[0], "r+b") as pack:
+        pack.seek(100)
+        byte = pack.read(1)
+        pack.seek(100)
+        pack.write(bytes([byte[0] ^ 0xFF]))
+    broken = verifier.verify(sites[0].fqdn, sample=0)
+    assert not broken.ok and not broken.checks[config.backup.repository.format(office="tarakan")]["ok"]

@@ -21,9 +21,10 @@ from conftest import EXAMPLES
 # Each is imported only by commands that change something (a migration, a letter, a host, a
 # certificate); listing what the state holds needs none of them.
 HEAVY = ("alembic", "mako", "jinja2", "weasyprint", "ansible_runner", "paramiko", "dns", "acme", "requests")
-LISTINGS = (["request", "list"], ["request", "list", "--json"], ["request", "list", "--state", "submitted"],
-            ["site", "list"], ["site", "list", "--json"], ["sop", "list"], ["sop", "list", "--json"],
-            ["sla"], ["sla", "--json"])
+# The SOP listings first: they read no state (each result shows what was loaded so far).
+LISTINGS = (["sop", "list"], ["sop", "list", "--json"], ["request", "list"], ["request", "list", "--json"],
+            ["request", "list", "--state", "submitted"], ["site", "list"], ["site", "list", "--json"],
+            ["sla"], ["sla", "--json"], ["backup", "list", "simkes.tarakankota.go.id", "--json"])
 SUBMITTED = {"HST-2024-0007": "tarakan-simkes.yaml", "KOM-2024-0031": "buleleng-sipandu.yaml"}
 
 # Runs in a fresh interpreter (this test process has imported everything already): each
@@ -71,6 +72,7 @@ def test_listing_commands_load_no_heavy_library(state_home):
     assert all(r["state"] == "submitted" and r["current_step"] == "agenda" for r in requests)
     assert all(request_id in listed[("request", "list")] for request_id in SUBMITTED)
     assert json.loads(listed[("site", "list", "--json")]) == []
+    assert json.loads(listed[("backup", "list", "simkes.tarakankota.go.id", "--json")]) == []
     assert "hosting" in {s["name"] for s in json.loads(listed[("sop", "list", "--json")])}
     # Submitted in 2024: the agenda step's time standard has long passed.
     overdue = json.loads(listed[("sla", "--json")])
