@@ -299,7 +299,7 @@ def measure(args, office: Office, results: dict, found: list[figures.Figure]) ->
     timings["batch"] = batch
     found.append(figures.Figure("batch", f"2. batch of {args.batch} through the SOP", batch,
                                 "one `provision hosting --apply`", size=args.batch))
-    found.append(figures.Figure("serial", f"   the same one by one", serial.seconds, serial.text(),
+    found.append(figures.Figure("serial", "   the same one by one", serial.seconds, serial.text(),
                                 size=args.batch))
     found.append(figures.Figure("batch_ratio", "   batch vs one by one", figures.ratio(serial.seconds, batch),
                                 "side by side, this run", size=args.batch, ratio=True))

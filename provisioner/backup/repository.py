@@ -146,6 +146,17 @@ class Repository:
         _, out, _ = self.run(*self.backup_command(filename, host, tags, at), input=data)
         return summary(out, self.url)
 
+    def backup_file(self, path: Path, filename: str, host: str, tags: dict[str, str]) -> dict:
+        """A snapshot of a file of the controller, read by restic from its stdin."""
+        self.check_route()
+        with open(path, "rb") as data:
+            done = subprocess.run(self.argv(*self.backup_command(filename, host, tags)), env=self.env(), stdin=data,
+                                  capture_output=True, timeout=self.timeout)
+        if done.returncode != 0:
+            raise ResticError(f"{self.url}: restic backup exited {done.returncode}: "
+                              f"{_tail(done.stderr.decode(errors='replace'))}")
+        return summary(done.stdout.decode(errors="replace"), self.url)
+
     def forget(self, policy: Policy, prune: bool = True) -> list[dict]:
         """Apply retention per host (site) and path (kind); restic's groups with keep and remove."""
         args = ["forget", "--json", "--group-by", "host,paths", *policy.flags()]

@@ -256,7 +256,7 @@ class Backups:
             path, argv, env = toolkit_state.state_copy(self.config.resolved_state_url(), self.config.private_home())
             try:
                 if path is not None:
-                    summary = repo.backup_stdin(path.read_bytes(), "state/state.db", STATE_HOST, tags)
+                    summary = repo.backup_file(path, "state/state.db", STATE_HOST, tags)
                 else:
                     summary = toolkit_state.stream_pg(argv, env, repo, repo.backup_command(
                         "state/state.sql", STATE_HOST, tags))

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
-from provisioner.errors import ConfigError, UserError
+from provisioner.errors import ConfigError, HostError, UserError
 
 ENV_PASSPHRASE = "PROVISIONER_BACKUP_PASSPHRASE"
 KEY_MAGIC = b"provisioner-key-backup-v1"
@@ -91,23 +91,34 @@ def state_copy(url: str, home: Path) -> tuple[Path | None, list[str] | None, dic
         env = dict(os.environ)
         if parsed.password:
             env["PGPASSWORD"] = parsed.password
-        plain = parsed.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
+        plain = URL.create("postgresql", username=parsed.username, host=parsed.host, port=parsed.port,
+                           database=parsed.database, query=parsed.query).render_as_string(hide_password=False)
         return None, ["pg_dump", "--no-owner", "--dbname", plain], env
     raise ConfigError(f"the state database {parsed.render_as_string()} is {backend}: backups know SQLite and "
                       "PostgreSQL")
 
 
 def stream_pg(argv: list[str], env: dict, repo, restic_args: list[str]) -> dict:
-    from provisioner.backup.repository import summary
+    """pg_dump into restic; a dump that fails stops restic before the end of its input (no snapshot)."""
+    from provisioner.backup.repository import CHUNK, summary
+    from provisioner.backup.stream import stop
 
     dump = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    proc = repo.popen(*restic_args, stdin=dump.stdout)
-    dump.stdout.close()
-    out, err = proc.communicate()
-    dump_err = dump.stderr.read()
-    if dump.wait() != 0:
-        raise UserError(f"pg_dump of the state database exited {dump.returncode}: "
-                        f"{dump_err.decode(errors='replace')[-300:]}")
-    if proc.returncode != 0:
-        raise UserError(f"restic backup of the state exited {proc.returncode}: {err.decode(errors='replace')[-300:]}")
-    return summary(out.decode(errors="replace"), repo.url)
+    proc = repo.popen(*restic_args, stdin=subprocess.PIPE)
+    try:
+        for chunk in iter(lambda: dump.stdout.read(CHUNK), b""):
+            proc.stdin.write(chunk)
+        if dump.wait() != 0:
+            stop(proc)
+            raise HostError(f"pg_dump of the state database exited {dump.returncode}: "
+                            f"{dump.stderr.read().decode(errors='replace')[-300:]}")
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise HostError(f"restic backup of the state exited {proc.returncode}: "
+                            f"{err.decode(errors='replace')[-300:]}")
+        return summary(out.decode(errors="replace"), repo.url)
+    finally:
+        stop(proc)
+        if dump.poll() is None:
+            dump.kill()
+            dump.wait()

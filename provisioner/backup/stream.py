@@ -43,14 +43,14 @@ def host_to_restic(host, command: str, repo: Repository, restic_args: list[str],
                 if time.monotonic() > deadline:
                     raise HostError(f"{host.name}: the stream took more than {timeout} s (backup.timeout)")
         except (BrokenPipeError, socket.timeout, OSError) as err:
-            _stop(proc)
+            stop(proc)
             raise HostError(f"{host.name}: the stream into restic stopped: {err}; "
                             f"restic: {_tail(b''.join(restic_err).decode(errors='replace'))}") from None
         rc = channel.recv_exit_status()
         remote_err = _read_stderr(channel)
         if rc != 0:
             # Killed before its input ends, restic saves no snapshot of the partial stream.
-            _stop(proc)
+            stop(proc)
             raise HostError(f"{host.name}: {what} exited {rc}: "
                             f"{_tail(remote_err, 300)}")
         proc.stdin.close()
@@ -60,7 +60,7 @@ def host_to_restic(host, command: str, repo: Repository, restic_args: list[str],
                               f"{_tail(b''.join(restic_err).decode(errors='replace'))}")
         return summary(out, repo.url)
     finally:
-        _stop(proc)
+        stop(proc)
         client.close()
 
 
@@ -91,7 +91,7 @@ def restic_to_host(repo: Repository, restic_args: list[str], host, command: str,
                             f"{_tail(_read_stderr(channel) or text, 400)}")
         return text
     finally:
-        _stop(proc)
+        stop(proc)
         client.close()
 
 
@@ -151,7 +151,7 @@ def _read_stderr(channel) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop(proc: subprocess.Popen) -> None:
     """Stop restic without a snapshot: SIGINT lets it remove its repository lock first."""
     if proc.poll() is not None:
         return

@@ -80,7 +80,7 @@ class BarProgress(Progress):
             # rich.markup.escape: a site's error is text, never markup.
             from rich.markup import escape
 
-            self._bar.console.print(f"[red]failed[/red] {escape(fqdn)}: {escape(detail)}")
+            self._bar.console.print(f"[red]failed[/red] {escape(fqdn)}: {escape(detail)}", highlight=False)
         self._bar.advance(self._task)
 
     def end(self):

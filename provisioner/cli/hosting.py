@@ -110,7 +110,8 @@ def _report(result) -> None:
 
 
 def _summary(report) -> None:
-    """The per-request table, then each failure's reason in full (a table cell would cut it)."""
+    """The per-request table, then each failure's (or wait's) reason in full: a reason is too
+    long for a cell of a terminal's width."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -119,13 +120,13 @@ def _summary(report) -> None:
     if not console.is_terminal:
         console = Console(width=300)  # a pipe or file has no width; keep rows on one line
     grid = Table(title=f"{len(report.rows)} requests, {len(report.failed)} failed")
-    for column in ("request", "site", "result", "letter", "detail"):
-        grid.add_column(column, no_wrap=column != "detail", overflow="ellipsis" if column == "detail" else "fold",
-                        max_width=60 if column == "detail" else None)
+    for column in ("request", "site", "result", "letter"):
+        grid.add_column(column, no_wrap=True, overflow="fold")
     for row in report.rows:
-        # Text, not markup: a reason may hold brackets ("[Errno 111]") that rich would take as styles.
-        grid.add_row(*(Text(str(row[key] or "")) for key in ("request", "fqdn", "result", "letter", "detail")),
+        # Text, not markup: names are plain text to rich.
+        grid.add_row(*(Text(str(row[key] or "")) for key in ("request", "fqdn", "result", "letter")),
                      style="red" if row["result"] == "failed" else None)
     console.print(grid)
-    for row in report.failed:
-        click.echo(f"failed: {row['request']} ({row['fqdn']}): {row['detail']}")
+    for row in report.rows:
+        if row["result"] in ("failed", "waiting"):
+            click.echo(f"{row['result']}: {row['request']} ({row['fqdn']}): {row['detail']}")

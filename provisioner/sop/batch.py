@@ -180,7 +180,7 @@ def provision_requests(engine, request_ids, checksum=None, progress=None, source
             if outcomes[request_id].error is not None:
                 report.errors[request_id] = outcomes[request_id].error
         else:
-            row, error = _rest_row(request_id, fqdn, seen, report.applies)
+            row, error = _rest_row(request_id, fqdn, seen, report.applies, alone=len(ids) == 1)
             if error is not None:
                 report.errors[request_id] = error
         report.rows.append(row)
@@ -219,7 +219,9 @@ def _reason(error) -> str:
     return str(cause)
 
 
-def _rest_row(request_id, fqdn, seen: SiteResults, applies) -> tuple[dict, ProvisionerError | None]:
+def _rest_row(request_id, fqdn, seen: SiteResults, applies, alone) -> tuple[dict, ProvisionerError | None]:
+    """The row of a request applied without its SOP (provisioned already). `alone`: the only
+    request of the command, whose error is the apply's own, as raised (its exit code kept)."""
     row = {"request": request_id, "fqdn": fqdn, "result": "provisioned", "detail": "", "letter": ""}
     ok, detail = seen.finished.get(fqdn, (None, ""))
     stopped = next((a for a in applies if isinstance(a, ProvisionerError)), None)
@@ -230,5 +232,8 @@ def _rest_row(request_id, fqdn, seen: SiteResults, applies) -> tuple[dict, Provi
         return row, None
     if ok:
         return row, None
-    row.update(result="failed", detail=detail or str(stopped))
-    return row, HostError(detail) if detail else stopped
+    if alone or not detail:
+        row.update(result="failed", detail=str(stopped))
+        return row, stopped
+    row.update(result="failed", detail=detail)
+    return row, HostError(detail)

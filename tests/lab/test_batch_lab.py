@@ -123,11 +123,16 @@ def test_a_batch_across_both_servers_where_one_site_fails_alone(office, lab_host
         assert not web.file(f"/etc/php/{blocked.php_version}/fpm/pool.d/{blocked.names.pool}.conf").exists
         assert blocked.names.db_name not in db.check_output("mysql -N -e 'SHOW DATABASES'").split()
         assert blocked.names.db_user not in db.check_output("mysql -N -e 'SELECT User FROM mysql.user'").split()
+        other_web = lab_host(({"web1", "web2"} - {blocked.web_host}).pop())
+        other_db = lab_host(({"db1", "db2"} - {blocked.db_host}).pop())
+        assert not other_web.user(blocked.names.user).exists
+        assert blocked.names.db_name not in other_db.check_output("mysql -N -e 'SHOW DATABASES'").split()
         assert ipam.allocated(office.store, blocked.fqdn) is None
-        reserved = [e.payload.get("address") for e in office.events("ip_allocated")
-                    if e.payload.get("fqdn") == blocked.fqdn]
-        for address in filter(None, reserved):
-            assert f" {address}/" not in web.check_output("ip -o -4 addr show")
+        reserved = [e.payload["address"] for e in office.events("ip_allocated") if e.payload.get("fqdn") == blocked.fqdn]
+        assert reserved  # a dedicated address was taken for it, and given back
+        for address in reserved:
+            for host in (web, other_web):
+                assert f" {address}/" not in host.check_output("ip -o -4 addr show")
         # What was in the way was not the toolkit's: it is left where it was.
         blocker = web.file(home)
         assert blocker.is_file and (blocker.user, blocker.mode) == ("root", 0o600)

@@ -202,4 +202,4 @@ def test_a_missing_api_key_file_on_the_lab_copy_is_named_with_the_other_problem(
            "database grants and the public IP role would be given the name, not the address" in problems
     # The lab's SSH key is there and private: it is not a problem.
     assert not [p for p in problems if "ansible_ssh_private_key_file" in p]
-    assert problems[-1].startswith(f"{copy}: 2 problem(s): 5 hosts in 4 groups"), problems
+    assert problems[-1].startswith(f"{copy}: 2 problem(s): 8 hosts in 5 groups"), problems

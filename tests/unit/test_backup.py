@@ -328,3 +328,34 @@ def test_verify_proves_a_sample_by_scratch_restores_and_finds_a_corrupted_pack(o
         pack.write(bytes([byte[0] ^ 0xFF]))
     broken = verifier.verify(sites[0].fqdn, sample=0)
     assert not broken.ok and not broken.checks[config.backup.repository.format(office="tarakan")]["ok"]
+
+
+@pytest.mark.parametrize("state_url", ["postgresql"], indirect=True)
+def test_a_postgresql_state_is_dumped_into_the_repository_without_its_password_in_argv(state_url, tmp_path,
+                                                                                        monkeypatch):
+    monkeypatch.delenv("PROVISIONER_HOME", raising=False)
+    monkeypatch.delenv(state.ENV_PASSPHRASE, raising=False)
+    config = _config(tmp_path).model_copy(update={"state_url": state_url})
+    store = open_store(state_url)
+    seen = []
+    real = subprocess.Popen
+
+    class Spy(real):
+        def __init__(self, argv, *args, **kwargs):
+            seen.append(list(argv))
+            super().__init__(argv, *args, **kwargs)
+
+    monkeypatch.setattr(state.subprocess, "Popen", Spy)
+    try:
+        work = Backups(config, store, hosting=FakeHosting([]), hosts=FakeHosts())
+        repo = work.repository("provisioner")
+        done = work.backup_state(repo, records.new_run_id())
+        assert "error" not in done, done
+        dumped = repo.run("dump", done["state"]["id"], "/state/state.sql")[1]
+        assert "CREATE TABLE public.backup_snapshots" in dumped
+        from sqlalchemy.engine import make_url
+
+        password = make_url(state_url).password
+        assert password and all(password not in " ".join(argv) for argv in seen if argv[0] == "pg_dump")
+    finally:
+        store.close()

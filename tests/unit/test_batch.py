@@ -192,6 +192,7 @@ class FakeHosting:
     applies = []
     plans = []
     fail = {}
+    lone_error = HostError  # what an apply of one failing site raises
 
     def __init__(self, config, store, source="cli", progress=None):
         from provisioner.progress import Progress
@@ -250,7 +251,7 @@ class FakeHosting:
         self.progress.end()
         if failed:
             if len(failed) == 1 and not result.sites:
-                raise HostError(next(iter(failed.values())))
+                raise FakeHosting.lone_error(next(iter(failed.values())))
             raise HostError(f"{len(failed)} of {len(ids)} sites failed: "
                             + "; ".join(f"{f}: {why}" for f, why in failed.items()))
         return result
@@ -264,6 +265,7 @@ def fake_hosting(monkeypatch):
     monkeypatch.setattr(FakeHosting, "applies", [])
     monkeypatch.setattr(FakeHosting, "plans", [])
     monkeypatch.setattr(FakeHosting, "fail", {})
+    monkeypatch.setattr(FakeHosting, "lone_error", HostError)
     return FakeHosting
 
 
@@ -485,3 +487,22 @@ def test_a_named_request_without_an_approval_refuses_the_batch_before_anything_r
     assert fake_hosting.applies == [] and letters == []
     assert {engine.show(i)["state"] for i in ids} == {"approved"}
     assert [e["kind"] for e in engine.events(ids[0])].count("action_started") == 0
+
+
+def test_one_request_fails_as_it_always_did_one_line_and_its_own_exit_code(cli, clock, fake_hosting):
+    from provisioner.errors import Conflict
+
+    invoke, engine, _ = cli
+    (request_id,) = approved(engine, clock, [113])
+    assert invoke("hosting", request_id, "--apply").exit_code == 0
+    fake_hosting.fail["app113.tarakankota.go.id"] = "app113.tarakankota.go.id: a vhost the toolkit did not create"
+    fake_hosting.lone_error = Conflict
+    rerun = invoke("hosting", request_id, "--apply")  # provisioned already: applied without its SOP
+    assert rerun.exit_code == 5
+    assert rerun.output.splitlines() == ["error: app113.tarakankota.go.id: a vhost the toolkit did not create"]
+    (fresh,) = approved(engine, clock, [114])
+    fake_hosting.fail["app114.tarakankota.go.id"] = "step web failed: configtest refused"
+    first = invoke("hosting", fresh, "--apply")  # through its SOP: the step's failure, exit 6
+    assert first.exit_code == 6 and first.output.splitlines() == [
+        "error: HST-2024-0114: step 6 (konfigurasi_server): action provision_site failed: "
+        "step web failed: configtest refused"]

@@ -114,6 +114,15 @@ def dns_live():
             "bulelengkab.go.id": {}}
 
 
+# The hand-made site lives on web1 and db1; the lab's other servers (web2, db2) are freshly
+# prepared and hold nothing of it.
+HAND_MADE_WEB, HAND_MADE_DB = "web1", "db1"
+
+
+def empty_web(host):
+    return {"files": [], "pools": [], "users": {}, "addresses": [host.address]}
+
+
 class FakeReader:
     last = None  # the web host "now" for a removal's plan: as the latest reader sees it
 
@@ -124,11 +133,11 @@ class FakeReader:
 
     def web(self, host):
         self.read.append(host.name)
-        return self.web_data
+        return self.web_data if host.name == HAND_MADE_WEB else empty_web(host)
 
     def db(self, host):
         self.read.append(host.name)
-        return self.db_data
+        return self.db_data if host.name == HAND_MADE_DB else {"databases": [], "accounts": []}
 
     def dns(self, zones):
         return {z: self.dns_data.get(z, {}) for z in zones}
@@ -138,7 +147,8 @@ class FakeReader:
 def web_host_now(monkeypatch):
     """A removal reads the web host whole again (targets/adopted.read_hosts): here it sees what the
     latest FakeReader holds, changed by a test after adoption when the host changed since. No host is reached."""
-    monkeypatch.setattr(import_probe, "probe_web_all", lambda host: FakeReader.last.web_data)
+    monkeypatch.setattr(import_probe, "probe_web_all",
+                        lambda host: FakeReader.last.web_data if host.name == HAND_MADE_WEB else empty_web(host))
 
 
 @pytest.fixture
