@@ -11,7 +11,6 @@ letter finds and keeps its number, and a render that fails afterwards leaves
 the number taken (the migration refuses UPDATE and DELETE on the table).
 """
 
-import hashlib
 import random
 import time
 from dataclasses import dataclass
@@ -21,32 +20,12 @@ from sqlalchemy import func, insert, literal, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from provisioner.errors import StateError
+# The kinds live in kinds.py (no SQLAlchemy there, for the SOP checks); named here too, as before.
+from provisioner.letters.kinds import KIND_MAX, KINDS, REPORT_PREFIX, known_kind, number_kind  # noqa: F401
 from provisioner.store.events import add_event
 from provisioner.store.models import LetterNumber, UTCDateTime
 
-# Letters, and the documents of the application and website SOPs (provisioner.letters.documents);
-# a report is numbered per reporting step: "report-lapor_kabid".
-KINDS = ("configuration", "reply", "analysis", "kak", "delegation", "handover", "website-report")
-REPORT_PREFIX = "report-"
-KIND_MAX = 20  # letter_numbers.kind is String(20)
 MAX_TRIES = 50
-
-
-def number_kind(kind: str) -> str:
-    """The kind a number is stored under: `kind` itself, except a report of a step whose key is
-    too long for the column (step keys may have 40 characters): report-<its first 4 letters>_<8
-    hex digits of its sha256>, which fits and stays the same on every rerun."""
-    if kind.startswith(REPORT_PREFIX) and len(kind) > KIND_MAX:
-        key = kind[len(REPORT_PREFIX):]
-        return f"{REPORT_PREFIX}{key[:4]}_{hashlib.sha256(key.encode()).hexdigest()[:8]}"
-    return kind
-
-
-def known_kind(kind: str) -> bool:
-    if kind in KINDS:
-        return True
-    step = kind[len(REPORT_PREFIX):] if kind.startswith(REPORT_PREFIX) else ""
-    return bool(step) and len(kind) <= KIND_MAX and step.replace("_", "").isalnum() and step.isascii()
 
 
 @dataclass(frozen=True)

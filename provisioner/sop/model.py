@@ -264,16 +264,16 @@ def _semantic_problems(sop, doc, known_actions):
 
 def _check_report_numbers(sop, fail):
     """Each reporting step's document takes its own letter number, stored under a kind made from
-    the step key (provisioner.letters.numbering.number_kind): it must be one the table takes, and
+    the step key (provisioner.letters.kinds.number_kind): it must be one the table takes, and
     two steps must not share one (the second report would reuse the first one's number)."""
-    from provisioner.letters import numbering
+    from provisioner.letters.kinds import REPORT_PREFIX, known_kind, number_kind
 
     taken = {}
     for i, step in enumerate(sop.steps):
         if step.after != REPORT_ACTION:
             continue
-        kind = numbering.number_kind(f"{numbering.REPORT_PREFIX}{step.key}")
-        if not numbering.known_kind(kind):
+        kind = number_kind(f"{REPORT_PREFIX}{step.key}")
+        if not known_kind(kind):
             fail(("steps", i, "key"), f"a reporting step's key must be lowercase letters, digits and _ "
                                       f"(its letter number kind {kind!r} is not one the numbering takes)")
         elif kind in taken:

@@ -79,6 +79,18 @@ def test_listing_commands_load_no_heavy_library(state_home):
     assert {(o["request"], o["key"]) for o in overdue} == {(request_id, "agenda") for request_id in SUBMITTED}
 
 
+
+def test_reading_the_sops_opens_no_state_database(tmp_path):
+    env = dict(os.environ, PROVISIONER_HOME=str(tmp_path / "home"))
+    env.pop("PROVISIONER_CONFIG", None)
+    reading = [["sop", "list"], ["sop", "list", "--json"], ["sop", "show", "hosting", "--json"]]
+    done = subprocess.run([sys.executable, "-c", PROBE, json.dumps([["sqlalchemy"], reading])], capture_output=True,
+                          text=True, timeout=120, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for one in json.loads(done.stdout.splitlines()[-1]):
+        assert one["exit_code"] == 0 and one["heavy"] == [], one
+    assert not (tmp_path / "home").exists()
+
 def test_the_cheap_head_read_is_alembics_head():
     from alembic.script import ScriptDirectory
 

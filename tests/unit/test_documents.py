@@ -277,7 +277,9 @@ def test_a_report_number_kind_clash_is_refused_at_sop_load(office, monkeypatch):
     from provisioner.errors import ValidationError
     from provisioner.sop.model import parse_sop
 
-    monkeypatch.setattr(numbering, "number_kind", lambda kind: "report-same")
+    from provisioner.letters import kinds
+
+    monkeypatch.setattr(kinds, "number_kind", lambda kind: "report-same")
     text = (EXAMPLES.parent / "sop" / "aplikasi-api.yaml").read_text()
     with pytest.raises(ValidationError, match="letter number kind 'report-same' is the same as step 'lapor_kasi'"):
         parse_sop(text, "aplikasi-api.yaml", name="aplikasi-api", known_actions=office.engine.actions.names())
