@@ -50,7 +50,7 @@ mysql "$db"
 
 # As root on the web host: the tar on stdin extracted into a staging directory in the home
 # (paths checked, owners mapped to the target site's user, modes kept without set-id bits,
-# devices skipped), then swapped in for the home's content; the home itself keeps its owner
+# devices skipped, times kept), then swapped in for the home's content; the home itself keeps its owner
 # and mode (the SFTP chroot). A failure before the swap leaves the home as it was.
 _EXTRACT = r'''
 import grp, json, os, pwd, secrets, shutil, stat, sys, tarfile
@@ -89,7 +89,7 @@ try:
                 raise ValueError("archive path goes through a link: " + name)
             if m.isdir():
                 os.makedirs(path, 0o700, exist_ok=True)
-                dirs.append((path, m.mode & 0o1777))
+                dirs.append((path, m.mode & 0o1777, m.mtime))
             elif m.isfile():
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
                 with os.fdopen(fd, "wb") as out:
@@ -103,8 +103,11 @@ try:
             else:
                 continue
             os.lchown(path, owner(m.uname, uid, uid), owner(m.gname, gid, gid))
-    for path, mode in reversed(dirs):
+            if not m.isdir():
+                os.utime(path, (m.mtime, m.mtime), follow_symlinks=False)
+    for path, mode, mtime in reversed(dirs):
         os.chmod(path, mode)
+        os.utime(path, (mtime, mtime))
     os.mkdir(old, 0o700)
     for entry in os.listdir(home):
         if not entry.startswith(".restore-"):
@@ -159,7 +162,8 @@ class SiteHosts:
             parts = line.split(" ")
             if parts[0] == "release" and len(parts) == 2:
                 facts["release"] = None if parts[1] == "none" else parts[1]
-            elif parts[0] == "index" and len(parts) == 3:
+            elif parts[0] == "index" and len(parts) == 3 and not parts[1].startswith(("/", "../")):
+                # A page that a link takes out of the home is not the site's own: nothing to compare.
                 facts["index"], facts["index_sha256"] = parts[1], parts[2]
         return facts
 

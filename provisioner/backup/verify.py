@@ -120,8 +120,9 @@ class Verifier(Backups):
             archive.unlink()
             index, expected = row.facts.get("index"), row.facts.get("index_sha256")
             if index and expected:
-                page = target / index
-                got = hashlib.sha256(page.read_bytes()).hexdigest() if page.is_file() else None
+                page = (target / index).resolve()
+                inside = page.is_relative_to(target.resolve())
+                got = hashlib.sha256(page.read_bytes()).hexdigest() if inside and page.is_file() else None
                 if got != expected:
                     raise HostError(f"{fqdn}: {index} in snapshot {row.snapshot_id} has sha256 "
                                     f"{(got or 'missing')[:12]}, recorded {expected[:12]}")

@@ -103,7 +103,8 @@ def test_audit_finds_each_drift_and_the_fix_restores_it(office, lab_host):
     dry = _audit_cli("--fix")
     assert dry.exit_code == 1, dry.output
     assert "dry run" in dry.output and "Create dns" in dry.output
-    assert all(f"Update db  {name}" in dry.output for name in (a.db_host, b.db_host)), dry.output
+    # a's grant is narrowed on its database server, b's user made again on its own (maybe the other one).
+    assert f"Update db  {a.db_host}" in dry.output and f"Create db  {b.db_host}" in dry.output, dry.output
     assert cidr not in web.check_output("ip -o -4 addr show")  # the dry run changed nothing
     checksum = dry.output.rsplit("--checksum ", 1)[1].split()[0]
     fixed = _audit_cli("--fix", "--apply", "--checksum", checksum, "--format", "json")

@@ -10,6 +10,7 @@ tests/unit/test_backup.py (a local repository: it needs 21 snapshots, too slow o
 
 import json
 import secrets
+import time
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -166,11 +167,16 @@ def test_the_audit_reports_stale_and_unverified_backups_until_run_and_verify(lab
 def test_a_stopped_database_fails_its_site_and_the_others_are_backed_up(lab, lab_host):
     a, b = lab.a, lab.b
     db = lab_host(a["db_host"])
-    db.check_output("systemctl stop mariadb")
+    db.check_output("service mariadb stop")
     try:
+        assert not db.run("mysqladmin ping").succeeded
         result = lab.backups.run(apply=True)
     finally:
-        db.check_output("systemctl start mariadb")
+        db.run("service mariadb start")
+        deadline = time.monotonic() + 60
+        while not db.run("mysqladmin ping").succeeded:
+            assert time.monotonic() < deadline, "mariadb did not come back"
+            time.sleep(0.5)
     outcome = {s.fqdn: s for s in result.sites}
     assert not result.ok and not outcome[a["fqdn"]].ok
     assert "mysqldump" in outcome[a["fqdn"]].error

@@ -238,6 +238,7 @@ def _tar(entries) -> bytes:
         for name, kind, data in entries:
             info = tarfile.TarInfo(name)
             info.uname = info.gname = "sumber"
+            info.mtime = 1767236400  # 2026-01-01 03:00 UTC
             if kind == "dir":
                 info.type, info.mode = tarfile.DIRTYPE, 0o750
                 archive.addfile(info)
@@ -265,6 +266,7 @@ def test_the_restore_extraction_swaps_the_home_and_refuses_paths_out_of_it(tmp_p
     index = home / "public" / "index.html"
     assert index.read_bytes() == b"halo" and oct(index.stat().st_mode & 0o7777) == "0o755"
     assert index.owner() == "daemon" and os.readlink(home / "current") == "public"
+    assert index.stat().st_mtime == (home / "public").stat().st_mtime == 1767236400
     for evil in (_tar([("../luar.txt", "file", b"x")]),
                  _tar([("./public", "link", "/etc"), ("./public/passwd", "file", b"x")])):
         done = subprocess.run([sys.executable, "-c", backup_hosts._EXTRACT, spec], input=evil, capture_output=True)
