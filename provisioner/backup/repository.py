@@ -174,7 +174,9 @@ class Repository:
         """restic check; reading back `read_data` of the packs (a subset like 10%, or all)."""
         args = ["check", "--read-data"] if read_data == "all" else ["check", f"--read-data-subset={read_data}"]
         rc, out, err = self.run(*args, ok=(0, 1))
-        return rc == 0, _tail(out + err, 2000)
+        # What names the damage (a pack whose content no longer matches its id, an error), not the progress.
+        found = [line.strip() for line in (out + err).splitlines() if re.search(r"error|pack id|fatal", line, re.I)]
+        return rc == 0, ("\n".join(found) or _tail(out + err))[-2000:]
 
 
 def summary(out: str, url: str) -> dict:

@@ -18,7 +18,6 @@ from sqlalchemy import select
 from provisioner.backup import records, state as toolkit_state
 from provisioner.backup.hosts import SiteHosts
 from provisioner.errors import NotFound, ProvisionerError, StateError
-from provisioner.sop.sla import utcnow
 from provisioner.store.events import add_event
 from provisioner.store.models import SiteRow
 

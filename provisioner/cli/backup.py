@@ -142,7 +142,7 @@ def verify(fqdn, sample, config_path, as_json):
     else:
         for url, check in result.checks.items():
             click.echo(f"  {'ok' if check['ok'] else 'FAILED'}  restic check {url}" +
-                       ("" if check["ok"] else f": {check['output'][-600:]}"))
+                       ("" if check["ok"] else f": {check['output'][-1000:]}"))
         for site, outcome in result.sites.items():
             click.echo(f"  {'ok' if outcome['ok'] else 'FAILED'}  test restore {site}" +
                        ("" if outcome["ok"] else f": {outcome['error']}"))

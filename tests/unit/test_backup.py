@@ -329,7 +329,8 @@ def test_verify_proves_a_sample_by_scratch_restores_and_finds_a_corrupted_pack(o
         pack.seek(100)
         pack.write(bytes([byte[0] ^ 0xFF]))
     broken = verifier.verify(sites[0].fqdn, sample=0)
-    assert not broken.ok and not broken.checks[config.backup.repository.format(office="tarakan")]["ok"]
+    check = broken.checks[config.backup.repository.format(office="tarakan")]
+    assert not broken.ok and not check["ok"] and f"Pack ID does not match, want {packs[0].name}" in check["output"]
 
 
 @pytest.mark.parametrize("state_url", ["postgresql"], indirect=True)
