@@ -31,7 +31,9 @@ class Office:
     def request(self, example: str, **site) -> tuple[str, Path]:
         """A new request file from an example, with a fresh id and subdomain."""
         text = (EXAMPLES / example).read_text()
-        request_id = f"TST-2024-{secrets.randbelow(10000):04d}"
+        # Random letters too: ids from 10,000 numbers alone collide in a batch of a few dozen.
+        letters = "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(3))
+        request_id = f"T{letters}-2024-{secrets.randbelow(10000):04d}"
         label = site.pop("subdomain", f"t{secrets.token_hex(4)}")
         text = re.sub(r"(?m)^id: .*$", f"id: {request_id}", text)
         text = re.sub(r"(?m)^  subdomain: .*$", f"  subdomain: {label}", text)
