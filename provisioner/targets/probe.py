@@ -13,6 +13,7 @@ from provisioner import ssh
 
 WEB_PROBE = r'''
 import grp, hashlib, json, os, pwd, subprocess
+from stat import S_ISDIR, S_ISLNK, S_ISREG
 INPUT = json.loads(__INPUT__)
 
 def sha(path):
@@ -22,9 +23,18 @@ def sha(path):
     except OSError:
         return None
 
+def kind(path):
+    """What is at the path itself (a link is not followed): whether it can be the site's."""
+    mode = os.lstat(path).st_mode
+    for name, test in (("link", S_ISLNK), ("directory", S_ISDIR), ("file", S_ISREG)):
+        if test(mode):
+            return name
+    return "other"
+
 def stat(path):
     try:
         st = os.stat(path)
+        what = kind(path)
     except OSError:
         return None
     try:
@@ -35,7 +45,8 @@ def stat(path):
         group = grp.getgrgid(st.st_gid).gr_name
     except KeyError:
         group = st.st_gid
-    return {"owner": owner, "group": group, "mode": "%04o" % (st.st_mode & 0o7777)}
+    # Owner and mode as Apache and PHP see them (through a link); `kind` says whether it was one.
+    return {"owner": owner, "group": group, "mode": "%04o" % (st.st_mode & 0o7777), "kind": what}
 
 def directives(path):
     """ServerName and DocumentRoot values as the vhost file states them (for the audit)."""

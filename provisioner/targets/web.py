@@ -102,6 +102,21 @@ def _default_vhosts(sites: list[DesiredSite], live: dict) -> list:
     return changes
 
 
+def made_by_the_role(found: dict | None, owners: tuple, group: str) -> bool:
+    """Whether what the probe found at a site's path is a directory owned as the web_site role
+    makes it: only that is the site's to remove (a link, a file, or a directory of another
+    owner was put there by someone else, and is left)."""
+    return found is not None and found.get("kind") == "directory" and found["owner"] in owners \
+        and found["group"] == group
+
+
+def _owned_paths(s: DesiredSite, state: dict) -> list[tuple[str, dict | None, bool]]:
+    """(path, what the probe found, whether it is the site's) of the home and the log directory."""
+    # The home is root:<site> (a site user may have been given it by hand); the log directory root:adm.
+    return [(s.names.home, state["home"], made_by_the_role(state["home"], ("root", s.names.user), s.names.user)),
+            (s.names.logdir, state["logdir"], made_by_the_role(state["logdir"], ("root",), "adm"))]
+
+
 def removal_changes(sites: list[DesiredSite], live: dict) -> list:
     changes = []
     for s in sites:
@@ -112,9 +127,32 @@ def removal_changes(sites: list[DesiredSite], live: dict) -> list:
             changes.append(Delete("web", s.web_host, s.fqdn, "PHP-FPM pool", s.names.pool))
         if state["user"] is not None:
             changes.append(Delete("web", s.web_host, s.fqdn, "system user and SFTP account", s.names.user))
-        if state["home"] is not None:
-            changes.append(Delete("web", s.web_host, s.fqdn, "site directory", s.names.home))
+        (home, _, own_home), _ = _owned_paths(s, state)
+        if own_home:
+            changes.append(Delete("web", s.web_host, s.fqdn, "site directory", home))
     return changes
+
+
+def removal_notes(sites: list[DesiredSite], live: dict) -> dict[str, str]:
+    """fqdn -> what a removal leaves at the site's paths because it is not the site's, and why."""
+    notes = {}
+    for s in sites:
+        state = live[s.web_host]["sites"][s.fqdn]
+        left = [f"left: {path} is not the site's: {described(found)}"
+                for path, found, own in _owned_paths(s, state) if found is not None and not own]
+        if left:
+            notes[s.fqdn] = "; ".join(left)
+    return notes
+
+
+def described(found: dict) -> str:
+    """"a file owned by root", "a directory owned by root:root", as the probe found it."""
+    what = found.get("kind")
+    if what == "directory":
+        return f"a directory owned by {found['owner']}:{found['group']}"
+    if what == "link":
+        return "a link"
+    return f"{'a file' if what == 'file' else 'something'} owned by {found['owner']}"
 
 
 def apply(inventory_path, sites: list[DesiredSite], secrets: dict, state: str = "present",

@@ -20,7 +20,12 @@ Rules kept from the task files this replaces:
 - group write and every bit for others are taken from the site's files by
   find/chmod running as the site user, so a link the site planted cannot turn
   it into root changing a file outside the home;
-- a docroot without an index.* gets the placeholder page (never overwritten).
+- a docroot without an index.* gets the placeholder page (never overwritten);
+- a removed site's home and log directory go only when they are directories
+  owned as made here (home root or the site's user : the site's group, log
+  directory root:adm); anything else there was not made by the toolkit: it is
+  left, named in `left` ("left: PATH is not the site's: a file owned by root")
+  and as a warning, never a failure.
 """
 
 import grp
@@ -47,6 +52,12 @@ options:
   home_base: {type: str, required: true}
   log_base: {type: str, required: true}
   userdel_tries: {type: int, default: 6}
+"""
+
+RETURN = r"""
+done: {type: list, description: "What changed (or would, in check mode)."}
+left: {type: list, description: "Paths of removed sites left because they are not the site's, and why."}
+apache_groups_changed: {type: bool, description: "Apache joined site groups (its children need a reload)."}
 """
 
 NOLOGIN = "/usr/sbin/nologin"
@@ -258,12 +269,54 @@ def userdel(user, tries, pause=1.0):
     raise Refused(f"userdel {user} failed (rc {done.returncode}): {done.stderr.strip()[:300]}")
 
 
+def owner_names(st):
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return owner, group
+
+
+def not_the_sites(path, owners, group):
+    """Why what is at `path` is not the site's (None if it is, or if nothing is there).
+
+    Only a directory owned as this module makes it is the site's: a link, a file, or a
+    directory of another owner was put there by someone else and is left where it is.
+    `owners`: the uids it may have; `group`: its gid (None when that group is gone).
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    owner, group_name = owner_names(st)
+    if stat.S_ISLNK(st.st_mode):
+        return f"left: {path} is not the site's: a link"
+    if not stat.S_ISDIR(st.st_mode):
+        what = "a file" if stat.S_ISREG(st.st_mode) else "something"
+        return f"left: {path} is not the site's: {what} owned by {owner}"
+    if st.st_uid not in owners or st.st_gid != group:
+        return f"left: {path} is not the site's: a directory owned by {owner}:{group_name}"
+    return None
+
+
 def make_absent(absent, check, tries):
+    """Remove the sites' accounts and directories; returns (what changed, what was left and why)."""
     passwd, groups_now = accounts(), groups()
-    done = []
+    done, left = [], []
     for s in absent:
         # Only an account whose home is the site's home is the site's own.
         own = s["user"] in passwd and passwd[s["user"]][0] == s["home"]
+        # Judged before userdel, which may take the site's group (the home's group) with it.
+        site_gid = groups_now[s["user"]][0] if s["user"] in groups_now else None
+        site_uids = {0} | ({pwd.getpwnam(s["user"]).pw_uid} if s["user"] in passwd else set())
+        adm_gid = groups_now["adm"][0] if "adm" in groups_now else None
+        kept = {path: why for path, why in ((s["home"], not_the_sites(s["home"], site_uids, site_gid)),
+                                            (s["logdir"], not_the_sites(s["logdir"], {0}, adm_gid))) if why}
+        left += kept.values()
         if own:
             done.append(f"user {s['user']}")
             if not check:
@@ -273,11 +326,11 @@ def make_absent(absent, check, tries):
                 if not check and s["user"] in groups():
                     _run(["groupdel", s["user"]])
         for path in (s["home"], s["logdir"]):
-            if os.path.lexists(path):
+            if os.path.lexists(path) and path not in kept:
                 done.append(f"remove {path}")
                 if not check:
                     remove_tree(path)
-    return done
+    return done, left
 
 
 def main():
@@ -298,10 +351,14 @@ def main():
     try:
         done, apache_changed = make_present(p["present"], p["password_hashes"], p["sftp_group"],
                                             p["apache_user"], p["home_base"], p["log_base"], module.check_mode)
-        done += make_absent(p["absent"], module.check_mode, p["userdel_tries"])
+        removed, left = make_absent(p["absent"], module.check_mode, p["userdel_tries"])
+        done += removed
     except (Refused, KeyError, OSError) as error:
         module.fail_json(msg=f"web_site_accounts: {error}")
-    module.exit_json(changed=bool(done), done=done, apache_groups_changed=apache_changed)
+    # What was left is no failure: it was never the site's (the removal plan names it too).
+    for note in left:
+        module.warn(note)
+    module.exit_json(changed=bool(done), done=done, left=left, apache_groups_changed=apache_changed)
 
 
 if __name__ == "__main__":
