@@ -727,7 +727,9 @@ class Hosting:
                                              self.config)
         changes = (dns_removal(sites, live.dns) + web_target.removal_changes(built, live.web) + taken
                    + db_target.removal_changes(built, live.db) + ip_target.removal_changes(built, live.web))
-        return Plan(changes=changes, sites=[s.fqdn for s in sites], order=REMOVAL_ORDER, notes=kept)
+        # What sits at a built site's home or log directory but is not the site's is left, and said so.
+        return Plan(changes=changes, sites=[s.fqdn for s in sites], order=REMOVAL_ORDER,
+                    notes=kept | web_target.removal_notes(built, live.web))
 
     def remove(self, fqdns: list[str], actor: str = "system", **details) -> dict[str, dict]:
         """Take recorded sites down: DNS first, then web, database and the dedicated IP.
@@ -769,7 +771,8 @@ class Hosting:
                     row.state, row.updated_at = "removed", now
                     close_request(session, site.request_id, now)  # its approval is spent
                     add_event(session, site.request_id, "site_removed", actor=actor, source=self.source,
-                              fqdn=site.fqdn, checksum=plan.checksum, **details)
+                              fqdn=site.fqdn, checksum=plan.checksum, **details,
+                              **({"note": plan.notes[site.fqdn]} if site.fqdn in plan.notes else {}))
                 # The key and certificate files went with the web step; the CA is asked to revoke
                 # and the sealed key is dropped. A refused revocation is recorded, not a failed removal.
                 problems = self.certs.retire(site.fqdn, site.request_id)

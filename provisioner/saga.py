@@ -218,8 +218,11 @@ class Saga:
                 undone.append(step)
                 self.event([site], "saga_compensated", step)
         state = "attention" if leftovers else "failed"
+        # What the undo left because it was never the site's (a file where its home goes) is said, not undone.
+        note = left.notes.get(site.fqdn) if isinstance(left, Plan) else None
         self.set_state(site, state, reason + (f"; not undone: {'; '.join(leftovers)}" if leftovers else ""),
-                       "site_failed", step=failed_step, remaining=[x.split(" ", 1)[0] for x in leftovers])
+                       "site_failed", step=failed_step, remaining=[x.split(" ", 1)[0] for x in leftovers],
+                       **({"note": note} if note else {}))
         # The address goes back to the pool only once it is known to be down on the host.
         if site.dedicated_ip and ("ip" in undone or (known and "ip" not in steps)):
             ipam.release(self.store, site.fqdn, site.request_id, self.source)

@@ -179,6 +179,27 @@ def test_the_undo_follows_the_live_state_when_it_can_be_read(work, monkeypatch):
     assert not allocated(work, site.fqdn)
 
 
+def test_what_the_undo_leaves_because_it_is_not_the_sites_is_named_in_its_failure(work, monkeypatch):
+    site = make_site("gamma", 105)
+    plan = new_site_plan([site])
+    previous = start(work, [site], plan)
+    work.steps.fail[("web", "present", site.fqdn)] = HostError(f"{site.names.home} exists and is not a directory")
+    from provisioner.changes import Delete
+    from provisioner.plan import REMOVAL_ORDER
+
+    note = f"left: {site.names.home} is not the site's: a file owned by root"
+    live = Plan(changes=[Delete("web", "web1", site.fqdn, "system user and SFTP account", site.names.user)],
+                sites=[site.fqdn], order=REMOVAL_ORDER, notes={site.fqdn: note})
+    monkeypatch.setattr(work, "removal_plan", lambda sites: live)
+
+    work.saga.run([site], plan, {}, previous)
+
+    # The file stays (no step for it), the site fails for its own reason, and what was left is said.
+    assert row(work, site.fqdn).state == "failed"
+    (failed,) = events(work, "site_failed", site.fqdn)
+    assert failed["note"] == note and site.names.home in failed["reason"]
+
+
 def test_a_site_that_was_live_is_not_undone_and_keeps_its_state(work, monkeypatch):
     site = make_site("epsilon", 105, dedicated=False)
     plan = Plan(changes=[Update("web", "web1", site.fqdn, "vhost", "/etc/apache2/sites-available/x.conf")],

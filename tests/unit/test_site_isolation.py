@@ -102,6 +102,35 @@ def test_a_default_vhost_is_planned_once_per_address():
     assert defaults == [(a.fqdn, "203.0.113.10"), (c.fqdn, "203.0.113.130")]
 
 
+def test_a_removal_plans_only_a_home_made_as_the_role_makes_it_and_notes_what_it_leaves():
+    site = make_site()
+    n = site.names
+    home_made = {"owner": "root", "group": n.user, "mode": "0750", "kind": "directory"}
+    logdir_made = {"owner": "root", "group": "adm", "mode": "0750", "kind": "directory"}
+    live = _live_for(site, home=home_made, logdir=logdir_made)
+    kinds = [(c.action, c.kind, c.name) for c in web_target.removal_changes([site], live)]
+    assert ("Delete", "site directory", n.home) in kinds
+    assert web_target.removal_notes([site], live) == {}
+
+    # A root-owned file where the home goes (left by hand) and a link as the log directory.
+    live = _live_for(site, home={"owner": "root", "group": "root", "mode": "0600", "kind": "file"},
+                     logdir={**logdir_made, "kind": "link"})
+    assert "site directory" not in [c.kind for c in web_target.removal_changes([site], live)]
+    assert web_target.removal_notes([site], live) == {site.fqdn: (
+        f"left: {n.home} is not the site's: a file owned by root; left: {n.logdir} is not the site's: a link")}
+
+    # A directory of someone else, or a link to the site's own directory, is not the site's either.
+    for found, why in (({**home_made, "group": "root"}, "a directory owned by root:root"),
+                       ({**home_made, "kind": "link"}, "a link")):
+        live = _live_for(site, home=found, logdir=logdir_made)
+        assert "site directory" not in [c.kind for c in web_target.removal_changes([site], live)]
+        assert web_target.removal_notes([site], live) == {site.fqdn: f"left: {n.home} is not the site's: {why}"}
+
+    # Nothing there: nothing to remove and nothing to say.
+    live = _live_for(site, user=None, home=None, logdir=None, vhost_sha256=None, pool_sha256=None)
+    assert web_target.removal_changes([site], live) == [] and web_target.removal_notes([site], live) == {}
+
+
 def _problems(text, config):
     with pytest.raises(ValidationError) as err:
         validate(text.encode(), config, today=TODAY)

@@ -1,7 +1,9 @@
 """The web_site role's own modules and filters, run against a temporary directory (no host)."""
 
+import grp
 import importlib.util
 import os
+import pwd
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -175,6 +177,44 @@ def test_removing_a_home_removes_a_planted_link_not_its_target(tmp_path):
     link.symlink_to(target)
     assert accounts.remove_tree(str(link))
     assert target.is_dir() and not accounts.remove_tree(str(link))
+
+
+def _absent_site(tmp_path, name):
+    return {"fqdn": f"{name}.example.go.id", "user": "w-" + name, "home": str(tmp_path / "www" / name),
+            "logdir": str(tmp_path / "log" / name)}
+
+
+def test_a_removal_takes_only_directories_owned_as_made_and_names_what_it_leaves(tmp_path, monkeypatch):
+    me, my_group = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
+    (tmp_path / "www").mkdir()
+    (tmp_path / "log").mkdir()
+    blocked, built, foreign = (_absent_site(tmp_path, n) for n in ("blocked", "built", "foreign"))
+    Path(blocked["home"]).write_text("left by hand\n")  # a plain file where the home goes
+    os.makedirs(Path(built["home"]) / "public")
+    (Path(built["home"]) / "public" / "index.html").write_text("site\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    Path(built["logdir"]).symlink_to(elsewhere)  # a link is never the site's, nor followed
+    os.mkdir(foreign["home"])  # a directory, but not of the site's group
+    # The built site's user is the test's own (whose home is elsewhere, so no userdel: the account
+    # is not the site's); the other users do not exist. The site groups are faked: the test's own
+    # group stands for the group a home made here carries, except for the foreign one.
+    built["user"] = me
+    monkeypatch.setattr(accounts, "groups", lambda: {me: (os.getgid(), set()), "w-blocked": (os.getgid(), set()),
+                                                     "w-foreign": (os.getgid() + 1, set())})
+
+    done, left = accounts.make_absent([blocked, built, foreign], check=True, tries=1)
+    assert done == [f"remove {built['home']}"]
+    assert Path(built["home"]).is_dir()  # check mode changes nothing
+    done, left = accounts.make_absent([blocked, built, foreign], check=False, tries=1)
+    assert done == [f"remove {built['home']}"]
+    assert left == [f"left: {blocked['home']} is not the site's: a file owned by {me}",
+                    f"left: {built['logdir']} is not the site's: a link",
+                    f"left: {foreign['home']} is not the site's: a directory owned by {me}:{my_group}"]
+    assert Path(blocked["home"]).read_text() == "left by hand\n"
+    assert not os.path.lexists(built["home"])
+    assert Path(built["logdir"]).is_symlink() and elsewhere.is_dir()
+    assert Path(foreign["home"]).is_dir()
 
 
 # --- web_site_probe ------------------------------------------------------------
