@@ -26,8 +26,8 @@ import tarfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from provisioner import ipam, locks, ssh, verify
-from provisioner.errors import HostError, NotFound, ProvisionerError, StateError
+from provisioner import ipam, locks, records, ssh, verify
+from provisioner.errors import HostError, ProvisionerError, StateError
 from provisioner.files import write_atomic
 from provisioner.hosting import Hosting, as_error, reraise
 from provisioner.plan import Plan
@@ -103,11 +103,7 @@ class Lifecycle:
     # -- reading -------------------------------------------------------------------
 
     def _row(self, fqdn: str) -> SiteRow:
-        with self.store.session() as session:
-            row = session.get(SiteRow, fqdn)
-        if row is None:
-            raise NotFound(f"no site {fqdn!r} in the records")
-        return row
+        return records.site_row(self.store, fqdn)
 
     def _site(self, fqdn: str, suspended: bool = False) -> DesiredSite:
         (site,) = self.hosting.recorded_sites([fqdn])

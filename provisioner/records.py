@@ -167,6 +167,15 @@ def history(store, row: SiteRow) -> list[dict]:
              "request_id": e.request_id, "payload": e.payload} for e in events]
 
 
+def site_row(store, fqdn: str) -> SiteRow:
+    """A site's configuration record; NotFound when it was never recorded."""
+    with store.session() as session:
+        row = session.get(SiteRow, fqdn)
+    if row is None:
+        raise NotFound(f"no site {fqdn!r} in the records")
+    return row
+
+
 def site_show(store, fqdn: str, config=None) -> dict:
     with store.session() as session:
         row = session.get(SiteRow, fqdn)

@@ -17,13 +17,11 @@ Applied as planned, holding the target site's lock:
 office (made by hosting: a restore never makes accounts itself).
 """
 
-import hashlib
-import json
 from dataclasses import dataclass
 
-from provisioner import credentials, locks
+from provisioner import credentials, locks, records as site_records
 from provisioner.backup import records
-from provisioner.backup.run import Backups
+from provisioner.backup.run import Backups, Reviewed
 from provisioner.errors import HostError, NotFound, ProvisionerError, StateError
 from provisioner.sop.sla import utcnow
 from provisioner.store.events import add_event
@@ -31,7 +29,7 @@ from provisioner.store.models import SiteRow
 
 
 @dataclass
-class RestorePlan:
+class RestorePlan(Reviewed):
     fqdn: str
     target: str
     run_id: str
@@ -45,13 +43,6 @@ class RestorePlan:
     def reviewed(self) -> dict:
         return {"fqdn": self.fqdn, "target": self.target, "run": self.run_id, "files": self.files, "db": self.db,
                 "web_host": self.web_host, "home": self.home, "db_host": self.db_host, "db_name": self.db_name}
-
-    @property
-    def checksum(self) -> str:
-        return hashlib.sha256(json.dumps(self.reviewed(), sort_keys=True).encode()).hexdigest()
-
-    def as_dict(self) -> dict:
-        return self.reviewed() | {"checksum": self.checksum}
 
     def render(self) -> str:
         where = "in place" if self.fqdn == self.target else f"into {self.target}"
@@ -69,11 +60,7 @@ class RestorePlan:
 
 class Restores(Backups):
     def _row(self, fqdn: str) -> SiteRow:
-        with self.store.session() as session:
-            row = session.get(SiteRow, fqdn)
-        if row is None:
-            raise NotFound(f"no site {fqdn!r} in the records")
-        return row
+        return site_records.site_row(self.store, fqdn)
 
     def plan_restore(self, fqdn: str, snapshot: str | None = None, as_fqdn: str | None = None) -> RestorePlan:
         source = self._row(fqdn)

@@ -36,8 +36,22 @@ class SitePlan:
     db_name: str | None
 
 
+class Reviewed:
+    """A plan shown before it is applied: `reviewed()` is what the checksum binds."""
+
+    def reviewed(self) -> dict:
+        raise NotImplementedError
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(json.dumps(self.reviewed(), sort_keys=True).encode()).hexdigest()
+
+    def as_dict(self) -> dict:
+        return self.reviewed() | {"checksum": self.checksum}
+
+
 @dataclass
-class BackupPlan:
+class BackupPlan(Reviewed):
     repositories: dict  # office -> repository URL
     sites: list
     state: bool  # the toolkit's state database (and the key file when a passphrase is set)
@@ -47,13 +61,6 @@ class BackupPlan:
     def reviewed(self) -> dict:
         return {"repositories": self.repositories, "sites": [asdict(s) for s in self.sites], "state": self.state,
                 "key": self.key, "policy": self.policy}
-
-    @property
-    def checksum(self) -> str:
-        return hashlib.sha256(json.dumps(self.reviewed(), sort_keys=True).encode()).hexdigest()
-
-    def as_dict(self) -> dict:
-        return self.reviewed() | {"checksum": self.checksum}
 
     def render(self) -> str:
         lines = [f"backup of {len(self.sites)} site(s)" + (" and the toolkit's state" if self.state else "")]

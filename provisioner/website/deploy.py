@@ -34,13 +34,13 @@ from pathlib import Path
 
 import urllib3
 
-from provisioner import adopted, locks, runner, ssh
+from provisioner import adopted, locks, records, runner, ssh
 from provisioner.errors import (Conflict, HostError, NotFound, ProvisionerError, StateError, UserError,
                                 ValidationError)
 from provisioner.hosting import Hosting
 from provisioner.sop.sla import utcnow
 from provisioner.store.events import SOURCES
-from provisioner.store.models import Event, SiteRow
+from provisioner.store.models import Event
 from provisioner.website import layout, source as sources
 from provisioner.website.layout import FIRST_RELEASE, LiveLayout
 
@@ -196,10 +196,7 @@ class Website:
     # -- reading -------------------------------------------------------------------
 
     def _site(self, fqdn: str, states=("provisioned",)):
-        with self.store.session() as session:
-            row = session.get(SiteRow, fqdn)
-        if row is None:
-            raise NotFound(f"no site {fqdn!r} in the records")
+        row = records.site_row(self.store, fqdn)
         if row.state not in states:
             raise StateError(f"{fqdn} is {row.state}; content is deployed only to a provisioned site"
                              + (" (unsuspend it first)" if row.state == "suspended" else ""))
