@@ -180,8 +180,10 @@ def run_playbook(
 ) -> RunResult:
     """Run a playbook from `playbooks/` against an inventory and check it fully.
 
-    `extravars` may be logged: ansible-runner puts them on the command line and
-    in its artifacts. `secrets` never are: they reach the play as the variable
+    `extravars` may be logged: they are written to a file in the run's private
+    directory and passed as `-e @file` (never on the command line: one argument
+    may not exceed 128 KiB, which a batch of a hundred sites' vhosts passes).
+    `secrets` never are: they reach the play as the variable
     `provisioner_secrets`, read from a private file (mode 0600, removed after
     the run) that only its path names, and tasks using them are `no_log`.
     """
@@ -198,14 +200,17 @@ def run_playbook(
             with os.fdopen(fd, "w") as out:
                 json.dump({"provisioner_secrets": secrets}, out)
             options += ["-e", f"@{secrets_file}"]
-        # ansible-runner appends inventory, limit and extravars to these arguments.
+        if extravars:
+            vars_file = Path(private) / "extravars.json"
+            vars_file.write_text(json.dumps(extravars))
+            options += ["-e", f"@{vars_file}"]
+        # ansible-runner appends inventory and limit to these arguments.
         binary, arguments = contained_command(options, str(path))
         result = ansible_runner.run(
             private_data_dir=private,
             artifact_dir=str(artifact_dir) if artifact_dir else None,
             playbook=str(path),
             inventory=str(Path(inventory).resolve()),
-            extravars=extravars or {},
             limit=limit,
             binary=binary,
             cmdline=shlex.join(arguments) or None,
