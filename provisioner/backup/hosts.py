@@ -12,9 +12,7 @@ import hashlib
 import json
 import shlex
 
-import urllib3
-
-from provisioner import ssh
+from provisioner import ssh, verify
 from provisioner.backup import stream
 from provisioner.errors import HostError
 
@@ -168,17 +166,10 @@ class SiteHosts:
         return facts
 
     def served(self, site) -> dict:
-        """The site's page as visitors get it: status and sha256 of the body."""
-        ssh.check_route(site.public_ip)
-        if site.tls:
-            pool = urllib3.HTTPSConnectionPool(site.public_ip, 443, timeout=10.0, retries=False,
-                                               server_hostname=site.fqdn, assert_hostname=site.fqdn,
-                                               cert_reqs="CERT_REQUIRED", ca_certs=self.ca_file)
-        else:
-            pool = urllib3.HTTPConnectionPool(site.public_ip, 80, timeout=10.0, retries=False)
+        """The site's page as visitors get it: status and sha256 of the body (verify's one HTTP check)."""
         try:
-            response = pool.request("GET", "/", headers={"Host": site.fqdn}, redirect=False)
-        except (urllib3.exceptions.HTTPError, OSError) as err:
+            response = verify.get(site, self.ca_file, "https" if site.tls else "http")
+        except verify.VerificationFailed as err:
             return {"status": None, "sha256": None, "error": str(err)[:200]}
         return {"status": response.status, "sha256": hashlib.sha256(response.data).hexdigest()}
 
