@@ -28,6 +28,7 @@ import abc
 import contextlib
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,8 @@ USER_AGENT = "provisioner"
 REQUEST_TIMEOUT = 30
 # Seconds an order may take from its challenges being answered to the certificate.
 ORDER_TIMEOUT = 180
+# Seconds between two looks at the orders still waiting, unless the CA asks for longer.
+SWEEP_SECONDS = 0.5
 
 # RFC 5280 reason codes accepted by Let's Encrypt for a subscriber's revocation.
 REVOCATION_REASONS = {"unspecified": 0, "keyCompromise": 1, "superseded": 4, "cessationOfOperation": 5}
@@ -324,16 +327,7 @@ class AcmeClient:
                 except AcmeError as err:
                     results[i] = err
                     del orders[i]
-            for i, (order, names, _csr, _pending) in list(orders.items()):
-                try:
-                    with self._errors(f"validating {', '.join(names)}", order_timeout):
-                        order = self._client.poll_authorizations(order, deadline)
-                    with self._errors(f"finalizing the order for {', '.join(names)}", order_timeout):
-                        order = self._client.finalize_order(order, deadline)
-                    orders[i] = (order, names, _csr, _pending)
-                except AcmeError as err:
-                    results[i] = err
-                    del orders[i]
+            self._settle(orders, results, deadline, order_timeout)
         finally:
             if pending_all:
                 try:
@@ -347,6 +341,104 @@ class AcmeClient:
             except AcmeError as err:
                 results[i] = err
         return results
+
+    # The library's poll_authorizations and poll_finalization sleep a whole second before
+    # each look at one order, so a hundred orders cost a hundred seconds of sleep. These
+    # sweeps look at every unfinished order in turn and sleep once per sweep (at most
+    # until the earliest time the CA asked for with Retry-After), so a batch waits about
+    # as long as its slowest order.
+    def _settle(self, orders: dict, results: list, deadline: dt.datetime, order_timeout: int) -> None:
+        """Poll every order's authorizations until none is pending, finalize each order whose
+        authorizations are all valid, and poll the orders until each has its certificate. An
+        order that fails gets its AcmeError in `results` and leaves `orders`; the rest go on."""
+        def fail(i, err):
+            results[i] = err
+            del orders[i]
+
+        def doing(what, i):
+            return f"{what} {', '.join(orders[i][1])}"
+
+        # 1. Authorizations: per order, those still pending, and those decided.
+        waiting = {i: list(order.authorizations) for i, (order, _n, _c, _p) in orders.items()}
+        decided: dict[int, list] = {i: [] for i in waiting}
+        while waiting:
+            if dt.datetime.now() >= deadline:
+                for i in list(waiting):
+                    fail(i, self._timed_out(doing("validating", i), order_timeout))
+                break
+            for i in list(waiting):
+                try:
+                    with self._errors(doing("validating", i), order_timeout):
+                        still = []
+                        for authzr in waiting[i]:
+                            authzr, _response = self._client.poll(authzr)
+                            (still if authzr.body.status == messages.STATUS_PENDING else decided[i]).append(authzr)
+                        waiting[i] = still
+                        if not still:
+                            del waiting[i]
+                            if any(a.body.status != messages.STATUS_VALID for a in decided[i]):
+                                raise acme_errors.ValidationError(
+                                    [a for a in decided[i] if a.body.status != messages.STATUS_VALID])
+                except AcmeError as err:
+                    waiting.pop(i, None)
+                    fail(i, err)
+            if waiting:
+                self._pause(deadline)
+
+        # 2. Finalization: one request per order, then sweeps until each has its chain.
+        due: dict[int, dt.datetime] = {}
+        for i, (order, names, csr, pending) in list(orders.items()):
+            try:
+                with self._errors(doing("finalizing the order for", i), order_timeout):
+                    order = self._client.begin_finalization(order.update(authorizations=decided[i]))
+                orders[i] = (order, names, csr, pending)
+                due[i] = dt.datetime.now()
+            except AcmeError as err:
+                fail(i, err)
+        while due:
+            now = dt.datetime.now()
+            if now >= deadline:
+                for i in list(due):
+                    fail(i, self._timed_out(doing("finalizing the order for", i), order_timeout))
+                break
+            for i in [i for i, when in due.items() if when <= now]:
+                order, names, csr, pending = orders[i]
+                try:
+                    with self._errors(doing("finalizing the order for", i), order_timeout):
+                        response = self._client._post_as_get(order.uri)  # the library has no public order poll
+                        body = messages.Order.from_json(response.json())
+                        if body.status == messages.STATUS_INVALID:
+                            if body.error is not None:
+                                raise acme_errors.IssuanceError(body.error)
+                            raise acme_errors.Error("the order became invalid and the CA gave no reason")
+                        if body.status == messages.STATUS_VALID and body.certificate is not None:
+                            chain = self._client._post_as_get(body.certificate).text
+                            orders[i] = (order.update(body=body, fullchain_pem=chain), names, csr, pending)
+                            del due[i]
+                        elif body.status == messages.STATUS_READY:  # the finalize request was not taken: again
+                            orders[i] = (self._client.begin_finalization(order), names, csr, pending)
+                            due[i] = dt.datetime.now() + dt.timedelta(seconds=SWEEP_SECONDS)
+                        else:  # processing: come back when the CA says, or after a sweep
+                            due[i] = self._client.retry_after(response, SWEEP_SECONDS)
+                except AcmeError as err:
+                    due.pop(i, None)
+                    fail(i, err)
+            if due:
+                self._pause(deadline, min(due.values()))
+
+    @staticmethod
+    def _pause(deadline: dt.datetime, until: dt.datetime | None = None) -> None:
+        """Sleep until the next sweep, never past the deadline."""
+        now = dt.datetime.now()
+        wake = min(until or now + dt.timedelta(seconds=SWEEP_SECONDS), deadline)
+        time.sleep(max(0.0, (wake - now).total_seconds()))
+
+    def _timed_out(self, doing: str, order_timeout: int) -> AcmeError:
+        try:
+            with self._errors(doing, order_timeout):
+                raise acme_errors.TimeoutError()
+        except AcmeError as err:
+            return err
 
     def _pick(self, authzr, kind) -> messages.ChallengeBody:
         for challb in authzr.body.challenges:

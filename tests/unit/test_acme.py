@@ -295,11 +295,44 @@ def test_cleanup_runs_when_the_order_fails_and_the_error_names_the_ca(pebble, re
         from acme import messages
         raise messages.Error.with_code("rejectedIdentifier", detail="not ours")
 
-    monkeypatch.setattr(registered._client, "finalize_order", refuse)
+    monkeypatch.setattr(registered._client, "begin_finalization", refuse)
     with pytest.raises(AcmeError, match=f"{pebble.url}.*rejectedIdentifier: not ours") as caught:
         _issue(registered, NAMES[:1], publisher)
     assert publisher.cleaned == publisher.published != []
     assert caught.value.code == "rejectedIdentifier" and caught.value.__cause__ is None
+
+
+def test_a_batch_of_orders_is_polled_in_sweeps_and_one_refused_order_stops_no_other(registered, monkeypatch):
+    # The library's own polling sleeps a second per order; a batch must sleep per sweep.
+    names = [f"s{n}.tarakankota.go.id" for n in range(12)]
+    csrs = [acme.make_csr(acme.new_site_key(), [name]) for name in names]
+    sleeps = []
+    real_sleep = acme.time.sleep
+    monkeypatch.setattr(acme.time, "sleep", lambda seconds: (sleeps.append(seconds), real_sleep(seconds)))
+    real_finalize = registered._client.begin_finalization
+
+    def refuse_s5(order):
+        if _names_of(order) == ["s5.tarakankota.go.id"]:
+            from acme import messages
+            raise messages.Error.with_code("rejectedIdentifier", detail="not this one")
+        return real_finalize(order)
+
+    monkeypatch.setattr(registered._client, "begin_finalization", refuse_s5)
+    publisher = RecordingDns01()
+    results = registered.issue_many(csrs, publisher)
+
+    failed = {names[i]: r for i, r in enumerate(results) if isinstance(r, AcmeError)}
+    assert list(failed) == ["s5.tarakankota.go.id"]
+    assert "rejectedIdentifier: not this one" in str(failed["s5.tarakankota.go.id"])
+    issued = [r for r in results if not isinstance(r, AcmeError)]
+    assert [r.names for r in issued] == [(n,) for n in names if n != "s5.tarakankota.go.id"]
+    assert len(publisher.published) == 1 and publisher.cleaned == publisher.published
+    assert len(sleeps) < len(names) // 2, sleeps
+
+
+def _names_of(order):
+    csr = x509.load_pem_x509_csr(order.csr_pem)
+    return [v.value for v in csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value]
 
 
 def test_a_cleanup_failure_does_not_lose_the_certificate(registered):
