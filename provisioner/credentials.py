@@ -74,3 +74,10 @@ def write_sheet(directory: Path, fqdn: str, request_id: str, lines: list[tuple[s
     from provisioner.letters import sheet  # WeasyPrint is loaded only when a sheet is written
 
     return sheet.write_sheet(directory, fqdn, request_id, lines, office=office)
+
+
+def write_sheets(directory: Path, sheets: list[tuple[str, str, list[tuple[str, str]], object]]) -> dict[str, Path]:
+    """The sheets of many sites at once, (fqdn, request id, lines, office) each: {fqdn: path}."""
+    from provisioner.letters import sheet
+
+    return sheet.write_sheets(directory, sheets)

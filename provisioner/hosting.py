@@ -379,6 +379,7 @@ class Hosting:
                 for fqdn, error in failures.items():
                     self.progress.done(fqdn, False, str(error))
                 verified = self.verify_sites([s for s in sites if s.fqdn not in failures], plan, passwords)
+                first_live = []
                 for site in sites:
                     outcome = verified.get(site.fqdn)
                     if outcome is None:
@@ -389,8 +390,10 @@ class Hosting:
                     record, first_time = outcome
                     result.sites.append(record)
                     if first_time:
-                        # The one time the passwords are shown: when the site first goes live.
-                        result.sheets[site.fqdn] = str(self.sheet(site, passwords[site.fqdn]))
+                        first_live.append(site)
+                # The one time the passwords are shown: when the site first goes live.
+                result.sheets |= {fqdn: str(path) for fqdn, path in
+                                  self.sheets([(s, passwords[s.fqdn]) for s in first_live]).items()}
             except BaseException as err:
                 cause = str(err) if isinstance(err, ProvisionerError) else f"{type(err).__name__}: {err}".rstrip(": ")
                 raise
@@ -846,6 +849,18 @@ class Hosting:
                                 step=step, error=str(error))
 
     def sheet(self, site: DesiredSite, passwords: dict) -> Path:
+        return credentials.write_sheet(self.config.credentials_dir(), site.fqdn, site.request_id,
+                                       self._sheet_lines(site, passwords), office=self.config.office(site.office))
+
+    def sheets(self, pairs: list[tuple[DesiredSite, dict]]) -> dict[str, Path]:
+        """The credentials sheets of many sites (site, passwords), rendered side by side."""
+        if not pairs:
+            return {}
+        return credentials.write_sheets(self.config.credentials_dir(), [
+            (site.fqdn, site.request_id, self._sheet_lines(site, passwords), self.config.office(site.office))
+            for site, passwords in pairs])
+
+    def _sheet_lines(self, site: DesiredSite, passwords: dict) -> list[tuple[str, str]]:
         lines = [("Situs", f"https://{site.fqdn}/" if site.tls else f"http://{site.fqdn}/"),
                  ("Host SFTP", site.public_ip), ("Port SFTP", "22"), ("Pengguna SFTP", site.names.user),
                  ("Kata sandi SFTP", passwords["sftp"])]
@@ -853,8 +868,7 @@ class Hosting:
             db = self.inventory.host(site.db_host)
             lines += [("Host basis data", f"{db.address}, port 3306"), ("Nama basis data", site.names.db_name),
                       ("Pengguna basis data", site.names.db_user), ("Kata sandi basis data", passwords["db"])]
-        return credentials.write_sheet(self.config.credentials_dir(), site.fqdn, site.request_id, lines,
-                                       office=self.config.office(site.office))
+        return lines
 
 
 def provision_site_action(ctx) -> dict:

@@ -1,19 +1,11 @@
 """The SOP actions that write letters: hosting step 7, and the reply on a rejection."""
 
-import multiprocessing
-import os
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
+from concurrent.futures import as_completed
 
 from provisioner.letters import render
 from provisioner.letters.issue import finish, issue, prepare
 from provisioner.progress import Progress
 from provisioner.sop.hooks import action_store
-
-# Fewer letters than this are rendered in this process: starting a worker (importing
-# WeasyPrint) costs more than rendering a letter or two.
-PARALLEL_FROM = 4
-
 
 def _issue(ctx, kind, reason=None):
     with action_store(ctx) as store:
@@ -49,7 +41,7 @@ def render_letters_action(contexts) -> dict:
     progress.begin(len(contexts), "letters")
     progress.step(list(sites.values()), "letter")
     try:
-        with action_store(first) as store, _renderer(len(contexts)) as render_pdf:
+        with action_store(first) as store, render.renderer(len(contexts)) as render_pdf:
             drafts = {}
             # Each letter's PDF starts as soon as its draft is ready; they are recorded as they finish.
             for context in contexts:
@@ -72,26 +64,6 @@ def render_letters_action(contexts) -> dict:
         return answers
     finally:
         progress.end()
-
-
-@contextmanager
-def _renderer(count: int):
-    """A function that starts rendering one HTML document to PDF and returns its future: in a
-    pool of processes (one per CPU) for a batch, in this process for a few letters."""
-    workers = min(os.cpu_count() or 1, count)
-    if workers < 2 or count < PARALLEL_FROM:
-        def here(document):
-            future = Future()
-            try:
-                future.set_result(render.pdf(document))
-            except Exception as err:  # noqa: BLE001 - that letter's own failure
-                future.set_exception(err)
-            return future
-        yield here
-        return
-    # spawn, not fork: the caller may hold threads (the webhook's) and open connections.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield lambda document: pool.submit(render.pdf, document)
 
 
 def render_reply_letter_action(ctx) -> dict:

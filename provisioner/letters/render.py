@@ -6,6 +6,10 @@ reason) is text, never markup.
 
 import base64
 import mimetypes
+import multiprocessing
+import os
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -13,6 +17,10 @@ from pathlib import Path
 import jinja2
 
 from provisioner.errors import ConfigError
+
+# Fewer documents than this are rendered in this process: starting a worker (importing
+# WeasyPrint) costs more than rendering a document or two.
+PARALLEL_FROM = 4
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 TEMPLATES = ROOT / "templates" / "letters"
@@ -74,3 +82,28 @@ def pdf(document: str) -> bytes:
     import weasyprint
 
     return weasyprint.HTML(string=document, base_url=str(TEMPLATES)).write_pdf()
+
+
+@contextmanager
+def renderer(count: int):
+    """A function that starts rendering one HTML document to PDF and returns its future: in a
+    pool of processes (one per CPU) for a batch of `count`, in this process for a few.
+
+    Rendering is CPU-bound (layout in pure Python), so threads would not help. A worker gets
+    a document's HTML and gives back its PDF bytes through a pipe; it touches no file or
+    database, so the caller keeps the numbering, the records and the file modes.
+    """
+    workers = min(os.cpu_count() or 1, count)
+    if workers < 2 or count < PARALLEL_FROM:
+        def here(document):
+            future = Future()
+            try:
+                future.set_result(pdf(document))
+            except Exception as err:  # noqa: BLE001 - that document's own failure
+                future.set_exception(err)
+            return future
+        yield here
+        return
+    # spawn, not fork: the caller may hold threads (the webhook's) and open connections.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield lambda document: pool.submit(pdf, document)

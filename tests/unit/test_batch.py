@@ -157,11 +157,11 @@ pdftotext = pytest.mark.skipif(shutil.which("pdftotext") is None, reason="popple
 def test_letters_rendered_side_by_side_keep_distinct_gapless_numbers(config, tmp_path, clock, monkeypatch):
     """Real letters from a pool of processes (PARALLEL_FROM lowered so a few suffice);
     provisioning is a stand-in that records the site the way hosting does."""
-    from provisioner.letters import actions as letter_actions
+    from provisioner.letters import render
     from test_letters import Office, pdf_text
 
-    monkeypatch.setattr(letter_actions, "PARALLEL_FROM", 2)
-    monkeypatch.setattr(letter_actions.os, "cpu_count", lambda: 3)  # a pool even on one CPU
+    monkeypatch.setattr(render, "PARALLEL_FROM", 2)
+    monkeypatch.setattr(render.os, "cpu_count", lambda: 3)  # a pool even on one CPU
     office = Office(tmp_path, f"sqlite:///{tmp_path / 'state.db'}")
     office.engine.clock = clock
     ids = approved(office.engine, clock, [71, 72, 73, 74, 75, 76])

@@ -270,6 +270,45 @@ def test_credentials_sheet_is_one_private_page_with_the_passwords(office, tmp_pa
     assert list((tmp_path / "sheets").iterdir()) == [path]  # no HTML or temporary copy beside it
 
 
+def test_a_batch_of_sheets_renders_side_by_side_each_with_its_own_passwords(office, tmp_path, monkeypatch):
+    from provisioner.letters import render
+    from provisioner.letters.sheet import write_sheets
+
+    monkeypatch.setattr(render, "PARALLEL_FROM", 2)
+    monkeypatch.setattr(render.os, "cpu_count", lambda: 2)  # a pool even on one CPU
+    pool = []
+    real_pool = render.ProcessPoolExecutor
+    monkeypatch.setattr(render, "ProcessPoolExecutor", lambda *a, **kw: pool.append(1) or real_pool(*a, **kw))
+    tarakan = office.config.office("tarakan")
+    sheets = [(f"s{n}.tarakankota.go.id", f"HST-2024-00{n}", [("Kata sandi SFTP", f"secret-{n}-sftp")], tarakan)
+              for n in (11, 12, 13)]
+    written = write_sheets(tmp_path / "sheets", sheets)
+    assert pool == [1] and sorted(written) == sorted(s[0] for s in sheets)
+    for n in (11, 12, 13):
+        path = written[f"s{n}.tarakankota.go.id"]
+        assert path.stat().st_mode & 0o777 == 0o600
+        text = pdf_text(path)
+        assert f"secret-{n}-sftp" in text and f"s{n}.tarakankota.go.id" in text
+        assert not {f"secret-{m}-sftp" for m in (11, 12, 13) if m != n} & set(text.split())
+
+
+def test_one_sheet_failing_still_writes_the_others_then_says_so(office, tmp_path, monkeypatch):
+    from provisioner.letters import sheet
+
+    real_html = sheet.sheet_html
+    monkeypatch.setattr(sheet, "sheet_html", lambda fqdn, *a, **kw: "<p" * 3 if fqdn.startswith("bad")
+                        else real_html(fqdn, *a, **kw))
+    real_pdf = sheet.render.pdf
+    monkeypatch.setattr(sheet.render, "pdf", lambda doc: (_ for _ in ()).throw(ValueError("cannot render"))
+                        if doc == "<p" * 3 else real_pdf(doc))
+    tarakan = office.config.office("tarakan")
+    with pytest.raises(ValueError, match="cannot render"):
+        sheet.write_sheets(tmp_path / "sheets", [
+            ("good.tarakankota.go.id", "HST-2024-0021", [("Kata sandi SFTP", "x")], tarakan),
+            ("bad.tarakankota.go.id", "HST-2024-0022", [("Kata sandi SFTP", "y")], tarakan)])
+    assert [p.name for p in (tmp_path / "sheets").iterdir()] == ["good.tarakankota.go.id-credentials.pdf"]
+
+
 def test_cli_letter(office, tmp_path, monkeypatch):
     monkeypatch.setenv(ENV_HOME, str(tmp_path))
     request_id = office.through_review(rejected_raw())
