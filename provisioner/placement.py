@@ -1,18 +1,19 @@
 """Where each site goes: its web host and, when it has a database, its database host.
 
 A recorded site keeps the hosts it was placed on. A new site goes to the
-least loaded host of each group, where the load counts the sites recorded
-there (any state but removed) plus those placed earlier in the same batch,
-so a batch spreads instead of piling onto the host that was emptiest when it
-started. Ties go to the host name, so a plan and the apply that follows it
-place alike. A site that holds a dedicated address (ipam records it) stays on
-the web host the address lives on: each web host has its own pool.
-
-Disk is not part of the load: the store records no per-site disk use (the
-usage report measures it but keeps only its files and a summary event), so
-the number of sites is the load. Were it recorded, it would come second in
-the key of `_least_loaded`, after the count.
+least loaded host of each group. A host's load has two parts, each its share
+of the group's total: its sites (recorded in any state but removed, plus
+those placed earlier in the same batch, so a batch spreads instead of piling
+onto the host that was emptiest when it started) and their bytes (the disk
+of their homes on a web host, their databases on a db host, as the usage
+report last measured them; a site never measured counts nothing). A host
+with a third of the sites and half of the disk weighs 1/3 + 1/2. Ties go to
+the host name, so a plan and the apply that follows it place alike. A site
+that holds a dedicated address (ipam records it) stays on the web host the
+address lives on: each web host has its own pool.
 """
+
+from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
@@ -22,6 +23,14 @@ from provisioner.inventory import Host, Inventory
 from provisioner.store.models import SiteRow
 
 
+@dataclass
+class Load:
+    """What is on one host: its sites and their measured bytes."""
+
+    sites: int = 0
+    bytes: int = 0
+
+
 class Placement:
     """The hosts of every site of one plan or apply; ask again and the answer is the same."""
 
@@ -29,7 +38,7 @@ class Placement:
         self.store = store
         self.inventory = inventory
         self._placed: dict[tuple[str, str], tuple[Host, Host | None]] = {}  # by (request, fqdn)
-        self._loads: dict[str, dict[str, int]] = {}
+        self._loads: dict[str, dict[str, Load]] = {}
 
     def hosts(self, request) -> tuple[Host, Host | None]:
         """(web host, database host or None) of a request's site.
@@ -54,19 +63,28 @@ class Placement:
         self._placed[key] = placed
         return placed
 
-    def load(self, group: str) -> dict[str, int]:
-        """Sites on each host of a group: recorded (not removed) plus placed in this batch."""
+    def load(self, group: str) -> dict[str, Load]:
+        """The load of each host of a group: recorded sites (not removed) and their measured
+        bytes, plus the sites placed in this batch (nothing measured yet)."""
         if group not in self._loads:
             column = SiteRow.web_host if group == "web" else SiteRow.db_host
+            measured = SiteRow.disk_bytes if group == "web" else SiteRow.db_bytes
             with self.store.session() as session:
-                counts = dict(session.execute(select(column, func.count()).where(SiteRow.state != "removed")
-                                              .group_by(column)).all())
-            self._loads[group] = {h.name: counts.get(h.name, 0) for h in self.inventory.group(group)}
+                rows = session.execute(select(column, func.count(), func.coalesce(func.sum(measured), 0))
+                                       .where(SiteRow.state != "removed").group_by(column)).all()
+            found = {host: Load(sites, int(used)) for host, sites, used in rows}
+            self._loads[group] = {h.name: found.get(h.name, Load()) for h in self.inventory.group(group)}
         return self._loads[group]
 
     def _least_loaded(self, group: str) -> Host:
         load = self.load(group)
-        return min(self.inventory.group(group), key=lambda h: (load[h.name], h.name))
+        sites = sum(x.sites for x in load.values())
+        used = sum(x.bytes for x in load.values())
+
+        def weight(host: Host) -> tuple[float, str]:
+            x = load[host.name]
+            return ((x.sites / sites if sites else 0.0) + (x.bytes / used if used else 0.0), host.name)
+        return min(self.inventory.group(group), key=weight)
 
     def _held_address_host(self, fqdn: str) -> Host | None:
         """The web host of the dedicated address the site still holds (a failed or waiting site's)."""
@@ -75,6 +93,6 @@ class Placement:
 
     def _count(self, placed: tuple[Host, Host | None]) -> None:
         web, db = placed
-        self.load("web")[web.name] = self.load("web").get(web.name, 0) + 1
+        self.load("web").setdefault(web.name, Load()).sites += 1
         if db is not None:
-            self.load("db")[db.name] = self.load("db").get(db.name, 0) + 1
+            self.load("db").setdefault(db.name, Load()).sites += 1

@@ -4,7 +4,8 @@ For one month, per live site: disk used by its home against its quota, its
 database size, and the HTTP requests and bytes served from its Apache access
 logs. Read in bulk (one SSH session per web host and per database host),
 written as CSV and as an Indonesian report (PDF, with its HTML beside it) per
-office, and recorded in the event log.
+office, and recorded in the event log. Each site's disk and database bytes are
+also kept on its record, where placement reads them (provisioner/placement.py).
 """
 
 import csv
@@ -154,6 +155,21 @@ def collect(config, store, month: str, office: str | None = None, reader=None) -
     return UsageReport(month=month, generated_at=utcnow(), sites=sites)
 
 
+def record_measurements(store, report: UsageReport) -> None:
+    """Keep each site's measured disk and database bytes on its record: placement counts them
+    in its host's load. A figure not measured this time (a host unreadable) keeps the last one."""
+    with store.session() as session:
+        for site in report.sites:
+            row = session.get(SiteRow, site.fqdn)
+            if row is None or (site.disk_bytes is None and site.db_bytes is None):
+                continue
+            if site.disk_bytes is not None:
+                row.disk_bytes = site.disk_bytes
+            if site.db_bytes is not None:
+                row.db_bytes = site.db_bytes
+            row.usage_measured_at = report.generated_at
+
+
 def _mb(value: int | None) -> float | None:
     return None if value is None else round(value / MB, 2)
 
@@ -225,6 +241,7 @@ def write(config, store, report: UsageReport, out: Path | None = None, source: s
           actor: str = "system", offices: list[str] | None = None) -> list[dict]:
     """Per office with sites (or each of `offices`): <out>/laporan-penggunaan-<office>-<month>.{csv,pdf,html}."""
     directory = Path(out) if out else config.home() / "reports"
+    record_measurements(store, report)
     written = []
     for office_key in sorted(offices or {s.office for s in report.sites}):
         office = config.office(office_key)

@@ -151,6 +151,11 @@ class SiteRow(Base):
     provisioned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     reason: Mapped[str | None] = mapped_column(Text)
+    # Last measured by the usage report (its home on the web host, its database on the db
+    # host); placement counts them in a host's load. None: never measured.
+    disk_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    db_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    usage_measured_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class IPAllocation(Base):

@@ -21,7 +21,9 @@ from click.testing import CliRunner
 from provisioner import credentials, usage
 from provisioner.cli import main
 from provisioner.errors import StateError
+from provisioner.inventory import load_inventory
 from provisioner.lab import guard
+from provisioner.placement import Placement
 from provisioner.store.models import IPAllocation
 
 BIG = 3 * 1024 * 1024  # one upload, larger than the 2 MB quota below
@@ -108,6 +110,11 @@ def test_usage_counts_real_traffic_then_suspend_unsuspend_and_remove(office, lab
     pdf_text = subprocess.run(["pdftotext", "-layout", written[0]["pdf"], "-"], capture_output=True, text=True,
                               check=True).stdout
     assert "LAPORAN PENGGUNAAN HOSTING" in pdf_text and fqdn in pdf_text and "Melebihi kuota" in pdf_text
+    # The measured bytes stay on the record, and placement weighs the site's hosts with them.
+    kept = office.site(fqdn)
+    assert kept.disk_bytes == mine.disk_bytes and kept.db_bytes == mine.db_bytes and kept.usage_measured_at
+    placement = Placement(office.store, load_inventory(office.config.hosting.inventory))
+    assert placement.load("web")[kept.web_host].bytes >= BIG and placement.load("db")[kept.db_host].bytes > 0
     code, out = _cli("report", "usage", "--json")
     assert code == 0 and any(s["fqdn"] == fqdn and s["over_quota"] for s in json.loads(out)["sites"])
 

@@ -56,14 +56,15 @@ def submitted(store, r) -> None:
                                decision="approve", current_step=None))
 
 
-def recorded(store, r, web: str, db: str | None, state: str = "provisioned") -> None:
+def recorded(store, r, web: str, db: str | None, state: str = "provisioned", disk: int | None = None,
+             db_bytes: int | None = None) -> None:
     submitted(store, r)
     now = utcnow()
     with store.session() as session:
         session.add(SiteRow(fqdn=r.site.fqdn, request_id=r.id, office="tarakan", zone=ZONE,
                             label=r.site.fqdn.split(".")[0], state=state, web_host=web, db_host=db, public_ip=None,
                             dedicated_ip=False, config={}, plan_checksum=None, created_at=now,
-                            provisioned_at=now, updated_at=now))
+                            provisioned_at=now, updated_at=now, disk_bytes=disk, db_bytes=db_bytes))
 
 
 def names(placed) -> tuple[str, str | None]:
@@ -78,7 +79,8 @@ def test_a_batch_of_four_spreads_two_and_two_counting_the_sites_it_placed(store,
     assert placed == [("web1", "db1"), ("web2", "db2"), ("web1", "db1"), ("web2", "db2")]
     # Asking again (the apply asks for the pool locks, then for the sites) changes nothing.
     assert [names(placement.hosts(r)) for r in batch] == placed
-    assert placement.load("web") == {"web1": 2, "web2": 2} and placement.load("db") == {"db1": 2, "db2": 2}
+    assert {h: x.sites for h, x in placement.load("web").items()} == {"web1": 2, "web2": 2}
+    assert {h: x.sites for h, x in placement.load("db").items()} == {"db1": 2, "db2": 2}
 
 
 def test_recorded_sites_count_and_a_site_without_a_database_takes_no_database_host(store, inventory):
@@ -147,3 +149,36 @@ def test_a_run_over_two_web_and_two_database_hosts_gives_each_host_only_its_own(
     assert given["public_ip.yml"][1]["public_ip__addresses_by_host"] == {
         "web1": [{"address": "192.0.2.128", "prefix": 32, "state": "present"}],
         "web2": [{"address": "192.0.2.192", "prefix": 32, "state": "present"}]}
+
+
+GB = 1024 ** 3
+
+
+def test_disk_counts_a_host_with_fewer_but_bigger_sites_is_the_more_loaded(store, inventory):
+    # web1: one site of 10 GB; web2: two sites of 0.5 GB. By count web1 is emptier; by
+    # load (1/3 of the sites + 10/11 of the disk against 2/3 + 1/11) it is not.
+    recorded(store, request(1, "besar"), "web1", "db1", disk=10 * GB, db_bytes=GB)
+    recorded(store, request(2, "kecil"), "web2", "db2", disk=GB // 2, db_bytes=8 * GB)
+    recorded(store, request(3, "kecil2"), "web2", "db2", disk=GB // 2, db_bytes=8 * GB)
+    placement = Placement(store, inventory)
+    assert placement.load("web")["web1"].bytes == 10 * GB and placement.load("web")["web2"].bytes == GB
+    # db2 holds two thirds of the sites and 16 of the 17 GB of databases: db1 gets the new one.
+    assert names(placement.hosts(request(4, "baru"))) == ("web2", "db1")
+    # A second new site: web2 now has 3/4 of the sites and 1/11 of the disk (0.84) against
+    # web1's 1/4 + 10/11 (1.16): web2 again.
+    assert names(placement.hosts(request(5, "baru2")))[0] == "web2"
+
+
+def test_sites_never_measured_weigh_only_as_sites(store, inventory):
+    recorded(store, request(1, "satu"), "web1", None)
+    recorded(store, request(2, "dua"), "web1", None)
+    recorded(store, request(3, "tiga"), "web2", None, disk=0)
+    placement = Placement(store, inventory)
+    assert names(placement.hosts(request(4, "baru"))) == ("web2", "db1")
+
+
+def test_removed_sites_weigh_nothing(store, inventory):
+    recorded(store, request(1, "lama"), "web1", "db1", state="removed", disk=50 * GB, db_bytes=50 * GB)
+    recorded(store, request(2, "ada"), "web2", "db2")
+    placement = Placement(store, inventory)
+    assert names(placement.hosts(request(3, "baru"))) == ("web1", "db1")

@@ -101,6 +101,22 @@ def test_collect_reads_each_host_once_and_flags_over_quota(office):
     assert [s.fqdn for s in only.sites] == [sites["static"]]
 
 
+def test_a_written_report_keeps_each_sites_measured_bytes_for_placement(office, tmp_path):
+    config, store, sites = office
+    usage.write(config, store, usage.collect(config, store, "2026-11", reader=_reader(sites)), tmp_path / "out")
+    with store.session() as session:
+        big, small, static = (session.get(SiteRow, sites[k]) for k in ("big", "small", "static"))
+        assert (big.disk_bytes, big.db_bytes) == (3 * 1024 * 1024, 2_097_152) and big.usage_measured_at
+        assert (small.disk_bytes, small.db_bytes) == (10_000, 0)
+        assert (static.disk_bytes, static.usage_measured_at) == (None, None)  # nothing measured
+    # A later report that cannot measure a site keeps its last figure.
+    unread = _reader(sites)
+    unread.web_data.pop(sites["big"])
+    usage.write(config, store, usage.collect(config, store, "2026-12", reader=unread), tmp_path / "out")
+    with store.session() as session:
+        assert session.get(SiteRow, sites["big"]).disk_bytes == 3 * 1024 * 1024
+
+
 def test_every_host_is_read_at_once_and_the_report_keeps_its_order(office):
     import threading
 
