@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import select
+
 from provisioner import adopted, certificates, credentials, faults, ipam, locks, parallel, verify
 from provisioner.errors import Conflict, HostError, NotFound, ProvisionerError, StateError
 from provisioner.inventory import Host, load_inventory
@@ -117,8 +119,11 @@ class Hosting:
         """
         requests = []
         with self.store.session() as session:
+            found = {}
+            for chunk in _chunks(list(dict.fromkeys(request_ids))):  # one query per chunk, not per request
+                found |= {r.id: r for r in session.scalars(select(RequestRow).where(RequestRow.id.in_(chunk)))}
             for request_id in request_ids:
-                row = session.get(RequestRow, request_id)
+                row = found.get(request_id)
                 if row is None:
                     raise NotFound(f"no request {request_id!r}; submit it first")
                 if provisioning:
@@ -700,9 +705,13 @@ class Hosting:
 
     def recorded_sites(self, fqdns: list[str]) -> list[DesiredSite]:
         """The desired state of recorded sites, as they were placed."""
+        found = {}
+        with self.store.session() as session:
+            for chunk in _chunks(list(dict.fromkeys(fqdns))):  # one query per chunk, not per site
+                found |= {r.fqdn: r for r in session.scalars(select(SiteRow).where(SiteRow.fqdn.in_(chunk)))}
         rows = []
         for fqdn in fqdns:
-            row = self.site_row(fqdn)
+            row = found.get(fqdn)
             if row is None:
                 raise NotFound(f"no site {fqdn!r} in the records")
             rows.append(row)
@@ -869,6 +878,12 @@ class Hosting:
             lines += [("Host basis data", f"{db.address}, port 3306"), ("Nama basis data", site.names.db_name),
                       ("Pengguna basis data", site.names.db_user), ("Kata sandi basis data", passwords["db"])]
         return lines
+
+
+def _chunks(items: list, size: int = 500):
+    """Slices of `items` small enough for one IN (...) on every database the store runs on."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def provision_site_action(ctx) -> dict:

@@ -6,9 +6,18 @@ them, a site with a dedicated address, finds a root-owned file where its home
 directory goes on its web host (put there once the plan showed which host that is,
 as something left by hand would be): its web step fails, it alone is compensated,
 and the other four go live and pass every check from outside.
+
+Approvals posted to the webhook together are gathered for its batch window and
+provisioned as one batch by the real approval hook.
 """
 
+import http.client
+import io
+import json
 import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
 
 import dns.flags
@@ -17,12 +26,13 @@ import dns.query
 import dns.rdatatype
 from click.testing import CliRunner
 
-from provisioner import credentials, ipam, verify
+from provisioner import credentials, ipam, verify, webhook
 from provisioner.cli import main
 from provisioner.errors import Waiting
 from provisioner.lab import guard
 from provisioner.sop.engine import Engine
 from provisioner.sop.hooks import ACTIONS
+from provisioner.store.models import RequestRow
 
 
 def _approve_for_the_batch(office, request_ids):
@@ -138,3 +148,56 @@ def test_a_batch_across_both_servers_where_one_site_fails_alone(office, lab_host
         assert blocker.is_file and (blocker.user, blocker.mode) == ("root", 0o600)
     finally:
         web.run("if [ -f %s ] && [ ! -L %s ]; then rm -f -- %s; fi", home, home, home)
+
+
+def _post_approval(server, secret, request_id, sha256, post_id):
+    """A signed approval posted to the webhook on loopback: (status, answer)."""
+    data = json.dumps({"request": request_id, "sha256": sha256, "decision": "approve"}).encode()
+    stamp = str(int(time.time()))
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=600)
+    try:
+        conn.request("POST", webhook.PATH, body=data, headers={
+            "Content-Type": "application/json", "X-Provisioner-Id": post_id, "X-Provisioner-Timestamp": stamp,
+            "X-Provisioner-Signature": webhook.sign(secret, post_id, stamp, data)})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_approvals_posted_together_to_the_webhook_go_live_as_one_batch(office):
+    ids = [office.through_review("tarakan-simkes.yaml") for _ in range(3)]
+    with office.store.session() as session:
+        digests = {i: session.get(RequestRow, i).sha256 for i in ids}
+    secret = b"lab-webhook-secret-" + b"0123456789abcdefgh"
+    # The real approval hook (provision_site, then the letter), gathering for three seconds.
+    engine = Engine(office.config, office.store)
+    server = webhook.DecisionServer(("127.0.0.1", 0), engine, secret, max_skew=300, log=io.StringIO(),
+                                    batch_window=3.0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with ThreadPoolExecutor(len(ids)) as senders:
+            answers = {i: senders.submit(_post_approval, server, secret, i, digests[i], f"lab-batch-{n}")
+                       for n, i in enumerate(ids)}
+            replies = {i: answer.result(timeout=900) for i, answer in answers.items()}
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+    for request_id, (status, reply) in replies.items():
+        assert status == 200, reply
+        assert [a["action"] for a in reply["actions"]] == ["provision_site", "render_letter"], reply
+    fqdns = [engine.show(i)["fqdn"] for i in ids]
+    rows = [office.site(f) for f in fqdns]
+    assert [r.state for r in rows] == ["provisioned"] * 3
+    # One batch: one plan (its checksum on every site's saga events, a plan of all three).
+    intents = [e for e in office.events("saga_intent") if e.payload.get("fqdn") in fqdns]
+    assert {e.payload["checksum"] for e in intents} and len({e.payload["checksum"] for e in intents}) == 1
+    web_intents = [e for e in intents if e.payload["step"] == "web"]
+    assert sorted(e.payload["fqdn"] for e in web_intents) == sorted(fqdns)
+    ca_file = office.hosting.ca_file()
+    for row in rows:
+        status, body = _https(row.fqdn, row.public_ip, ca_file)
+        assert status == "200" and row.fqdn in body

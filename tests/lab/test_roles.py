@@ -419,8 +419,17 @@ def test_a_rerun_converges_old_modes_once_keeps_the_agency_content_then_changes_
     home, docroot = site["home"], site["docroot"]
     web.run_test("chown root:root %s && chmod 0755 /srv/www %s %s && chmod 0666 %s/index.html",
                  home, home, docroot, docroot)
+    # The host settings the role reads first and writes only where they differ, changed by hand.
+    sshd, fpm_dropin, fpm_default = ("/etc/ssh/sshd_config.d/20-provisioner-sftp.conf",
+                                     "/etc/systemd/system/php8.2-fpm.service.d/provisioner.conf",
+                                     "/etc/default/php-fpm8.2")
+    wanted = {path: web.file(path).content_string for path in (sshd, fpm_dropin, fpm_default)}
+    web.run_test("echo '# edited by hand' >> %s && chmod 0600 %s && sed -i 's/^umask .*/umask 0022/' %s",
+                 sshd, fpm_dropin, fpm_default)
     every = [sites["tls"], sites["plain"], sites["suspended"]]
     assert _apply_web(every, sites["secrets"]).changed.get(WEB, 0) > 0
+    assert {path: web.file(path).content_string for path in wanted} == wanted
+    assert web.file(fpm_dropin).mode == 0o644
     modes = web.check_output("stat -c '%%U:%%G %%a' /srv/www %s %s %s/index.html", home, docroot, docroot)
     user = site["user"]
     assert modes.splitlines() == ["root:root 711", f"root:{user} 750", f"{user}:{user} 750", f"{user}:{user} 640"]

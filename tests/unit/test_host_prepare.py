@@ -271,11 +271,14 @@ def test_host_web_writes_the_php_fpm_umask_exactly_as_the_web_site_role_does():
     # Both roles write these files; any difference would make each undo the other at every run.
     web = _tasks(ROLES / "host_web" / "tasks" / "configure.yml")
     site = _tasks(ROLES / "web_site" / "tasks" / "php_fpm.yml")
+    site_vars = yaml.safe_load((ROLES / "web_site" / "vars" / "main.yml").read_text())
     name = "Give PHP-FPM umask 0027 under systemd"
-    assert web[name]["ansible.builtin.copy"]["content"] == site[name]["ansible.builtin.copy"]["content"]
+    assert site[name]["ansible.builtin.copy"]["content"] == "{{ web_site__fpm_dropin }}"
+    assert web[name]["ansible.builtin.copy"]["content"] == site_vars["web_site__fpm_dropin"]
     name = "Give PHP-FPM umask 0027 when its init script starts it"
-    for key in ("regexp", "line"):
-        assert web[name]["ansible.builtin.lineinfile"][key] == site[name]["ansible.builtin.lineinfile"][key]
+    assert site[name]["ansible.builtin.lineinfile"]["line"] == "{{ web_site__fpm_umask_line }}"
+    assert web[name]["ansible.builtin.lineinfile"]["line"] == site_vars["web_site__fpm_umask_line"]
+    assert web[name]["ansible.builtin.lineinfile"]["regexp"] == site[name]["ansible.builtin.lineinfile"]["regexp"]
     drop_in = web["Write the sshd drop-in that chroots site accounts"]["ansible.builtin.template"]
     assert drop_in["src"].endswith("/../web_site/templates/etc/ssh/sshd_config.d/20-provisioner-sftp.conf.j2")
     web_defaults = yaml.safe_load((ROLES / "host_web" / "defaults" / "main.yml").read_text())

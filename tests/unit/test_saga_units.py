@@ -644,7 +644,7 @@ def faked_batch(work, monkeypatch, sites, refused=None):
         s.fqdn: refused[s.fqdn] for s in sites if refused and s.fqdn in refused})
     monkeypatch.setattr(work, "compute_plan", lambda sites, live: new_site_plan(sites))
     monkeypatch.setattr(work, "ensure_passwords", lambda sites: {s.fqdn: {} for s in sites})
-    monkeypatch.setattr(work, "sheet", lambda site, passwords: Path(f"/sheets/{site.fqdn}.pdf"))
+    monkeypatch.setattr(work, "sheets", lambda pairs: {s.fqdn: Path(f"/sheets/{s.fqdn}.pdf") for s, _p in pairs})
     monkeypatch.setattr(work, "removal_plan", unreadable)
     work.progress = Recorder()
     return [s.request_id for s in sites]

@@ -23,12 +23,47 @@ def _load(relative: str):
 files = _load("library/web_site_files.py")
 accounts = _load("library/web_site_accounts.py")
 probe = _load("library/web_site_probe.py")
+host = _load("library/web_site_host.py")
 checks = _load("filter_plugins/web_site_checks.py")
 
 
 def _me(owner, group):
     # Every owner is the test's own user: the module's owner handling without root.
     return os.getuid(), os.getgid()
+
+
+# --- web_site_host -------------------------------------------------------------
+
+
+def test_host_facts_give_what_the_role_compares_its_wanted_settings_with(tmp_path):
+    import hashlib
+
+    import yaml
+
+    role_vars = yaml.safe_load((ROLE / "vars/main.yml").read_text())
+    dropin = tmp_path / "provisioner.conf"
+    dropin.write_text(role_vars["web_site__fpm_dropin"])
+    os.chmod(dropin, 0o644)
+    facts = host.file_facts(str(dropin))
+    # Ansible's sha1 filter is the SHA-1 of the text's UTF-8 bytes: the role compares the two.
+    assert facts["sha1"] == hashlib.sha1(role_vars["web_site__fpm_dropin"].encode()).hexdigest()
+    assert (facts["mode"], facts["owner"]) == ("0644", os.getuid())
+    assert host.file_facts(str(tmp_path / "missing")) == {}
+    link = tmp_path / "link.conf"
+    link.symlink_to(dropin)
+    assert host.file_facts(str(link))["sha1"] is None  # a link is never taken for the file
+
+    default = tmp_path / "php-fpm8.2"
+    default.write_text("# comment\n" + role_vars["web_site__fpm_umask_line"] + "\nOTHER=1\n")
+    assert host.umask_lines(str(default)) == [role_vars["web_site__fpm_umask_line"]]
+    default.write_text("  umask 0022\numask 0027\n")
+    assert host.umask_lines(str(default)) == ["  umask 0022", "umask 0027"]
+    assert host.umask_lines(str(tmp_path / "none")) is None
+    assert host.master_umask("0.0-no-such") == ""
+    # Only a root-owned directory counts (the role makes it root:root 0755).
+    assert host.dir_mode(str(tmp_path)) == ("%04o" % (tmp_path.stat().st_mode & 0o7777) if os.getuid() == 0
+                                            and tmp_path.stat().st_gid == 0 else None)
+    assert host.dir_mode(str(tmp_path / "none")) is None
 
 
 # --- web_site_files ------------------------------------------------------------

@@ -101,3 +101,41 @@ def test_duplicate_keys_and_odd_keys_are_still_reported():
     assert problems == ["line 4: b.c: duplicate key"]
     _, problems = rules("? [a]\n: 1\n")
     assert problems[0] == "line 1: (document): keys must be plain names"
+
+
+# --- libyaml first, the pure-Python parser for any problem -------------------------------
+
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCUMENTS = sorted(p for p in [*(ROOT / "examples").rglob("*.yaml"), *(ROOT / "sop").rglob("*.yaml"),
+                               *(ROOT / "inventory").rglob("*.yml")] if p.is_file())
+
+
+@pytest.mark.skipif(not yamlsrc._FAST, reason="PyYAML built without libyaml")
+@pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_both_parsers_read_every_shipped_document_alike(path):
+    text = path.read_text()
+    fast, pure = yamlsrc._load(text, fast=True), yamlsrc._load(text, fast=False)
+    assert (fast.data, fast.lines, fast.problems) == (pure.data, pure.lines, pure.problems)
+
+
+@pytest.mark.skipif(not yamlsrc._FAST, reason="PyYAML built without libyaml")
+def test_a_valid_document_is_read_once_by_libyaml(monkeypatch):
+    calls = []
+    real = yamlsrc._load
+    monkeypatch.setattr(yamlsrc, "_load", lambda text, fast: calls.append(fast) or real(text, fast))
+    assert yamlsrc.load("a: 1\nb: [x, y]\n").data == {"a": 1, "b": ["x", "y"]}
+    assert calls == [True]
+
+
+@pytest.mark.skipif(not yamlsrc._FAST, reason="PyYAML built without libyaml")
+@pytest.mark.parametrize("text", ["a: [1, 2\n", "a: 1\na: 2\n", "a: &x 1\nb: *x\n", "d: 2024-13-01\n",
+                                  "a: 1\n---\nb: 2\n", "a:\n  - b\n c: d\n"])
+def test_a_problem_reads_as_the_pure_python_parser_says_it(text, monkeypatch):
+    calls = []
+    real = yamlsrc._load
+    monkeypatch.setattr(yamlsrc, "_load", lambda t, fast: calls.append(fast) or real(t, fast))
+    doc = yamlsrc.load(text)
+    assert doc.problems and calls == [True, False]
+    assert [str(p) for p in doc.problems] == [str(p) for p in real(text, fast=False).problems]
