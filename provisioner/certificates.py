@@ -24,6 +24,7 @@ the count of the last 7 days must be under `hosting.acme.weekly_limit`.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import socket
 import ssl
@@ -131,29 +132,48 @@ def served(address: str, fqdn: str, trust: str | Path | None, port: int = 443, t
     if trust and not Path(trust).is_file():
         raise ConfigError(f"the CA file {trust} that served certificates are checked against does not exist "
                           "(hosting.acme.trust, or the lab CA for lab-ca): set it, or null for the system's store")
-    raw = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    raw.check_hostname, raw.verify_mode = False, ssl.CERT_NONE
+    # One handshake that checks the chain; only a chain that does not verify costs a second,
+    # unchecked one, to read the certificate anyway. An audit makes one per site.
+    trusted, trust_error = True, None
     try:
-        with socket.create_connection((address, port), timeout=timeout) as sock:
-            with raw.wrap_socket(sock, server_hostname=fqdn) as conn:
-                der = conn.getpeercert(binary_form=True)
+        der = _leaf_der(address, port, fqdn, _verifying_context(str(trust) if trust else None), timeout)
+    except ssl.SSLCertVerificationError as err:
+        trusted, trust_error = False, err.verify_message or str(err)
+        der = None
     except (OSError, ssl.SSLError) as err:
         raise HostError(f"{fqdn}: no TLS answer at {address}:{port}: {err}") from None
+    if der is None:
+        raw = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        raw.check_hostname, raw.verify_mode = False, ssl.CERT_NONE
+        try:
+            der = _leaf_der(address, port, fqdn, raw, timeout)
+        except (OSError, ssl.SSLError) as err:
+            raise HostError(f"{fqdn}: no TLS answer at {address}:{port}: {err}") from None
     facts = _facts(x509.load_der_x509_certificate(der))
     facts["days_left"] = round((dt.datetime.fromisoformat(facts["not_after"]) - utcnow()).total_seconds() / 86400, 1)
     facts["covers"] = covers(facts["names"], fqdn)
-    checked = ssl.create_default_context(cafile=str(trust) if trust else None)
-    checked.check_hostname = False  # the name is judged by `covers`, the chain here
-    try:
-        with socket.create_connection((address, port), timeout=timeout) as sock:
-            with checked.wrap_socket(sock, server_hostname=fqdn):
-                pass
-        facts["trusted"], facts["trust_error"] = True, None
-    except ssl.SSLCertVerificationError as err:
-        facts["trusted"], facts["trust_error"] = False, err.verify_message or str(err)
-    except (OSError, ssl.SSLError) as err:
-        raise HostError(f"{fqdn}: no TLS answer at {address}:{port}: {err}") from None
+    facts["trusted"], facts["trust_error"] = trusted, trust_error
     return facts
+
+
+def _leaf_der(address: str, port: int, fqdn: str, context: ssl.SSLContext, timeout: float) -> bytes:
+    with socket.create_connection((address, port), timeout=timeout) as sock:
+        with context.wrap_socket(sock, server_hostname=fqdn) as conn:
+            return conn.getpeercert(binary_form=True)
+
+
+def _verifying_context(cafile: str | None) -> ssl.SSLContext:
+    """A context that checks chains against `cafile` (the system's store when None), made once
+    per file as it is now: loading a store for every site would cost more than the handshake."""
+    stamp = Path(cafile).stat().st_mtime_ns if cafile else None
+    return _context_for(cafile, stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _context_for(cafile: str | None, _stamp) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=cafile)
+    context.check_hostname = False  # the name is judged by `covers`, the chain here
+    return context
 
 
 def chain_problem(bundle: Bundle, fqdn: str, trust, now: dt.datetime | None = None) -> str | None:

@@ -39,9 +39,10 @@ WantedBy=multi-user.target
 
 
 def _defaults() -> dict:
-    """Every role's defaults, for rendering paths; `item` is the PHP version host_web prepares."""
+    """Every role's defaults and plain vars, for rendering paths and contents; `item` is the PHP
+    version host_web prepares."""
     merged = {}
-    for path in sorted(ROLES.glob("*/defaults/main.yml")):
+    for path in sorted(ROLES.glob("*/defaults/main.yml")) + sorted(ROLES.glob("*/vars/main.yml")):
         merged |= yaml.safe_load(path.read_text()) or {}
     merged["item"] = merged["host_web__php_version"]
     return merged
