@@ -6,7 +6,7 @@ before anything talks to a lab address.
 """
 
 import json
-from ipaddress import IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
 from provisioner.lab import topology
@@ -39,8 +39,33 @@ def bridge_addresses() -> list[IPv4Interface]:
     ]
 
 
+ROUTES = Path("/proc/net/route")
+RTF_UP = 0x1
+
+
 def bridge_networks() -> list[IPv4Network]:
-    """Every network the lab bridge carries: its own addresses' and those routed into it."""
+    """Every network the kernel routes into the lab bridge (its own addresses' and those
+    routed into it), from /proc/net/route: the lab guard asks before every packet to a lab
+    address, and starting `ip` twice for each (6 ms) made a thousand-site audit wait on it."""
+    try:
+        table = ROUTES.read_text().splitlines()[1:]
+    except OSError:
+        return _bridge_networks_from_ip()
+    networks = []
+    for line in table:
+        fields = line.split()
+        if len(fields) < 8 or fields[0] != topology.BRIDGE or not int(fields[3], 16) & RTF_UP:
+            continue
+        # Addresses and masks are the kernel's 32-bit words, written in host (little-endian) order.
+        destination, mask = (IPv4Address(int.from_bytes(bytes.fromhex(f), "little")) for f in (fields[1], fields[7]))
+        if int(mask):  # a default route through the bridge carries no lab network of its own
+            networks.append(IPv4Network(f"{destination}/{mask}", strict=False))
+    return sorted(set(networks))
+
+
+def _bridge_networks_from_ip() -> list[IPv4Network]:
+    """bridge_networks where /proc/net/route cannot be read: the addresses' networks and the
+    routes `ip` lists on the bridge."""
     networks = [a.network for a in bridge_addresses()]
     if not networks:
         return []

@@ -359,3 +359,11 @@ def test_a_second_lab_up_is_a_no_op():
     assert status.up
     assert "already up" in " ".join(said)
     assert {h.name: hosts.pid(h) for h in topology.HOSTS} == before
+
+
+def test_the_guard_reads_the_same_networks_as_ip_shows_on_the_bridge():
+    from provisioner.lab import network
+
+    carried = network.bridge_networks()
+    assert carried == network._bridge_networks_from_ip()
+    assert topology.LAB_NETWORK in carried and all(n in carried for n in topology.LAB_PUBLIC_NETWORKS)

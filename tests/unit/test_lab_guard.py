@@ -39,3 +39,34 @@ def test_refuses_addresses_outside_the_lab_even_when_up(monkeypatch):
     for address in ("192.0.2.1", "10.77.1.1", "8.8.8.8", "127.0.0.1"):
         with pytest.raises(LabDown, match="not a lab address"):
             guard.require_lab_route(address)
+
+
+ROUTES = """Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0
+{bridge}\t00004D0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+{bridge}\t007100CB\t00000000\t0001\t0\t0\t0\tF0FFFFFF\t0\t0\t0
+{bridge}\t807100CB\t00000000\t0001\t0\t0\t0\t80FFFFFF\t0\t0\t0
+{bridge}\t00004E0A\t00000000\t0000\t0\t0\t0\t00FFFFFF\t0\t0\t0
+{bridge}\t00000000\t014D4D0A\t0003\t0\t0\t0\t00000000\t0\t0\t0
+"""
+
+
+def test_the_bridge_networks_are_the_kernels_routes_into_the_bridge(tmp_path, monkeypatch):
+    from provisioner.lab import topology
+
+    table = tmp_path / "route"
+    table.write_text(ROUTES.format(bridge=topology.BRIDGE))
+    monkeypatch.setattr(network, "ROUTES", table)
+    monkeypatch.setattr(network, "run", lambda *a, **kw: pytest.fail("no `ip` where the table can be read"))
+    # eth0's routes, a route that is not up (10.78.0.0/24) and a default route through the bridge are not lab networks.
+    assert network.bridge_networks() == UP
+
+
+def test_no_route_into_the_bridge_means_the_lab_is_down(tmp_path, monkeypatch):
+    table = tmp_path / "route"
+    table.write_text(ROUTES.format(bridge="otherbr0"))
+    monkeypatch.setattr(network, "ROUTES", table)
+    assert network.bridge_networks() == []
+    with pytest.raises(LabDown, match="lab is down"):
+        guard.require_lab_route("10.77.0.11")
