@@ -141,7 +141,7 @@ print(json.dumps({"sites": sites,
 '''
 
 DB_PROBE = r'''
-import json, re, subprocess
+import json, os, re, subprocess
 INPUT = json.loads(__INPUT__)
 # SHOW GRANTS puts the password hash on the USAGE (or global) line; it never leaves the host.
 IDENTIFIED = re.compile(r" IDENTIFIED (?:[^']|'(?:[^'\\]|\\.)*')*?(?= REQUIRE | WITH |$)")
@@ -160,12 +160,26 @@ databases = {row[0] for row in sql("SHOW DATABASES")}
 users = {}
 for user, host in sql("SELECT User, Host FROM mysql.user"):
     users.setdefault(user, []).append(host)
+# Every account's grants in one mysql session (one process for a thousand accounts, not one
+# each): a marker row before each SHOW GRANTS says whose rows follow.
+accounts = [(d["user"], host) for d in INPUT["databases"] for host in users.get(d["user"], [])]
+marker = "provisioner-grants-" + os.urandom(8).hex()
+grants_of = {account: [] for account in accounts}
+if accounts:
+    script = "".join("SELECT '%s %d';\nSHOW GRANTS FOR %s@%s;\n" % (marker, i, quoted(user), quoted(host))
+                     for i, (user, host) in enumerate(accounts))
+    out = subprocess.run(["mysql", "-N", "-B"], input=script, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit("mysql: " + out.stderr.strip())
+    current = None
+    for line in out.stdout.splitlines():
+        if line.startswith(marker + " "):
+            current = accounts[int(line.split(" ", 1)[1])]
+        elif line and current is not None:
+            grants_of[current].append(IDENTIFIED.sub("", line.split("\t")[0]))
 result = {}
 for d in INPUT["databases"]:
-    grants = []
-    for host in users.get(d["user"], []):
-        rows = sql("SHOW GRANTS FOR %s@%s" % (quoted(d["user"]), quoted(host)))
-        grants += [IDENTIFIED.sub("", row[0]) for row in rows]
+    grants = [g for host in users.get(d["user"], []) for g in grants_of[(d["user"], host)]]
     result[d["name"]] = {"exists": d["name"] in databases, "user_hosts": sorted(users.get(d["user"], [])),
                          "grants": grants}
 print(json.dumps({"databases": result}))

@@ -791,3 +791,56 @@ def test_unreachable_and_suspended_sites_are_left_to_a_person(hosted, renewals):
     dry = audit.audit_fix(None, hosted.store, work=hosted)
     assert renewals.calls == [] and [f["kind"] for f in dry.fix["by_hand"]] == ["tls-expired"]
     assert "suspended" in dry.fix["refused"][SIMKES]
+
+
+GRANTS_MYSQL = '''#!{python}
+import sys
+# SHOW DATABASES / mysql.user with -e; the grants as statements on stdin, one a line.
+if "-e" in sys.argv:
+    query = sys.argv[sys.argv.index("-e") + 1]
+    if query == "SHOW DATABASES":
+        print("db_a\\ndb_b")
+    else:
+        print("ua\\t10.77.0.21\\nua\\t10.77.0.22\\nub\\t10.77.0.21\\nroot\\tlocalhost")
+    sys.exit(0)
+for line in sys.stdin:
+    query = line.strip()[:-1]
+    if query.startswith("SELECT '"):
+        print(query[len("SELECT '"):-1])
+    else:
+        account = query[len("SHOW GRANTS FOR "):].replace("'", "")
+        print("GRANT USAGE ON *.* TO " + account + " IDENTIFIED BY PASSWORD '*SECRETHASH'")
+        print("GRANT ALL PRIVILEGES ON `db_x`.* TO " + account)
+'''
+
+
+def test_the_db_probe_reads_every_accounts_grants_in_one_session(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "mysql").write_text(GRANTS_MYSQL.format(python=sys.executable))
+    (bin_dir / "mysql").chmod(0o755)
+    calls = tmp_path / "calls"
+    wrapper = bin_dir / "mysql"
+    real = bin_dir / "mysql-real"
+    wrapper.rename(real)
+    wrapper.write_text(f"#!/bin/sh\necho x >> {calls}\nexec {real} \"$@\"\n")
+    wrapper.chmod(0o755)
+    data = {"databases": [{"name": "db_a", "user": "ua"}, {"name": "db_b", "user": "ub"},
+                          {"name": "db_c", "user": "uc"}]}
+    script = probe.DB_PROBE.replace("__INPUT__", repr(json.dumps(data)))
+    out = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}"))
+    found = json.loads(out.stdout)["databases"]
+    assert found["db_a"] == {"exists": True, "user_hosts": ["10.77.0.21", "10.77.0.22"], "grants": [
+        "GRANT USAGE ON *.* TO ua@10.77.0.21", "GRANT ALL PRIVILEGES ON `db_x`.* TO ua@10.77.0.21",
+        "GRANT USAGE ON *.* TO ua@10.77.0.22", "GRANT ALL PRIVILEGES ON `db_x`.* TO ua@10.77.0.22"]}
+    assert found["db_b"]["grants"] == ["GRANT USAGE ON *.* TO ub@10.77.0.21",
+                                       "GRANT ALL PRIVILEGES ON `db_x`.* TO ub@10.77.0.21"]
+    assert found["db_c"] == {"exists": False, "user_hosts": [], "grants": []}
+    assert "SECRETHASH" not in out.stdout
+    assert len(calls.read_text().split()) == 3  # databases, accounts, and one session for every grant

@@ -664,15 +664,20 @@ def test_adoption_refuses_database_names_that_would_need_quoting(config, store, 
 
 FAKE_MYSQL = '''#!{python}
 import json, os, sys
-query = sys.argv[sys.argv.index("-e") + 1]
-with open(os.environ["FAKE_MYSQL_LOG"], "a") as log:
-    log.write(json.dumps(query) + "\\n")
-if query == "SHOW DATABASES":
-    print("db_x")
-elif query.startswith("SELECT User, Host"):
-    print(os.environ["FAKE_MYSQL_USER"] + "\\t" + os.environ["FAKE_MYSQL_HOST"])
-elif query.startswith("SHOW GRANTS"):
-    print("GRANT USAGE ON *.* TO `u`@`h`")
+# One query with -e, or statements on stdin, one a line (as the audit's probe sends them).
+queries = ([sys.argv[sys.argv.index("-e") + 1]] if "-e" in sys.argv
+           else [line.rstrip("\\n")[:-1] for line in sys.stdin if line.strip()])
+for query in queries:
+    with open(os.environ["FAKE_MYSQL_LOG"], "a") as log:
+        log.write(json.dumps(query) + "\\n")
+    if query == "SHOW DATABASES":
+        print("db_x")
+    elif query.startswith("SELECT User, Host"):
+        print(os.environ["FAKE_MYSQL_USER"] + "\\t" + os.environ["FAKE_MYSQL_HOST"])
+    elif query.startswith("SELECT '"):
+        print(query[len("SELECT '"):-1])
+    elif query.startswith("SHOW GRANTS"):
+        print("GRANT USAGE ON *.* TO `u`@`h`")
 '''
 
 
@@ -691,10 +696,12 @@ def test_the_database_probes_quote_names_they_put_into_sql(tmp_path, program):
     source = probe.DB_PROBE if program == "audit" else import_probe.DB_PROBE
     data = {"databases": [{"name": "db_x", "user": user}]} if program == "audit" else {}
     script = source.replace("__INPUT__", repr(json.dumps(data)))
-    subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, check=True, env=env)
+    out = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, check=True, env=env)
     grants = [q for q in map(json.loads, log.read_text().splitlines()) if q.startswith("SHOW GRANTS")]
     # One statement, the quote doubled and the backslash escaped: MariaDB reads back exactly the names.
     assert grants == ["SHOW GRANTS FOR 'u''; DROP USER root; -- \\\\'@'h''x'"]
+    if program == "audit":  # the grant comes back as the account's, the marker row dropped
+        assert json.loads(out.stdout)["databases"]["db_x"]["grants"] == ["GRANT USAGE ON *.* TO `u`@`h`"]
 
 
 @pytest.mark.parametrize("docroot", ["/usr/share/phpmyadmin", "/var/lib/roundcube/public_html", "/etc/ssl/private",
