@@ -1,6 +1,11 @@
 """The per-site saga of an apply: the steps in order, their events, and the undo of one site.
 
-    ip -> db -> web -> dns        (DNS last: a name never points at a site not ready)
+    ip -> db + web -> dns         (DNS last: a name never points at a site not ready)
+
+The database and web steps run side by side: they touch different hosts and
+neither needs the other's result (the web step needs the site's address up, so
+ip comes first). Their outcomes are then recorded in the order above, db
+first, exactly as if one had run after the other.
 
 Each step runs for all the sites of a batch that need it, with an intent event
 before it and a done (or failed) event per site after it. When a step fails
@@ -17,7 +22,7 @@ the apply) to run_step and, for an undo, to read what of a site is live
 
 from typing import NoReturn
 
-from provisioner import faults, ipam
+from provisioner import faults, ipam, parallel
 from provisioner.errors import ConfigError, HostError, ProvisionerError
 from provisioner.plan import REMOVAL_ORDER, Plan
 from provisioner.progress import Progress
@@ -27,6 +32,8 @@ from provisioner.store.events import add_event
 from provisioner.store.models import SiteRow
 
 STEPS = ("ip", "db", "web", "dns")
+# STEPS grouped into what runs at once; every stage's steps are recorded in STEPS order.
+STAGES = (("ip",), ("db", "web"), ("dns",))
 
 
 def as_error(step: str, err: BaseException) -> ProvisionerError:
@@ -129,33 +136,47 @@ class Saga:
 
     def run(self, sites: list[DesiredSite], plan: Plan, passwords: dict, previous: dict,
             progress: Progress | None = None) -> dict[str, ProvisionerError]:
-        """Run the steps in order. A site whose step fails is undone and left out of the later
-        steps; the others go on. Returns the error of each failed site."""
+        """Run the steps in order (the steps of a stage side by side). A site whose step fails
+        is undone and left out of the later steps; the others go on. Returns the error of
+        each failed site."""
         progress = progress or Progress()
         done: dict[str, list[str]] = {s.fqdn: [] for s in sites}
         failures: dict[str, ProvisionerError] = {}
-        for step in STEPS:
-            involved = [s for s in sites if s.fqdn not in failures and step in plan.targets_of(s.fqdn)]
+        for stage in STAGES:
+            involved = {step: [s for s in sites if s.fqdn not in failures and step in plan.targets_of(s.fqdn)]
+                        for step in stage}
+            involved = {step: these for step, these in involved.items() if these}
             if not involved:
                 continue
-            progress.step([s.fqdn for s in involved], step)
-            self.event(involved, "saga_intent", step, checksum=plan.checksum)
-            errors, warnings = self.attempt(step, involved, plan, passwords)
-            # The live state is read once for every site to undo in this step, not once per site.
-            to_undo = [s for s in involved if s.fqdn in errors and not previous[s.fqdn]["live"]]
-            live = self.work.live_removal(to_undo) if to_undo else None
-            for site in involved:
-                err = errors.get(site.fqdn)
-                if err is None:
-                    self.event([site], "saga_done", step)
-                    if site.zone in warnings:
-                        self.event([site], "dns_notify_failed", step, warning=warnings[site.zone])
-                    done[site.fqdn].append(step)
-                    continue
-                failures[site.fqdn] = err
-                self.event([site], "saga_failed", step, error=str(err))
-                self.undo(site, done[site.fqdn], step, err, plan, passwords, previous[site.fqdn], live)
-            faults.point("after", step)
+            for step, these in involved.items():
+                progress.step([s.fqdn for s in these], step)
+                self.event(these, "saga_intent", step, checksum=plan.checksum)
+            outcomes = dict(zip(involved, parallel.each(
+                lambda step: self.attempt(step, involved[step], plan, passwords), list(involved))))
+            for step, these in involved.items():
+                errors, warnings = outcomes[step]
+                # A site a step before it in this stage failed is undone already, with all it had.
+                these = [s for s in these if s.fqdn not in failures]
+                # The live state is read once for every site to undo in this step, not once per site.
+                to_undo = [s for s in these if s.fqdn in errors and not previous[s.fqdn]["live"]]
+                live = self.work.live_removal(to_undo) if to_undo else None
+                for site in these:
+                    err = errors.get(site.fqdn)
+                    if err is None:
+                        self.event([site], "saga_done", step)
+                        if site.zone in warnings:
+                            self.event([site], "dns_notify_failed", step, warning=warnings[site.zone])
+                        done[site.fqdn].append(step)
+                        continue
+                    failures[site.fqdn] = err
+                    self.event([site], "saga_failed", step, error=str(err))
+                    # What the other steps of the stage built for it is live: the undo reads and takes it.
+                    ran_beside = [other for other in stage if other != step and other in involved
+                                  and site.fqdn in {s.fqdn for s in involved[other]}
+                                  and site.fqdn not in outcomes[other][0]]
+                    self.undo(site, done[site.fqdn] + ran_beside, step, err, plan, passwords,
+                              previous[site.fqdn], live)
+                faults.point("after", step)
         return failures
 
     def attempt(self, step: str, sites: list[DesiredSite], plan: Plan, passwords: dict):

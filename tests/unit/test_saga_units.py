@@ -134,6 +134,49 @@ def test_any_exception_in_a_step_is_undone_only_for_its_site_and_the_others_go_o
     assert events(work, "saga_compensated", a.fqdn) == []
 
 
+def test_db_and_web_run_side_by_side_and_are_recorded_as_if_one_after_the_other(work):
+    import threading
+
+    a, b = make_site("eta", 111), make_site("theta", 112)
+    plan = new_site_plan([a, b])
+    previous = start(work, [a, b], plan)
+    # Each of the two steps waits for the other: run one after another, the first would time out.
+    together = threading.Barrier(2, timeout=10)
+    steps = work.steps
+
+    def side_by_side(step, sites, plan, passwords, state="present"):
+        if step in ("db", "web") and state == "present":
+            together.wait()
+        return steps(step, sites, plan, passwords, state)
+
+    work.run_step = side_by_side
+    assert work.saga.run([a, b], plan, {}, previous) == {}
+    with work.store.session() as session:
+        done = [(e.payload["fqdn"], e.payload["step"]) for e in
+                session.query(Event).filter(Event.kind == "saga_done").order_by(Event.id)]
+    assert done == [(a.fqdn, "ip"), (b.fqdn, "ip"), (a.fqdn, "db"), (b.fqdn, "db"), (a.fqdn, "web"),
+                    (b.fqdn, "web"), (a.fqdn, "dns"), (b.fqdn, "dns")]
+
+
+def test_a_site_whose_db_step_fails_is_undone_of_what_web_built_beside_it(work, monkeypatch):
+    a, b = make_site("iota", 113), make_site("kappa", 114)
+    plan = new_site_plan([a, b])
+    previous = start(work, [a, b], plan)
+    work.steps.fail[("db", "present", b.fqdn)] = HostError("db1: Access denied")
+    monkeypatch.setattr(work, "removal_plan", unreadable)  # the undo goes by what ran
+
+    failures = work.saga.run([a, b], plan, {}, previous)
+
+    assert list(failures) == [b.fqdn] and "Access denied" in str(failures[b.fqdn])
+    # Its web step ran beside the failed db step: that is undone too, and never recorded done.
+    assert [(step, fqdns) for step, state, fqdns in work.steps.calls if state == "absent"] == [
+        ("web", (b.fqdn,)), ("db", (b.fqdn,)), ("ip", (b.fqdn,))]
+    assert [e["step"] for e in events(work, "saga_done", b.fqdn)] == ["ip"]
+    assert [e["step"] for e in events(work, "saga_done", a.fqdn)] == ["ip", "db", "web", "dns"]
+    assert not any(step == "dns" and b.fqdn in fqdns for step, _, fqdns in work.steps.calls)
+    assert row(work, b.fqdn).state == "failed"
+
+
 def test_a_compensation_that_fails_leaves_attention_and_keeps_the_address(work, monkeypatch):
     site = make_site("gamma", 103)
     plan = new_site_plan([site])
