@@ -5,7 +5,7 @@ zone, all at once) and lists every change. apply() takes the locks,
 recomputes the plan (refusing if it differs from a reviewed checksum), then
 runs it as a saga (provisioner/saga.py):
 
-    ip -> db -> web -> dns        (DNS last: a name never points at a site not ready)
+    ip -> db + web -> dns         (db and web side by side; DNS last: a name never points at a site not ready)
 
 with an intent event before each step and a done event after it. A site whose
 step fails is compensated alone and recorded failed with the reason; the
