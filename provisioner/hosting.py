@@ -119,9 +119,7 @@ class Hosting:
         """
         requests = []
         with self.store.session() as session:
-            found = {}
-            for chunk in _chunks(list(dict.fromkeys(request_ids))):  # one query per chunk, not per request
-                found |= {r.id: r for r in session.scalars(select(RequestRow).where(RequestRow.id.in_(chunk)))}
+            found = _rows_by_key(session, RequestRow.id, request_ids)
             for request_id in request_ids:
                 row = found.get(request_id)
                 if row is None:
@@ -705,10 +703,8 @@ class Hosting:
 
     def recorded_sites(self, fqdns: list[str]) -> list[DesiredSite]:
         """The desired state of recorded sites, as they were placed."""
-        found = {}
         with self.store.session() as session:
-            for chunk in _chunks(list(dict.fromkeys(fqdns))):  # one query per chunk, not per site
-                found |= {r.fqdn: r for r in session.scalars(select(SiteRow).where(SiteRow.fqdn.in_(chunk)))}
+            found = _rows_by_key(session, SiteRow.fqdn, fqdns)
         rows = []
         for fqdn in fqdns:
             row = found.get(fqdn)
@@ -880,10 +876,16 @@ class Hosting:
         return lines
 
 
-def _chunks(items: list, size: int = 500):
-    """Slices of `items` small enough for one IN (...) on every database the store runs on."""
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+def _rows_by_key(session, key, values: list, chunk: int = 500) -> dict:
+    """{value: row} of the rows whose primary `key` column is among `values`: one query per
+    `chunk` values (small enough for one IN (...) on every database the store runs on), not
+    one per row."""
+    wanted = list(dict.fromkeys(values))
+    found = {}
+    for start in range(0, len(wanted), chunk):
+        rows = session.scalars(select(key.class_).where(key.in_(wanted[start:start + chunk])))
+        found |= {getattr(row, key.key): row for row in rows}
+    return found
 
 
 def provision_site_action(ctx) -> dict:

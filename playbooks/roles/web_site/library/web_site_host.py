@@ -14,6 +14,7 @@ import hashlib
 import os
 import pwd
 import re
+import stat
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -45,10 +46,10 @@ def file_facts(path):
         st = os.lstat(path)
     except FileNotFoundError:
         return {}
-    if not os.path.isfile(path) or os.path.islink(path):
-        return {"sha1": None, "owner": st.st_uid, "group": st.st_gid, "mode": "%04o" % (st.st_mode & 0o7777)}
-    with open(path, "rb") as handle:
-        digest = hashlib.sha1(handle.read()).hexdigest()  # noqa: S324 - compared with Ansible's sha1 filter
+    digest = None
+    if stat.S_ISREG(st.st_mode):  # lstat: a link is never followed, nor taken for the file
+        with open(path, "rb") as handle:
+            digest = hashlib.sha1(handle.read()).hexdigest()  # noqa: S324 - compared with Ansible's sha1 filter
     return {"sha1": digest, "owner": st.st_uid, "group": st.st_gid, "mode": "%04o" % (st.st_mode & 0o7777)}
 
 
@@ -58,7 +59,7 @@ def dir_mode(path):
         st = os.lstat(path)
     except FileNotFoundError:
         return None
-    if not os.path.isdir(path) or os.path.islink(path) or st.st_uid != 0 or st.st_gid != 0:
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_gid != 0:
         return None
     return "%04o" % (st.st_mode & 0o7777)
 
