@@ -71,6 +71,12 @@ class Inventory:
             raise ConfigError(f"inventory {self.path}: {ns.name} needs pdns_api_url and pdns_api_key_file")
         return url, Path(key_file)
 
+    def secondary_apis(self) -> list[tuple[Host, str]]:
+        """(secondary, its pdns_api_url) for each secondary name server that serves the API: the
+        toolkit asks those for a transfer right after a change (the key is the primary's)."""
+        return [(h, h.vars["pdns_api_url"]) for h in self.hosts.values()
+                if "nameservers" in h.groups and h.vars.get("pdns_role") == "secondary" and h.vars.get("pdns_api_url")]
+
     def public_pool(self, web: Host) -> list[IPv4Address]:
         """The dedicated-address pool of a web host, as written `first-last`."""
         spec = web.vars.get("public_ip_pool")

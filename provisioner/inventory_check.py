@@ -46,8 +46,8 @@ HOST_PREPARE_VARS = {
     "ansible_host": "every host",
     "pdns_role": "name servers",
     "dns_zones": "name servers",
-    "pdns_api_url": "the primary",
-    "pdns_api_allow_from": "the primary",
+    "pdns_api_url": "the primary (optional on a secondary)",
+    "pdns_api_allow_from": "the primary, and a secondary with pdns_api_url",
     # The roles read the key as provisioner_secrets.pdns_api_key; the toolkit
     # reads it from pdns_api_key_file.
     "provisioner_secrets": "the primary",
@@ -419,22 +419,30 @@ class _Checker:
             return
         primary = primaries[0]
         self.report.primary = primary.name
-        url = primary.vars.get("pdns_api_url")
-        if not url:
+        if not primary.vars.get("pdns_api_url"):
             self.on_host(primary, "pdns_api_url", "missing on the primary: the URL of the PowerDNS HTTP API, "
                          "like http://192.0.2.11:8081/api/v1")
         else:
-            rule = _api_url_problem(str(url))
-            host = urlparse(str(url)).hostname
-            if rule:
-                self.on_host(primary, "pdns_api_url", rule)
-            elif _address(host) is None or _address(host).version != 4:
-                self.on_host(primary, "pdns_api_url", f"the host {host!r} is not an IPv4 address: host prepare "
-                             "makes PowerDNS's API listen on it (webserver-address)")
+            self.check_api_url(primary)
         if not primary.vars.get("pdns_api_key_file"):
             self.on_host(primary, "pdns_api_key_file", "missing on the primary: the file on this machine that "
                          "holds the PowerDNS API key")
         self.check_api_allow_from(primary)
+        # A secondary may serve the API too (the toolkit asks it for a transfer after each change).
+        for secondary in servers:
+            if secondary.vars.get("pdns_role") == "secondary" and secondary.vars.get("pdns_api_url") is not None:
+                self.check_api_url(secondary)
+                self.check_api_allow_from(secondary)
+
+    def check_api_url(self, host: _Host):
+        url = host.vars.get("pdns_api_url")
+        rule = _api_url_problem(str(url))
+        address = urlparse(str(url)).hostname
+        if rule:
+            self.on_host(host, "pdns_api_url", rule)
+        elif _address(address) is None or _address(address).version != 4:
+            self.on_host(host, "pdns_api_url", f"the host {address!r} is not an IPv4 address: host prepare "
+                         "makes PowerDNS's API listen on it (webserver-address)")
 
     def check_name_server(self, host: _Host):
         """What host prepare (role host_ns) needs of every name server, beyond its role."""
@@ -490,21 +498,22 @@ class _Checker:
             if _address(other.vars.get("pdns_public_address")) == address:
                 self.on_host(host, "pdns_public_address", f"{address} is also the public address of {other.name}")
 
-    def check_api_allow_from(self, primary: _Host):
+    def check_api_allow_from(self, server: _Host):
         """pdns_api_allow_from: who may use the API (webserver-allow-from), the controller among them."""
-        value = primary.vars.get("pdns_api_allow_from")
+        value = server.vars.get("pdns_api_allow_from")
         if value is None:
-            self.on_host(primary, "pdns_api_allow_from", "missing on the primary: the networks that may use the "
+            where = "the primary" if server.vars.get("pdns_role") == "primary" else "a secondary with pdns_api_url"
+            self.on_host(server, "pdns_api_allow_from", f"missing on {where}: the networks that may use the "
                          "PowerDNS API, the controller's among them, like [192.0.2.5/32]")
             return
         if not isinstance(value, list) or not value:
-            self.on_host(primary, "pdns_api_allow_from", "must be a non-empty list of networks, like [192.0.2.5/32]")
+            self.on_host(server, "pdns_api_allow_from", "must be a non-empty list of networks, like [192.0.2.5/32]")
             return
         for item in value:
             try:
                 ip_network(str(item), strict=False)
             except ValueError:
-                self.on_host(primary, "pdns_api_allow_from", f"{item!r} is not a network or address, "
+                self.on_host(server, "pdns_api_allow_from", f"{item!r} is not a network or address, "
                              "like 192.0.2.0/24 or 192.0.2.5")
 
     def check_db(self):

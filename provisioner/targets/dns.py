@@ -3,7 +3,10 @@
 Records the toolkit creates carry a comment with account "provisioner";
 a record at the same name without it is someone else's, and the plan stops
 with a Conflict rather than touch it. One PATCH per zone, then NOTIFY so the
-secondaries transfer the change at once.
+secondaries transfer the change. A NOTIFY reaches a secondary only after a
+second or two (PowerDNS sends and takes them in once-a-second rounds), so a
+secondary that serves the API too (pdns_api_url in the inventory) is also asked
+to transfer the zone at once; one that cannot be asked still has the NOTIFY.
 
 Every API call goes through `_call`: a refused connection, a reset, a timeout
 or a 5xx is retried a few times with a doubling pause (the whole wait stays
@@ -26,7 +29,7 @@ from powerdns.interface import RRSet
 
 from provisioner import ssh
 from provisioner.changes import Create, Delete, Update
-from provisioner.errors import ConfigError, Conflict, HostError
+from provisioner.errors import ConfigError, Conflict, HostError, ProvisionerError
 from provisioner.inventory import Inventory
 
 # python-powerdns logs every 4xx/5xx at ERROR (printed bare on stderr when the
@@ -42,6 +45,8 @@ SERVER = "/servers/localhost"
 ATTEMPTS = 3
 BACKOFF = 0.5  # seconds before the 2nd attempt; doubled for each next one
 TIMEOUT = 10.0  # seconds per request
+# Asking a secondary for a transfer only saves time: one short try, never a long wait.
+TRANSFER_TIMEOUT = 2.0
 
 
 def _canonical(name: str) -> str:
@@ -106,22 +111,34 @@ class DnsTarget:
                  timeout: float = TIMEOUT):
         self.url, self.key_file = inventory.pdns_api()
         self.host = inventory.primary_nameserver().name
+        # (name, API URL) of the secondaries that serve the API: asked for a transfer after a change.
+        self.secondaries = [(h.name, url) for h, url in inventory.secondary_apis()]
         self.ttl = ttl
         self.attempts, self.backoff, self.timeout = max(1, attempts), backoff, timeout
-        self._client = None
+        self._key = None
+        self._clients: dict[str, PDNSApiClient] = {}
+
+    def _api_key(self) -> str:
+        if self._key is None:
+            try:
+                self._key = Path(self.key_file).read_text().strip()
+            except OSError as err:
+                raise ConfigError(f"cannot read the PowerDNS API key {self.key_file}: {err}") from None
+        return self._key
+
+    def _client_of(self, host: str, url: str, timeout: float) -> PDNSApiClient:
+        if host not in self._clients:
+            ssh.check_route(urlparse(url).hostname)
+            self._clients[host] = PDNSApiClient(api_endpoint=url, api_key=self._api_key(), timeout=timeout)
+        return self._clients[host]
 
     @property
     def client(self) -> PDNSApiClient:
-        if self._client is None:
-            ssh.check_route(urlparse(self.url).hostname)
-            try:
-                key = Path(self.key_file).read_text().strip()
-            except OSError as err:
-                raise ConfigError(f"cannot read the PowerDNS API key {self.key_file}: {err}") from None
-            self._client = PDNSApiClient(api_endpoint=self.url, api_key=key, timeout=self.timeout)
-        return self._client
+        """The primary's API, where every record is written."""
+        return self._client_of(self.host, self.url, self.timeout)
 
-    def _call(self, method: str, path: str, what: str, data=None, missing: str | None = None):
+    def _call(self, method: str, path: str, what: str, data=None, missing: str | None = None,
+              secondary: tuple[str, str] | None = None):
         """One API request, transient failures retried with a bounded backoff.
 
         `missing`: the message of the ConfigError for a 404 (the zone does not exist).
@@ -130,12 +147,16 @@ class DnsTarget:
         a HostError after the retries carries `connection`: True when the server
         did not answer at all.
         """
-        where = f"PowerDNS API on {self.host}"
+        host = secondary[0] if secondary else self.host
+        where = f"PowerDNS API on {host}"
+        # A secondary is only asked to hurry: one short try (`secondary`: its name and API URL).
+        client = self._client_of(*secondary, TRANSFER_TIMEOUT) if secondary else self.client
+        attempts = 1 if secondary else self.attempts
         reached = False  # a timeout, a reset or a 5xx may come after the server acted
         connection = False  # the last attempt got no HTTP answer at all
-        for attempt in range(1, self.attempts + 1):
+        for attempt in range(1, attempts + 1):
             try:
-                return self.client.request(path, method=method, data=data)
+                return client.request(path, method=method, data=data)
             except PDNSError as err:
                 status = err.status_code
                 if status in (401, 403):
@@ -153,9 +174,10 @@ class DnsTarget:
             except (requests.RequestException, ValueError) as err:
                 # A malformed URL or an answer that is not JSON: retrying will not help.
                 raise HostError(f"{where}: {what}: {type(err).__name__}: {str(err)[:200]}") from None
-            if attempt < self.attempts:
+            if attempt < attempts:
                 _pause(self.backoff * 2 ** (attempt - 1))
-        err = _error(f"{where}: {what}: {cause} (tried {self.attempts} times)", unchanged=not reached)
+        tried = f"tried {attempts} times" if attempts > 1 else "tried once"
+        err = _error(f"{where}: {what}: {cause} ({tried})", unchanged=not reached)
         err.connection = connection  # no answer from the server: the same for every site
         raise err
 
@@ -193,15 +215,30 @@ class DnsTarget:
         return changes
 
     def _patch(self, zone: str, rrsets: list) -> str | None:
-        """PATCH the zone, then NOTIFY; returns a warning when only the NOTIFY failed."""
+        """PATCH the zone, then NOTIFY and ask the secondaries with an API for a transfer;
+        returns a warning when only those failed."""
         self._call("PATCH", self._zone_path(zone), f"change to zone {zone}", data={"rrsets": rrsets})
         # The record is written: a NOTIFY that fails only delays the secondaries until their
         # next SOA check, so it is a warning for the caller to record, never a failed step.
+        warnings = []
         try:
             self._call("PUT", self._zone_path(zone) + "/notify", f"NOTIFY of zone {zone}")
         except HostError as err:
-            return str(err)
-        return None
+            warnings.append(str(err))
+        warnings += self._transfer_now(zone)
+        return "; ".join(warnings) or None
+
+    def _transfer_now(self, zone: str) -> list[str]:
+        """Ask each secondary with an API to transfer `zone` now (PowerDNS's axfr-retrieve, which
+        queues the transfer and answers at once); what failed, as warnings: the NOTIFY still works."""
+        warnings = []
+        for secondary in self.secondaries:
+            try:
+                self._call("PUT", self._zone_path(zone) + "/axfr-retrieve", f"transfer of zone {zone}",
+                           secondary=secondary)
+            except ProvisionerError as err:  # a refused key, too: the record is written all the same
+                warnings.append(str(err))
+        return warnings
 
     def apply(self, sites, request_ids: dict[str, str]) -> dict[str, str]:
         """Create or replace the A record of each site (one PATCH per zone); returns warnings by zone."""

@@ -134,6 +134,43 @@ def test_secondary_follows_the_primary_by_notify():
         requests.patch(f"{API}/zones/{zone}.", json={"rrsets": [rrset]}, headers=headers, timeout=5)
 
 
+
+def test_the_secondary_transfers_at_once_when_the_toolkit_asks_it():
+    """ns2 serves the API (host prepare, pdns_api_url): asked through it, it takes a change at once.
+
+    The change is written with no NOTIFY at all: left to itself ns2 would see it at its next SOA
+    check, 40 to 60 s later on the lab; asked for the transfer, within seconds.
+    """
+    from provisioner.inventory import load_inventory
+    from provisioner.targets.dns import DnsTarget
+
+    inventory = load_inventory(ROOT / "inventory" / "lab")
+    secondary = topology.secondary_ns()
+    assert [(h.name, url) for h, url in inventory.secondary_apis()] == [
+        (secondary.name, f"http://{secondary.address}:{topology.PDNS_API_PORT}/api/v1")]
+    guard.require_lab_route(secondary.address)
+    ns2_api = f"http://{secondary.address}:{topology.PDNS_API_PORT}/api/v1/servers/localhost"
+    assert requests.get(f"{ns2_api}/zones", headers={"X-API-Key": "not-the-key"}, timeout=5).status_code == 401
+    headers = {"X-API-Key": lifecycle.pdns_api_key()}
+    zone = topology.ZONES[0]
+    name = f"labtest-{secrets.token_hex(4)}.{zone}."
+    rrset = {"name": name, "type": "TXT", "ttl": 60, "changetype": "REPLACE",
+             "records": [{"content": '"lab transfer test"', "disabled": False}]}
+    r = requests.patch(f"{API}/zones/{zone}.", json={"rrsets": [rrset]}, headers=headers, timeout=5)
+    assert r.status_code == 204, r.text
+    try:
+        assert not _query("ns2", name, dns.rdatatype.TXT).answer
+        assert DnsTarget(inventory)._transfer_now(zone) == []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _query("ns2", name, dns.rdatatype.TXT).answer:
+            time.sleep(0.1)
+        assert _query("ns2", name, dns.rdatatype.TXT).answer, "ns2 did not transfer the zone when asked"
+    finally:
+        rrset.update(changetype="DELETE", records=[])
+        requests.patch(f"{API}/zones/{zone}.", json={"rrsets": [rrset]}, headers=headers, timeout=5)
+        requests.put(f"{API}/zones/{zone}./notify", headers=headers, timeout=5)
+
+
 DEFAULT_VHOSTS = "/etc/apache2/conf-available/provisioner-default-vhosts.conf"
 
 

@@ -146,14 +146,20 @@ def lab_copy(tmp_path):
     return copy, key_file
 
 
-def test_the_api_key_is_read_only_when_the_primary_is_prepared(lab_copy):
+def test_the_api_key_is_read_only_when_a_name_server_with_the_api_is_prepared(lab_copy):
     copy, key_file = lab_copy
     key_file.write_text("k3y-from-the-file-0123456789\n")
     inventory = load_inventory(copy)
-    assert host_prepare.secrets_for(inventory, ["ns1", "ns2"]) == {"pdns_api_key": "k3y-from-the-file-0123456789"}
+    key = {"pdns_api_key": "k3y-from-the-file-0123456789"}
+    assert host_prepare.secrets_for(inventory, ["ns1", "ns2"]) == key
+    # The lab's secondary serves the API too (for transfers on demand): the same key.
+    assert inventory.host("ns2").vars["pdns_api_url"] and host_prepare.secrets_for(inventory, ["ns2"]) == key
     key_file.unlink()
     # Nothing else needs it, so a missing key file does not stop them.
-    assert host_prepare.secrets_for(inventory, ["ns2", "db1", "web1"]) == {}
+    assert host_prepare.secrets_for(inventory, ["db1", "web1", "web2"]) == {}
+    hosts = copy / "hosts.yml"
+    hosts.write_text(hosts.read_text().replace("pdns_api_url: http://10.77.0.12:8081/api/v1", ""))
+    assert host_prepare.secrets_for(load_inventory(copy), ["ns2"]) == {}
 
 
 def test_an_unreadable_or_empty_key_file_is_named_and_its_content_never_shown(lab_copy):

@@ -419,3 +419,21 @@ def test_cli_default_path_is_the_configured_inventory(tmp_path, monkeypatch):
     result = run("--offline", "--config", config)
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"{EXAMPLE}: ok:")
+
+
+def test_a_secondary_may_serve_the_api_and_is_then_held_to_the_primarys_rules(copy):
+    hosts = copy / "hosts.yml"
+    secondary = "ns2.example.go.id"
+    edit(hosts, "          pdns_role: secondary\n",
+         "          pdns_role: secondary\n          pdns_api_url: http://192.0.2.12:8081/api/v1\n"
+         "          pdns_api_allow_from: [192.0.2.6/32]\n")
+    assert check_inventory(copy).ok
+    assert [(h.name, url) for h, url in load_inventory(copy).secondary_apis()] == [
+        (secondary, "http://192.0.2.12:8081/api/v1")]
+    edit(hosts, "          pdns_api_allow_from: [192.0.2.6/32]\n", "")
+    edit(hosts, "http://192.0.2.12:8081/api/v1", "http://ns2.example.go.id:8081/api/v1")
+    report = check_inventory(copy)
+    (url,) = found(report, secondary, "pdns_api_url")
+    assert "is not an IPv4 address" in url.rule and url.line == line_of(hosts, "ns2.example.go.id:8081")
+    (allow,) = found(report, secondary, "pdns_api_allow_from")
+    assert allow.rule.startswith("missing on a secondary with pdns_api_url")

@@ -40,6 +40,16 @@ class Script:
 
 @pytest.fixture
 def api(tmp_path):
+    yield from _serve(tmp_path)
+
+
+@pytest.fixture
+def secondary_api(tmp_path):
+    """A second server, as a secondary's API (the same key file as the primary's)."""
+    yield from _serve(tmp_path)
+
+
+def _serve(tmp_path):
     script = Script()
 
     class Handler(BaseHTTPRequestHandler):
@@ -80,9 +90,11 @@ def api(tmp_path):
     server.server_close()
 
 
-def inventory(url: str, key: Path) -> Inventory:
+def inventory(url: str, key: Path, secondary_url: str | None = None) -> Inventory:
     ns1 = Host("ns1", ("nameservers",), {"pdns_role": "primary", "pdns_api_url": url, "pdns_api_key_file": str(key)})
-    return Inventory(path=Path("inventory"), hosts={"ns1": ns1})
+    ns2 = Host("ns2", ("nameservers",), {"pdns_role": "secondary",
+                                         **({"pdns_api_url": secondary_url} if secondary_url else {})})
+    return Inventory(path=Path("inventory"), hosts={"ns1": ns1, "ns2": ns2})
 
 
 @pytest.fixture
@@ -182,18 +194,59 @@ def test_a_reset_connection_is_transient(api, pauses):
     assert len(api.seen) == 2
 
 
-def test_a_failed_notify_after_a_written_record_is_a_warning_not_a_failure(api, pauses):
+def _site():
     from provisioner import naming
     from provisioner.site import DesiredSite
 
-    site = DesiredSite(request_id="HST-2024-0007", office="tarakan", label="simkes", zone=ZONE,
+    return DesiredSite(request_id="HST-2024-0007", office="tarakan", label="simkes", zone=ZONE,
                        names=naming.site_names("simkes", ZONE), web_host="web1", web_address="10.77.0.21",
                        db_host=None, public_ip="203.0.113.10", dedicated_ip=False, php=True, php_version="8.2",
                        database=False, tls=False, quota_mb=1024, bandwidth_kbps=0)
+
+
+def test_a_failed_notify_after_a_written_record_is_a_warning_not_a_failure(api, pauses):
+    site = _site()
     api.answers = [(204, None), (500, {"error": "notify failed"})]
     warnings = target(api).apply([site], {site.fqdn: site.request_id})
     assert [m for m, *_ in api.seen] == ["PATCH", "PUT", "PUT", "PUT"]
     assert list(warnings) == [ZONE] and "NOTIFY of zone tarakankota.go.id: HTTP 500" in warnings[ZONE]
+
+
+def test_a_secondary_with_an_api_is_asked_for_the_transfer_right_after_the_change(api, secondary_api, pauses):
+    site = _site()
+    api.answers = [(204, None)]
+    secondary_api.answers = [(200, {"result": "Added retrieval request"})]
+    dns = DnsTarget(inventory(api.url, api.key, secondary_url=secondary_api.url))
+    assert dns.apply([site], {site.fqdn: site.request_id}) == {}
+    assert [(m, p) for m, p, _ in api.seen] == [("PATCH", ZONE_PATH), ("PUT", ZONE_PATH + "/notify")]
+    # With the primary's key: the secondary's API is the toolkit's as much as the primary's.
+    assert secondary_api.seen == [("PUT", ZONE_PATH + "/axfr-retrieve", "right-key")]
+
+
+@pytest.mark.parametrize("answer, cause", [((500, {"error": "oops"}), "HTTP 500: oops"),
+                                           ((401, {"error": "Unauthorized"}), "the API key was refused"),
+                                           ("sleep", "no answer in time")])
+def test_a_secondary_that_cannot_be_asked_is_a_warning_tried_once(api, secondary_api, pauses, monkeypatch,
+                                                                  answer, cause):
+    monkeypatch.setattr(dns_target, "TRANSFER_TIMEOUT", 0.2)
+    site = _site()
+    api.answers, secondary_api.answers = [(204, None)], [answer]
+    warnings = DnsTarget(inventory(api.url, api.key, secondary_url=secondary_api.url)).apply(
+        [site], {site.fqdn: site.request_id})
+    # The record is written and the NOTIFY sent: the secondary follows that, later.
+    assert [m for m, *_ in api.seen] == ["PATCH", "PUT"]
+    assert len(secondary_api.seen) == 1 and pauses == []
+    assert list(warnings) == [ZONE]
+    assert warnings[ZONE].startswith("PowerDNS API on ns2: transfer of zone tarakankota.go.id: ") and cause in warnings[ZONE]
+
+
+def test_an_unreachable_secondary_api_is_a_warning_too(api, pauses):
+    site = _site()
+    api.answers = [(204, None)]
+    dns = DnsTarget(inventory(api.url, api.key, secondary_url=f"http://127.0.0.1:{closed_port()}/api/v1"))
+    warnings = dns.apply([site], {site.fqdn: site.request_id})
+    assert warnings == {ZONE: "PowerDNS API on ns2: transfer of zone tarakankota.go.id: connection refused "
+                              "(tried once)"}
 
 
 
