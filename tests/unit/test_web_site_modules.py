@@ -66,6 +66,25 @@ def test_host_facts_give_what_the_role_compares_its_wanted_settings_with(tmp_pat
     assert host.dir_mode(str(tmp_path / "none")) is None
 
 
+
+def test_host_facts_name_the_addresses_of_the_enabled_vhosts_the_role_wrote(tmp_path):
+    available, enabled = tmp_path / "sites-available", tmp_path / "sites-enabled"
+    available.mkdir()
+    enabled.mkdir()
+    vhost = ("# Managed by provisioner (web_site role); local changes are overwritten.\n"
+             "<VirtualHost {0}:80>\n</VirtualHost>\n<VirtualHost {0}:443>\n</VirtualHost>\n")
+    (available / "a.example.go.id.conf").write_text(vhost.format("203.0.113.10"))
+    (enabled / "a.example.go.id.conf").symlink_to("../sites-available/a.example.go.id.conf")
+    (enabled / "b.example.go.id.conf").write_text(vhost.format("203.0.113.11"))
+    # Not the role's: an office's own vhost, a link to nothing, a file not ending .conf.
+    (enabled / "000-default.conf").write_text("<VirtualHost 203.0.113.99:80>\n</VirtualHost>\n")
+    (enabled / "gone.conf").symlink_to("../sites-available/gone.conf")
+    (enabled / "c.example.go.id.conf.bak").write_text(vhost.format("203.0.113.12"))
+    assert host.managed_vhosts(str(enabled)) == {"a.example.go.id.conf": ["203.0.113.10"],
+                                                 "b.example.go.id.conf": ["203.0.113.11"]}
+    assert host.managed_vhosts(str(tmp_path / "none")) == {}
+
+
 # --- web_site_files ------------------------------------------------------------
 
 

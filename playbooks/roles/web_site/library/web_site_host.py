@@ -3,7 +3,7 @@
 
 Replaces a task per question (the account database, the keys of TLS sites, the
 sshd drop-in, PHP-FPM's umask settings and its running masters, the default
-vhosts' certificate): each was a round trip to the host, and most runs find
+vhosts' certificate, the addresses the enabled managed vhosts bind): each was a round trip to the host, and most runs find
 them all as the role left them. The role compares what this returns with what
 it wants and runs a task only where they differ, so a host changed by hand is
 still put right on the next run. Reads only; changes nothing.
@@ -25,6 +25,7 @@ options:
   tls_dir: {type: str, required: true, description: "Where site certificates and keys live."}
   sshd_dropin: {type: str, required: true, description: "The SFTP drop-in of sshd."}
   php_versions: {type: list, elements: str, default: [], description: "PHP versions of the present sites."}
+  sites_enabled: {type: str, default: /etc/apache2/sites-enabled, description: "Apache's enabled vhosts."}
 """
 
 RETURN = r"""
@@ -35,9 +36,13 @@ sshd_dropin: {type: dict, description: "{sha1, owner, group, mode} of the drop-i
 php: {type: dict, description: "version -> {dropin_sha1, dropin_mode, dropin_owner, dropin_dir_mode,
   default_umask (its umask lines), default_mode, default_owner, master_umask}."}
 systemd: {type: bool, description: "systemd runs this host (/run/systemd/system)."}
+managed_vhosts: {type: dict, description: "file name -> the IPv4 addresses its <VirtualHost> lines bind, for
+  each enabled vhost the role wrote (a line starts with the role's mark)."}
 """
 
 UMASK_LINE = re.compile(r"^\s*umask\b")
+MANAGED_MARK = "# Managed by provisioner (web_site role)"
+BOUND = re.compile(r"^<VirtualHost ([0-9.]*):[0-9]*>$", re.M)
 
 
 def file_facts(path):
@@ -86,11 +91,26 @@ def master_umask(version):
     return ""
 
 
+def managed_vhosts(sites_enabled):
+    """{file name: sorted addresses} of the enabled vhosts (links followed) that carry the role's mark."""
+    found = {}
+    for path in sorted(glob.glob(os.path.join(sites_enabled, "*.conf"))):
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                text = handle.read()
+        except (FileNotFoundError, IsADirectoryError):
+            continue  # a dangling link, or not a file: Apache would not read it either
+        if any(line.startswith(MANAGED_MARK) for line in text.splitlines()):
+            found[os.path.basename(path)] = sorted({a for a in BOUND.findall(text) if a})
+    return found
+
+
 def main():
     module = AnsibleModule(argument_spec={
         "tls_dir": {"type": "str", "required": True},
         "sshd_dropin": {"type": "str", "required": True},
         "php_versions": {"type": "list", "elements": "str", "default": []},
+        "sites_enabled": {"type": "str", "default": "/etc/apache2/sites-enabled"},
     }, supports_check_mode=True)
     p = module.params
     passwd = {e.pw_name: ["x", str(e.pw_uid), str(e.pw_gid), e.pw_gecos, e.pw_dir, e.pw_shell]
@@ -109,7 +129,8 @@ def main():
     module.exit_json(changed=False, ansible_facts={"getent_passwd": passwd}, tls_keys=keys,
                      default_cert=os.path.isfile(os.path.join(p["tls_dir"], "_default.crt")),
                      sshd_dropin=file_facts(p["sshd_dropin"]), php=php,
-                     systemd=os.path.isdir("/run/systemd/system"))
+                     systemd=os.path.isdir("/run/systemd/system"),
+                     managed_vhosts=managed_vhosts(p["sites_enabled"]))
 
 
 if __name__ == "__main__":
