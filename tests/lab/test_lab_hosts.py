@@ -1,5 +1,6 @@
 """The lab's hosts are real, isolated and serve what their role says."""
 
+import contextlib
 import secrets
 import socket
 import subprocess
@@ -111,28 +112,38 @@ def test_api_key_file_is_root_only():
     assert topology.SSH_KEY.stat().st_mode & 0o077 == 0
 
 
-def test_secondary_follows_the_primary_by_notify():
-    """A record added through the API on ns1 reaches ns2 by NOTIFY/AXFR."""
+@contextlib.contextmanager
+def _txt_record_on_ns1(text: str):
+    """A TXT record written through ns1's API with no NOTIFY (its name yielded); deleted after."""
     guard.require_lab_route(topology.primary_ns().address)
     headers = {"X-API-Key": lifecycle.pdns_api_key()}
     zone = topology.ZONES[0]
-    name = f"labtest-{secrets.token_hex(4)}.{zone}."
-    rrset = {"name": name, "type": "TXT", "ttl": 60, "changetype": "REPLACE",
-             "records": [{"content": '"lab notify test"', "disabled": False}]}
+    rrset = {"name": f"labtest-{secrets.token_hex(4)}.{zone}.", "type": "TXT", "ttl": 60, "changetype": "REPLACE",
+             "records": [{"content": f'"{text}"', "disabled": False}]}
     r = requests.patch(f"{API}/zones/{zone}.", json={"rrsets": [rrset]}, headers=headers, timeout=5)
     assert r.status_code == 204, r.text
     try:
-        assert requests.put(f"{API}/zones/{zone}./notify", headers=headers, timeout=5).status_code == 200
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if _query("ns2", name, dns.rdatatype.TXT).answer:
-                break
-            time.sleep(0.2)
-        assert _query("ns2", name, dns.rdatatype.TXT).answer, "ns2 did not receive the change"
+        yield rrset["name"]
     finally:
         rrset.update(changetype="DELETE", records=[])
         requests.patch(f"{API}/zones/{zone}.", json={"rrsets": [rrset]}, headers=headers, timeout=5)
+        requests.put(f"{API}/zones/{zone}./notify", headers=headers, timeout=5)
 
+
+def _ns2_answers(name: str, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline and not _query("ns2", name, dns.rdatatype.TXT).answer:
+        time.sleep(0.1)
+    return bool(_query("ns2", name, dns.rdatatype.TXT).answer)
+
+
+def test_secondary_follows_the_primary_by_notify():
+    """A record added through the API on ns1 reaches ns2 by NOTIFY/AXFR."""
+    zone = topology.ZONES[0]
+    with _txt_record_on_ns1("lab notify test") as name:
+        headers = {"X-API-Key": lifecycle.pdns_api_key()}
+        assert requests.put(f"{API}/zones/{zone}./notify", headers=headers, timeout=5).status_code == 200
+        assert _ns2_answers(name, within=20), "ns2 did not receive the change"
 
 
 def test_the_secondary_transfers_at_once_when_the_toolkit_asks_it():
@@ -151,24 +162,10 @@ def test_the_secondary_transfers_at_once_when_the_toolkit_asks_it():
     guard.require_lab_route(secondary.address)
     ns2_api = f"http://{secondary.address}:{topology.PDNS_API_PORT}/api/v1/servers/localhost"
     assert requests.get(f"{ns2_api}/zones", headers={"X-API-Key": "not-the-key"}, timeout=5).status_code == 401
-    headers = {"X-API-Key": lifecycle.pdns_api_key()}
-    zone = topology.ZONES[0]
-    name = f"labtest-{secrets.token_hex(4)}.{zone}."
-    rrset = {"name": name, "type": "TXT", "ttl": 60, "changetype": "REPLACE",
-             "records": [{"content": '"lab transfer test"', "disabled": False}]}
-    r = requests.patch(f"{API}/zones/{zone}.", json={"rrsets": [rrset]}, headers=headers, timeout=5)
-    assert r.status_code == 204, r.text
-    try:
+    with _txt_record_on_ns1("lab transfer test") as name:
         assert not _query("ns2", name, dns.rdatatype.TXT).answer
-        assert DnsTarget(inventory)._transfer_now(zone) == []
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not _query("ns2", name, dns.rdatatype.TXT).answer:
-            time.sleep(0.1)
-        assert _query("ns2", name, dns.rdatatype.TXT).answer, "ns2 did not transfer the zone when asked"
-    finally:
-        rrset.update(changetype="DELETE", records=[])
-        requests.patch(f"{API}/zones/{zone}.", json={"rrsets": [rrset]}, headers=headers, timeout=5)
-        requests.put(f"{API}/zones/{zone}./notify", headers=headers, timeout=5)
+        assert DnsTarget(inventory)._transfer_now(topology.ZONES[0]) == []
+        assert _ns2_answers(name, within=10), "ns2 did not transfer the zone when asked"
 
 
 DEFAULT_VHOSTS = "/etc/apache2/conf-available/provisioner-default-vhosts.conf"
