@@ -547,6 +547,28 @@ def test_duplicate_server_names_are_refused(sites, lab_host, tmp_path):
     assert _curl(f"https://{fqdn}/", fqdn, SHARED_IP)[0].split()[0] == "200"
 
 
+def test_a_pool_php_fpm_refuses_rolls_back_and_reloads_nothing(sites, lab_host, tmp_path):
+    """The one check call (web_site_check) runs php-fpm -t too: a pool it refuses puts every file back."""
+    web = lab_host(WEB)
+    token = _token()
+    new = _site(f"rt{token}p")
+    new["pool_content"] = f"[{new['pool']}]\nthis line is not a PHP-FPM setting\n"
+    sites["leftovers"].append(new)
+    _wait_for_a_clean_apache(web)
+    reloads = 'grep -c "graceful restart" /var/log/apache2/error.log; grep -c "Reloading in progress" /var/log/php8.2-fpm.log'
+    before = web.run(reloads).stdout
+    with pytest.raises(HostError):
+        _apply_web([new], {"sftp_password_hashes": {new["fqdn"]: _sha512(_password())}}, artifact_dir=tmp_path)
+    assert "php-fpm8.2 -t refused the new configuration" in _stdout(tmp_path)
+    _web_new_site_files_absent(web, new)
+    assert web.run("php-fpm8.2 -t").rc == 0
+    # Nothing reloaded, and the copy of the previous files went with the put-back.
+    assert web.run(reloads).stdout == before
+    assert web.check_output("ls -A /var/lib/provisioner/web_site") == ""
+    fqdn = sites["tls"]["fqdn"]
+    assert _curl(f"https://{fqdn}/", fqdn, SHARED_IP)[0].split()[0] == "200"
+
+
 def test_refused_values_change_nothing(lab_host):
     web = lab_host(WEB)
     site = _site(f"rt{_token()}h")
@@ -577,25 +599,3 @@ def test_zz_absent_removes_everything(sites, lab_host):
     assert not defaults.exists or f"<VirtualHost {sites['plain']['listen_ip']}:" not in defaults.content_string
     fqdn = sites["tls"]["fqdn"]
     assert f"<h1>{fqdn}</h1>" not in _curl(f"http://{fqdn}/", fqdn, SHARED_IP)[1]
-
-
-def test_a_pool_php_fpm_refuses_rolls_back_and_reloads_nothing(sites, lab_host, tmp_path):
-    """The one check call (web_site_check) runs php-fpm -t too: a pool it refuses puts every file back."""
-    web = lab_host(WEB)
-    token = _token()
-    new = _site(f"rt{token}p")
-    new["pool_content"] = f"[{new['pool']}]\nthis line is not a PHP-FPM setting\n"
-    sites["leftovers"].append(new)
-    _wait_for_a_clean_apache(web)
-    reloads = 'grep -c "graceful restart" /var/log/apache2/error.log; grep -c "Reloading in progress" /var/log/php8.2-fpm.log'
-    before = web.run(reloads).stdout
-    with pytest.raises(HostError):
-        _apply_web([new], {"sftp_password_hashes": {new["fqdn"]: _sha512(_password())}}, artifact_dir=tmp_path)
-    assert "php-fpm8.2 -t refused the new configuration" in _stdout(tmp_path)
-    _web_new_site_files_absent(web, new)
-    assert web.run("php-fpm8.2 -t").rc == 0
-    # Nothing reloaded, and the copy of the previous files went with the put-back.
-    assert web.run(reloads).stdout == before
-    assert web.check_output("ls -A /var/lib/provisioner/web_site") == ""
-    fqdn = sites["tls"]["fqdn"]
-    assert _curl(f"https://{fqdn}/", fqdn, SHARED_IP)[0].split()[0] == "200"
