@@ -230,8 +230,10 @@ def select_hosts(inventory: Inventory, target: str | None = None) -> list[str]:
 def secrets_for(inventory: Inventory, hosts: list[str]) -> dict:
     """What the run needs that must not be logged: the API key when a name server with the
     API (the primary, a secondary with a pdns_api_url) is prepared."""
-    with_api = {h.name for h in inventory.hosts.values() if "nameservers" in h.groups
-                and (h.vars.get("pdns_role") == "primary" or h.vars.get("pdns_api_url"))}
+    names = {h.name for h in inventory.hosts.values() if "nameservers" in h.groups}
+    if not names & set(hosts):
+        return {}
+    with_api = {inventory.primary_nameserver().name} | {h.name for h, _url in inventory.secondary_apis()}
     if not with_api & set(hosts):
         return {}
     _url, key_file = inventory.pdns_api()

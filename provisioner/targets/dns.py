@@ -19,6 +19,7 @@ DnsTarget never fails on the network.
 import logging
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -93,6 +94,16 @@ def _pause(seconds: float) -> None:
     time.sleep(seconds)
 
 
+@dataclass(frozen=True)
+class _Api:
+    """One server's API as the target uses it: how long a request may take, how often it is tried."""
+
+    host: str
+    url: str
+    timeout: float
+    attempts: int
+
+
 def _refused(message: str) -> ConfigError:
     """A request the server refused before acting on it (wrong key, no such zone): nothing changed."""
     err = ConfigError(message)
@@ -111,10 +122,12 @@ class DnsTarget:
                  timeout: float = TIMEOUT):
         self.url, self.key_file = inventory.pdns_api()
         self.host = inventory.primary_nameserver().name
-        # (name, API URL) of the secondaries that serve the API: asked for a transfer after a change.
-        self.secondaries = [(h.name, url) for h, url in inventory.secondary_apis()]
         self.ttl = ttl
-        self.attempts, self.backoff, self.timeout = max(1, attempts), backoff, timeout
+        self.backoff = backoff
+        # The primary, where every record is written, and the secondaries that serve the API,
+        # only asked to hurry a transfer: one short try each.
+        self.primary = _Api(self.host, self.url, timeout, max(1, attempts))
+        self.secondaries = [_Api(h.name, url, TRANSFER_TIMEOUT, 1) for h, url in inventory.secondary_apis()]
         self._key = None
         self._clients: dict[str, PDNSApiClient] = {}
 
@@ -126,32 +139,27 @@ class DnsTarget:
                 raise ConfigError(f"cannot read the PowerDNS API key {self.key_file}: {err}") from None
         return self._key
 
-    def _client_of(self, host: str, url: str, timeout: float) -> PDNSApiClient:
-        if host not in self._clients:
-            ssh.check_route(urlparse(url).hostname)
-            self._clients[host] = PDNSApiClient(api_endpoint=url, api_key=self._api_key(), timeout=timeout)
-        return self._clients[host]
-
-    @property
-    def client(self) -> PDNSApiClient:
-        """The primary's API, where every record is written."""
-        return self._client_of(self.host, self.url, self.timeout)
+    def _client_of(self, api: "_Api") -> PDNSApiClient:
+        if api.host not in self._clients:
+            ssh.check_route(urlparse(api.url).hostname)
+            self._clients[api.host] = PDNSApiClient(api_endpoint=api.url, api_key=self._api_key(),
+                                                    timeout=api.timeout)
+        return self._clients[api.host]
 
     def _call(self, method: str, path: str, what: str, data=None, missing: str | None = None,
-              secondary: tuple[str, str] | None = None):
+              api: "_Api | None" = None):
         """One API request, transient failures retried with a bounded backoff.
 
+        `api`: the server asked (default: the primary).
         `missing`: the message of the ConfigError for a 404 (the zone does not exist).
         The error raised carries `unchanged`: True when no attempt can have
         changed anything (every one was refused before the server acted on it);
         a HostError after the retries carries `connection`: True when the server
         did not answer at all.
         """
-        host = secondary[0] if secondary else self.host
-        where = f"PowerDNS API on {host}"
-        # A secondary is only asked to hurry: one short try (`secondary`: its name and API URL).
-        client = self._client_of(*secondary, TRANSFER_TIMEOUT) if secondary else self.client
-        attempts = 1 if secondary else self.attempts
+        api = api or self.primary
+        where = f"PowerDNS API on {api.host}"
+        client, attempts = self._client_of(api), api.attempts
         reached = False  # a timeout, a reset or a 5xx may come after the server acted
         connection = False  # the last attempt got no HTTP answer at all
         for attempt in range(1, attempts + 1):
@@ -235,7 +243,7 @@ class DnsTarget:
         for secondary in self.secondaries:
             try:
                 self._call("PUT", self._zone_path(zone) + "/axfr-retrieve", f"transfer of zone {zone}",
-                           secondary=secondary)
+                           api=secondary)
             except ProvisionerError as err:  # a refused key, too: the record is written all the same
                 warnings.append(str(err))
         return warnings

@@ -716,3 +716,14 @@ def test_the_refusal_names_the_file_and_its_launch_line(pdns_root, tmp_path):
     assert "/etc/powerdns/pdns.d/bind.conf line 2 `launch+=bind`" in message, refused.stdout
     assert "launch=gsqlite3 in /etc/powerdns/pdns.d/provisioner.conf" in message
     assert "1 zone(s) in /etc/powerdns/named.conf" in message
+
+
+def test_the_role_refuses_a_secondary_api_it_cannot_listen_on(tmp_path):
+    copy = tmp_path / "inventory"
+    shutil.copytree(LAB, copy)
+    hosts = copy / "hosts.yml"
+    hosts.write_text(hosts.read_text().replace("pdns_api_url: http://10.77.0.12:8081/api/v1",
+                                               "pdns_api_url: http://ns2.lab:8081/api/v1"))
+    failed, out = _run_role_asserts(copy, tmp_path)
+    assert failed["ns2"] and not failed["ns1"], out
+    assert "ns2: a secondary with pdns_api_url needs it with an IPv4 address" in out
