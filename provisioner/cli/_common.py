@@ -28,6 +28,13 @@ def open_store(url):
     return open_store(url)
 
 
+def open_reads(config):
+    """What the listing commands read (provisioner/listing.py): plain SELECTs when they can."""
+    from provisioner.listing import open_reads
+
+    return open_reads(config)
+
+
 def open_engine(config_path):
     from provisioner.sop.engine import Engine
 

@@ -4,7 +4,7 @@ import sys
 
 import click
 
-from provisioner.cli._common import config_option, json_option, print_json, table
+from provisioner.cli._common import config_option, json_option, open_reads, print_json, table
 
 _apply = click.option("--apply", "do_apply", is_flag=True, help="Apply the plan (default: only show it).")
 _checksum = click.option("--checksum", help="Apply only if the plan still has this checksum.")
@@ -79,15 +79,10 @@ def run(fqdn, do_apply, checksum, config_path, as_json):
 @json_option
 def list_(fqdn, include_forgotten, config_path, as_json):
     """The snapshots of FQDN: time, kind, release, size, proven by a restore."""
-    from provisioner.backup import records
     from provisioner.config import load_config
-    from provisioner.store import open_store
 
-    config = load_config(config_path)
-    rows = records.snapshots(open_store(config.resolved_state_url()), fqdn, include_forgotten=include_forgotten)
-    shown = [{"snapshot": r.snapshot_id, "taken_at": r.taken_at, "kind": r.kind, "release": r.release,
-              "run": r.run_id, "bytes_added": r.bytes_added, "total_bytes": r.total_bytes,
-              "verified_at": r.verified_at, "forgotten_at": r.forgotten_at} for r in rows]
+    with open_reads(load_config(config_path)) as reads:
+        shown = reads.snapshots(fqdn, include_forgotten)
     if as_json:
         print_json(shown)
         return

@@ -2,8 +2,8 @@
 
 import click
 
-from provisioner.cli._common import (config_option, json_option, load_config, localize, open_engine, parse_at,
-                                     print_json, print_outcome, table, when)
+from provisioner.cli._common import (config_option, json_option, load_config, localize, open_engine, open_reads,
+                                     parse_at, print_json, print_outcome, table, when)
 from provisioner.errors import ValidationError
 
 
@@ -58,13 +58,14 @@ def submit(file, at, config_path, as_json):
 @json_option
 def list_(state, config_path, as_json):
     """List requests and where each one is."""
-    engine = open_engine(config_path)
-    rows = engine.list_requests(state)
+    config = load_config(config_path)
+    with open_reads(config) as reads:
+        rows = reads.requests(state)
     if as_json:
-        return print_json([localize(r, engine.config.office(r["office"]).tz) for r in rows])
+        return print_json([localize(r, config.office(r["office"]).tz) for r in rows])
     table("Requests", ["id", "service", "office", "site", "state", "next step", "submitted"],
           [(r["id"], r["service"], r["office"], r["fqdn"], r["state"], r["current_step"] or "-",
-            when(r["submitted_at"].astimezone(engine.config.office(r["office"]).tz))) for r in rows])
+            when(r["submitted_at"].astimezone(config.office(r["office"]).tz))) for r in rows])
 
 
 @request.command()

@@ -2,7 +2,7 @@
 
 import click
 
-from provisioner.cli._common import config_option, json_option, load_config, open_store, print_json, table
+from provisioner.cli._common import config_option, json_option, load_config, open_reads, open_store, print_json, table
 
 # records' FORMATS and RECORDS keys, written out so that `provision site --help` need not import
 # records and SQLAlchemy (tests/unit/test_cli_startup.py keeps them equal).
@@ -26,10 +26,8 @@ def site():
 @json_option
 def list_(state, config_path, as_json):
     """Every recorded site, removed ones included."""
-    from provisioner import records
-
-    _, store = _open(config_path)
-    rows = records.site_list(store, state)
+    with open_reads(load_config(config_path)) as reads:
+        rows = reads.sites(state)
     if as_json:
         print_json(rows)
         return

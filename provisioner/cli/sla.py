@@ -2,7 +2,8 @@
 
 import click
 
-from provisioner.cli._common import config_option, json_option, localize, open_engine, parse_at, print_json, table, when
+from provisioner.cli._common import (config_option, json_option, load_config, localize, open_reads, parse_at,
+                                     print_json, table, when)
 
 
 @click.command()
@@ -11,11 +12,15 @@ from provisioner.cli._common import config_option, json_option, localize, open_e
 @json_option
 def sla(at, config_path, as_json):
     """List open steps whose deadline (in working time) has passed."""
-    engine = open_engine(config_path)
+    from provisioner.listing import overdue
+
+    config = load_config(config_path)
     moment = parse_at(at)
     if moment is not None and moment.tzinfo is None:
-        moment = moment.replace(tzinfo=next(iter(engine.config.offices.values())).tz)
-    rows = [localize(r, engine.config.office(r["office"]).tz) for r in engine.overdue(moment)]
+        moment = moment.replace(tzinfo=next(iter(config.offices.values())).tz)
+    with open_reads(config) as reads:
+        found = overdue(config, reads, moment)
+    rows = [localize(r, config.office(r["office"]).tz) for r in found]
     if as_json:
         return print_json(rows)
     if not rows:

@@ -24,8 +24,9 @@ from provisioner.errors import (ActionError, Conflict, NotFound, PermissionDenie
                                 Replayed, StateError, UserError, ValidationError, Waiting)
 from provisioner.request import line_of, validate
 from provisioner.sop.hooks import ACTIONS, ActionContext
-from provisioner.sop.model import APPROVE, REJECT, SYSTEM, load_sop, office_sop
-from provisioner.sop.sla import WorkCalendar, utcnow
+from provisioner.sop.lookups import Lookups
+from provisioner.sop.model import APPROVE, REJECT, SYSTEM
+from provisioner.sop.sla import utcnow
 from provisioner.sop.stepdata import read_step_data
 from provisioner.store.models import ActionRun, Event, RequestRow, SiteRow, StepRecord, WebhookKey
 from provisioner.yamlsrc import Problem
@@ -107,21 +108,26 @@ class Engine:
         self.store = store
         self.actions = actions
         self.clock = clock
-        self._calendars = {}
+        self._lookups = None
 
     # -- look-ups ---------------------------------------------------------
 
+    def _looked_up(self):
+        """The look-ups of the configuration and actions the engine has now (either may be replaced)."""
+        lookups = self._lookups
+        if lookups is None or lookups.config is not self.config or lookups.actions is not self.actions:
+            self._lookups = Lookups(self.config, self.actions)
+        return self._lookups
+
     def sop(self, name):
-        return load_sop(self.config.sop_dir, name, known_actions=self.actions.names())
+        return self._looked_up().sop(name)
 
     def sop_for(self, office_key, service):
         """The SOP the office runs for the service (offices.<key>.sops)."""
-        return office_sop(self.config, office_key, service, known_actions=self.actions.names())
+        return self._looked_up().sop_for(office_key, service)
 
     def calendar(self, office_key):
-        if office_key not in self._calendars:
-            self._calendars[office_key] = WorkCalendar.for_office(self.config.office(office_key))
-        return self._calendars[office_key]
+        return self._looked_up().calendar(office_key)
 
     def _row(self, session, request_id):
         row = session.get(RequestRow, request_id)
@@ -773,19 +779,26 @@ class Engine:
         steps = schedule(sop, row, records, runs, self.calendar(row.office), now or self.clock())
         return dict(_row_dict(row), sop=sop.name, title=sop.title, steps=steps)
 
+    def timelines(self):
+        """Every request not done, with its step records and action runs (listing.Timeline)."""
+        from provisioner.listing import Timeline
+
+        with self.store.session() as session:
+            rows = session.scalars(select(RequestRow).where(RequestRow.state != "done")
+                                   .order_by(RequestRow.submitted_at, RequestRow.id)).all()
+            found = {row.id: Timeline(row, {}, {}) for row in rows}
+            open_ids = select(RequestRow.id).where(RequestRow.state != "done")
+            for record in session.scalars(select(StepRecord).where(StepRecord.request_id.in_(open_ids))):
+                found[record.request_id].records[record.step_key] = record
+            for run in session.scalars(select(ActionRun).where(ActionRun.request_id.in_(open_ids))):
+                found[run.request_id].runs[run.step_key] = run
+        return list(found.values())
+
     def overdue(self, now=None):
         """Open steps past their deadline, across every request not done."""
-        now = now or self.clock()
-        out = []
-        for summary in self.list_requests():
-            if summary["state"] == "done":
-                continue
-            shown = self.show(summary["id"], now)
-            for step in shown["steps"]:
-                if step["status"] == "current" and step["late_minutes"]:
-                    out.append({"request": summary["id"], "office": summary["office"],
-                                "fqdn": summary["fqdn"], **step})
-        return out
+        from provisioner.sop.schedule import overdue
+
+        return overdue(self.timelines(), self.sop_for, self.calendar, now or self.clock())
 
 
 def _row_dict(row):

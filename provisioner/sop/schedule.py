@@ -66,3 +66,19 @@ def schedule(sop, row, records, runs, calendar, now):
             "late": f"{format_minutes(late)} working time" if late else None,
         })
     return out
+
+
+def overdue(timelines, sop_for, calendar_for, now):
+    """The current steps past their deadline, request by request (listing.Timeline each).
+
+    `sop_for(office, service)` and `calendar_for(office)` are the engine's look-ups
+    (or listing's, which read the same configuration).
+    """
+    out = []
+    for timeline in timelines:
+        row = timeline.row
+        steps = schedule(sop_for(row.office, row.service), row, timeline.records, timeline.runs,
+                         calendar_for(row.office), now)
+        out.extend({"request": row.id, "office": row.office, "fqdn": row.fqdn, **step}
+                   for step in steps if step["status"] == "current" and step["late_minutes"])
+    return out

@@ -2,7 +2,8 @@
 
 Run on every open: a current database costs one query and no Alembic import (the
 head revision is read from the scripts' own `revision = ...` lines); an older
-one is upgraded. Processes that open a new (or older) database at the same
+one is upgraded. SQLAlchemy is imported by the functions that use it, so that
+store/listing.py can read the head without it. Processes that open a new (or older) database at the same
 moment, say the CLI and the webhook server, take turns: the first migrates, the
 others wait for it and then find the schema current.
 """
@@ -10,9 +11,6 @@ others wait for it and then find the schema current.
 import re
 from functools import cache
 from pathlib import Path
-
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # PostgreSQL advisory lock key for migrations (any constant the database's other users do not use).
@@ -62,6 +60,9 @@ def read_head(versions):
 
 def is_current(engine):
     """Is the database at the head revision? Read with one query, without Alembic."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
     head = head_revision()
     if head is None:
         return False
@@ -77,6 +78,8 @@ def is_current(engine):
 
 def _one_at_a_time(connection):
     """Hold the database's migration turn until this transaction ends."""
+    from sqlalchemy import text
+
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK})
     elif connection.dialect.name == "sqlite":

@@ -1,5 +1,6 @@
-"""Listing commands start without the heavy libraries: a current store is opened without
-Alembic, and listing loads no document, host, DNS or ACME library. The store's cheap head
+"""Listing commands start without the heavy libraries: requests, sites, overdue steps and backups
+are read without SQLAlchemy, a current store is opened without Alembic, and listing loads no
+document, host, DNS or ACME library. The store's cheap head
 read is kept equal to Alembic's own."""
 
 import json
@@ -11,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine
 
-from provisioner import store as store_module
+from provisioner.store import database as store_database
 from provisioner.cli import main
 from provisioner.store import open_store
 from provisioner.store.migrate import current_revision, head_revision, read_head, upgrade
@@ -21,6 +22,9 @@ from conftest import EXAMPLES
 # Each is imported only by commands that change something (a migration, a letter, a host, a
 # certificate); listing what the state holds needs none of them.
 HEAVY = ("alembic", "mako", "jinja2", "weasyprint", "ansible_runner", "paramiko", "dns", "acme", "requests")
+# The store's library: the listings of requests, sites, overdue steps and backups read a
+# SQLite or PostgreSQL database with its own driver (provisioner/listing.py).
+STORE = ("sqlalchemy",)
 # The SOP listings first: they read no state (each result shows what was loaded so far).
 LISTINGS = (["sop", "list"], ["sop", "list", "--json"], ["request", "list"], ["request", "list", "--json"],
             ["request", "list", "--state", "submitted"], ["site", "list"], ["site", "list", "--json"],
@@ -59,7 +63,7 @@ def state_home(tmp_path, monkeypatch):
 
 
 def test_listing_commands_load_no_heavy_library(state_home):
-    done = subprocess.run([sys.executable, "-c", PROBE, json.dumps([HEAVY, LISTINGS])], capture_output=True,
+    done = subprocess.run([sys.executable, "-c", PROBE, json.dumps([HEAVY + STORE, LISTINGS])], capture_output=True,
                           text=True, timeout=120, env=dict(os.environ), cwd=state_home.parent)
     assert done.returncode == 0, done.stderr
     ran = json.loads(done.stdout.splitlines()[-1])
@@ -137,7 +141,7 @@ def test_an_older_store_is_migrated_on_open_and_a_current_one_is_opened_as_it_is
             calls.append(revision)
             upgrade(engine, revision)
 
-        monkeypatch.setattr(store_module, "upgrade", counted)
+        monkeypatch.setattr(store_database, "upgrade", counted)
         open_store(state_url).close()
         assert calls == ["head"] and current_revision(db) == head_revision()
         open_store(state_url).close()  # at the head: one query, no migration
