@@ -177,7 +177,8 @@ class Sop(_Strict):
         """The step after `step` when no branch is chosen (None at the end)."""
         if step.next:
             return self.step(step.next)
-        index = self.steps.index(step)
+        # By key (unique in an SOP): list.index would compare whole models field by field.
+        index = [s.key for s in self.steps].index(step.key)
         return self.steps[index + 1] if index + 1 < len(self.steps) else None
 
     def successors(self, step):

@@ -9,10 +9,9 @@ minutes; days and weeks (5 days) move to the same time on a later working day.
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-import holidays as holidays_lib
-
 from provisioner import yamlsrc
 from provisioner.errors import ConfigError
+from provisioner.sop.holidays import IndonesianHolidays
 
 WEEK_DAYS = 5
 _MAX_DAYS_SCANNED = 3660  # a ten-year search means the calendar has no working days
@@ -27,8 +26,8 @@ class WorkCalendar:
         self._added = dict(added or {})
         self._removed = set(removed)
         self._workdays = set(workdays)
-        self._library = holidays_lib.country_holidays(
-            "ID", categories=("public", "government"), language="id")
+        self._day_periods = {}
+        self._holidays = IndonesianHolidays()
 
     @classmethod
     def for_office(cls, office):
@@ -43,7 +42,7 @@ class WorkCalendar:
             return self._added[day]
         if day in self._removed:
             return None
-        return self._library.get(day)
+        return self._holidays.get(day)
 
     def is_working_day(self, day):
         if day in self._workdays:
@@ -57,10 +56,12 @@ class WorkCalendar:
 
     def periods(self, day):
         """Working periods of a date as aware datetimes (empty on a day off)."""
-        if not self.is_working_day(day):
-            return []
-        return [(datetime.combine(day, start, self.tz), datetime.combine(day, end, self.tz))
-                for start, end in self._periods_for(day)]
+        # Kept per date: `provision sla` walks every day since each open request's deadline.
+        if day not in self._day_periods:
+            self._day_periods[day] = () if not self.is_working_day(day) else tuple(
+                (datetime.combine(day, start, self.tz), datetime.combine(day, end, self.tz))
+                for start, end in self._periods_for(day))
+        return self._day_periods[day]
 
     def _days_from(self, day):
         for offset in range(_MAX_DAYS_SCANNED):

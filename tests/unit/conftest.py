@@ -48,6 +48,16 @@ class CountingActions:
         return sum(1 for call in self.calls if call[0] == name)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cache_home(tmp_path_factory):
+    """The user's cache directory (the holiday tables, provisioner/sop/holidays.py) for this
+    session only: nothing is read from or left in the real one."""
+    with pytest.MonkeyPatch.context() as patch:
+        path = tmp_path_factory.mktemp("cache")
+        patch.setenv("XDG_CACHE_HOME", str(path))
+        yield path
+
+
 @pytest.fixture
 def config(tmp_path):
     return Config(offices=default_offices(), state_dir=tmp_path)
