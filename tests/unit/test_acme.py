@@ -11,6 +11,7 @@ where nothing listens, so nothing leaves the machine.
 
 import datetime as dt
 import ipaddress
+import itertools
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from provisioner import acme, issuance_limit
 from provisioner.errors import AcmeError, HostError
 
 NAMES = ["simkes.tarakankota.go.id", "www.simkes.tarakankota.go.id"]
+_LABELS = itertools.count(1)
 UTC = dt.timezone.utc
 
 
@@ -154,6 +156,15 @@ def registered(pebble, account_key):
     return client
 
 
+@pytest.fixture
+def names():
+    """Two names no earlier order of this module has validated. A test that counts what is
+    published orders names of its own: an authorization an earlier test made valid may be
+    reused by the CA, and nothing is published for a reused one."""
+    label = f"uji{next(_LABELS)}"
+    return [f"{label}.tarakankota.go.id", f"www.{label}.tarakankota.go.id"]
+
+
 class RecordingDns01(acme.Dns01Publisher):
     def __init__(self):
         self.published, self.cleaned = [], []
@@ -246,18 +257,18 @@ def _private_forms(pem):
                     base64.urlsafe_b64encode(raw).decode().rstrip("=")[:-4]]
 
 
-def test_publisher_gets_exactly_the_txt_records_and_cleans_each_up(pebble, registered):
-    _site_key, publisher, _issued = _issue(registered, NAMES)
+def test_publisher_gets_exactly_the_txt_records_and_cleans_each_up(pebble, registered, names):
+    _site_key, publisher, _issued = _issue(registered, names)
     assert len(publisher.published) == 1, "one publish for the whole order (one PATCH per zone later)"
     records = publisher.published[0]
-    assert sorted(records) == sorted(f"_acme-challenge.{n}" for n in NAMES)
+    assert sorted(records) == sorted(f"_acme-challenge.{n}" for n in names)
     for values in records.values():
         assert len(values) == 1 and len(values[0]) == 43  # base64url SHA-256 of the key authorization
     assert publisher.cleaned == [records]
 
     # The values are the ones RFC 8555 8.4 derives from the tokens the CA gave this order.
     order_values = set()
-    for authz in pebble_authorizations(registered, NAMES):
+    for authz in pebble_authorizations(registered, names):
         for challb in authz.body.challenges:
             if challb.chall.typ == "dns-01":
                 order_values.add(challb.chall.validation(registered._key))
@@ -276,19 +287,19 @@ def pebble_authorizations(client, names):
     raise AssertionError("order not found")
 
 
-def test_http01_publisher_gets_the_well_known_files(registered):
+def test_http01_publisher_gets_the_well_known_files(registered, names):
     publisher = RecordingHttp01()
-    _site_key, _, issued = _issue(registered, NAMES[:1], publisher)
+    _site_key, _, issued = _issue(registered, names[:1], publisher)
     [files] = publisher.published
     [(name, paths)] = files.items()
-    assert name == NAMES[0]
+    assert name == names[0]
     [(path, body)] = paths.items()
     token = path.rsplit("/", 1)[1]
     assert path.startswith("/.well-known/acme-challenge/") and body.startswith(token + ".")
-    assert publisher.cleaned == [files] and issued.names == (NAMES[0],)
+    assert publisher.cleaned == [files] and issued.names == (names[0],)
 
 
-def test_cleanup_runs_when_the_order_fails_and_the_error_names_the_ca(pebble, registered, monkeypatch):
+def test_cleanup_runs_when_the_order_fails_and_the_error_names_the_ca(pebble, registered, monkeypatch, names):
     publisher = RecordingDns01()
 
     def refuse(*args, **kwargs):
@@ -297,7 +308,7 @@ def test_cleanup_runs_when_the_order_fails_and_the_error_names_the_ca(pebble, re
 
     monkeypatch.setattr(registered._client, "begin_finalization", refuse)
     with pytest.raises(AcmeError, match=f"{pebble.url}.*rejectedIdentifier: not ours") as caught:
-        _issue(registered, NAMES[:1], publisher)
+        _issue(registered, names[:1], publisher)
     assert publisher.cleaned == publisher.published != []
     assert caught.value.code == "rejectedIdentifier" and caught.value.__cause__ is None
 
@@ -344,9 +355,9 @@ def test_a_cleanup_failure_does_not_lose_the_certificate(registered):
     assert issued.cert_pem and "PowerDNS API unreachable" in issued.cleanup_error
 
 
-def test_an_order_not_done_in_time_is_a_timeout_and_its_records_are_removed(registered):
+def test_an_order_not_done_in_time_is_a_timeout_and_its_records_are_removed(registered, names):
     publisher = RecordingDns01()
-    csr = acme.make_csr(acme.new_site_key(), NAMES[:1])
+    csr = acme.make_csr(acme.new_site_key(), names[:1])
     # Which stage runs out first depends on how fast the CA validated (a loaded machine): either is the timeout.
     with pytest.raises(AcmeError, match=f"{registered.directory_url}: (validating|finalizing) .*not done within 0 s") \
             as caught:
