@@ -1,6 +1,6 @@
-"""What the listing commands read: requests, sites and the open steps' timelines.
+"""What the listing commands read: requests, sites, the open steps' timelines and backups.
 
-`provision request list`, `site list` and `sla` only read, and importing
+`provision request list`, `site list`, `sla` and `backup list` only read, and importing
 SQLAlchemy and the ORM models took longer than all the rest of such a command
 (docs/benchmarks.md). So they read through one of two sources with the same
 methods and the same results:
@@ -197,7 +197,7 @@ class PlainReads(_Reads):
         rows = self._select('SELECT snapshot_id, taken_at, kind, "release", run_id, bytes_added, total_bytes, '
                             "verified_at, forgotten_at FROM backup_snapshots WHERE fqdn = ? AND kind IN ('files', 'db')"
                             f"{kept} ORDER BY taken_at DESC, id DESC", fqdn)
-        return [snapshot_line(*row[:1], self._to_utc(row[1]), *row[2:7], self._to_utc(row[7]), self._to_utc(row[8]))
+        return [snapshot_line(row[0], self._to_utc(row[1]), *row[2:7], self._to_utc(row[7]), self._to_utc(row[8]))
                 for row in rows]
 
     def close(self):
@@ -246,9 +246,11 @@ def _postgresql(conninfo):
         return None
     try:
         connection = psycopg.connect(conninfo, connect_timeout=10)
-    except (psycopg.Error, psycopg.ProgrammingError):
+    except psycopg.Error:
         return None
-    connection.read_only = True  # every read of the listing runs in one read-only transaction
+    # Every read of the listing runs in one read-only transaction that sees one state of the database.
+    connection.read_only = True
+    connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     return connection, "%s", _naive_utc
 
 
