@@ -81,6 +81,7 @@ def table(title, columns, rows, long=()):
     """Print a table; columns named in `long` are cut with an ellipsis instead of wrapped."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console()
     if not console.is_terminal:
@@ -90,7 +91,9 @@ def table(title, columns, rows, long=()):
         grid.add_column(column, no_wrap=True, overflow="ellipsis",
                         max_width=48 if column in long else None)
     for row in rows:
-        grid.add_row(*[str(cell) if cell is not None else "" for cell in row])
+        # Text, not str: a cell is printed as written. An agency's "[/...]" in a name or reason is not
+        # rich markup (it would stop the listing with a MarkupError) and no value is coloured.
+        grid.add_row(*[Text(str(cell) if cell is not None else "") for cell in row])
     console.print(grid)
 
 

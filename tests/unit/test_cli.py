@@ -110,3 +110,13 @@ def test_state_url_from_config_file(tmp_path, monkeypatch):
     config.write_text("offices: 3\n")
     result = CliRunner().invoke(main, ["request", "list", "--config", str(config)])
     assert result.exit_code == 2 and "offices" in result.output
+
+
+def test_table_cells_are_printed_as_written(capsys):
+    from provisioner.cli._common import table
+
+    table("Sites", ["fqdn", "reason"], [("arsip.tarakankota.go.id", "Ditangguhkan [/tmp penuh] [bold]segera[/bold]"),
+                                        ("simkes.tarakankota.go.id", None)])
+    out = capsys.readouterr().out
+    assert "Ditangguhkan [/tmp penuh] [bold]segera[/bold]" in out
+    assert "simkes.tarakankota.go.id" in out and "None" not in out
