@@ -82,6 +82,7 @@ TARGETS = {
     "rerun": Target(15, size=100),
     "cli_version": Target(0.3),
     "cli_help": Target(0.3),
+    "cli_listing": Target(0.3),
 }
 
 

@@ -74,7 +74,7 @@ def test_the_issue_targets():
     assert {k: (t.limit, t.at_least, t.size) for k, t in figures.TARGETS.items()} == {
         "approval": (8, False, None), "batch": (60, False, 100), "batch_ratio": (10, True, 100),
         "audit": (10, False, 1000), "rerun": (15, False, 100), "cli_version": (0.3, False, None),
-        "cli_help": (0.3, False, None)}
+        "cli_help": (0.3, False, None), "cli_listing": (0.3, False, None)}
 
 
 def test_the_report_table_shows_value_target_and_result():
