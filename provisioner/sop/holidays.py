@@ -21,8 +21,15 @@ CATEGORIES = ("public", "government")  # cuti bersama are the government's
 LANGUAGE = "id"
 
 
-def cache_directory() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "provisioner"
+def cache_directory() -> Path | None:
+    """$XDG_CACHE_HOME/provisioner, else ~/.cache/provisioner; None for a user without a home
+    (a service account): nothing is kept then. A relative $XDG_CACHE_HOME is ignored, as its
+    specification says."""
+    configured = Path(os.environ.get("XDG_CACHE_HOME") or ".")
+    if configured.is_absolute():
+        return configured / "provisioner"
+    home = Path(os.path.expanduser("~"))  # "~" itself when the user has neither $HOME nor a passwd entry
+    return home / ".cache" / "provisioner" if home.is_absolute() else None
 
 
 def library_version() -> str:
@@ -37,8 +44,9 @@ class IndonesianHolidays:
 
     def __init__(self, directory: Path | None = None):
         self._version = library_version()
-        self._path = (directory or cache_directory()) / (
-            f"holidays-{self._version}-{COUNTRY}-{'+'.join(CATEGORIES)}-{LANGUAGE}.json")
+        directory = directory or cache_directory()
+        name = f"holidays-{self._version}-{COUNTRY}-{'+'.join(CATEGORIES)}-{LANGUAGE}.json"
+        self._path = directory / name if directory and self._version else None
         self._years: dict[int, dict[date, str]] = {}
         self._library = None
 
@@ -67,7 +75,7 @@ class IndonesianHolidays:
         return {d: self._library.get(d) for d in self._library if d.year == year}
 
     def _read(self) -> dict:
-        if not self._version:
+        if self._path is None:
             return {}
         try:
             data = json.loads(self._path.read_text(encoding="utf-8"))
@@ -79,7 +87,7 @@ class IndonesianHolidays:
         return data["years"]
 
     def _write(self, years: dict) -> None:
-        if not self._version:
+        if self._path is None:
             return
         data = json.dumps({"library": self._version, "years": years}, ensure_ascii=False, sort_keys=True)
         try:

@@ -69,9 +69,21 @@ def test_a_cache_that_cannot_be_written_costs_only_the_time(tmp_path, library):
 def test_the_cache_lives_under_the_users_cache_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert kept_holidays.cache_directory() == tmp_path / "provisioner"
-    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # ignored, as the specification says
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert kept_holidays.cache_directory() == tmp_path / "home" / ".cache" / "provisioner"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert kept_holidays.cache_directory() == tmp_path / "home" / ".cache" / "provisioner"
+
+
+def test_a_user_without_a_home_keeps_nothing(tmp_path, library, monkeypatch):
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.setattr(kept_holidays.os.path, "expanduser", lambda path: path)  # no passwd entry either
+    monkeypatch.chdir(tmp_path)
+    assert kept_holidays.cache_directory() is None
+    assert IndonesianHolidays().get(date(2024, 12, 25)) == library.get(date(2024, 12, 25))
+    assert list(tmp_path.iterdir()) == []  # no "~" directory made where the command ran
 
 
 def test_without_the_librarys_version_nothing_is_kept_or_trusted(tmp_path, library, monkeypatch):
