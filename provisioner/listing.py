@@ -17,7 +17,6 @@ tests/unit/test_listing.py keeps the two equal on SQLite and PostgreSQL.
 
 import json
 import sqlite3
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import SimpleNamespace
 from urllib.parse import quote
@@ -28,18 +27,6 @@ REQUEST_COLUMNS = ("id", "service", "office", "fqdn", "state", "decision", "curr
                    "submitted_at", "linked_to")
 SITE_COLUMNS = ("fqdn", "state", "request_id", "office", "public_ip", "dedicated_ip", "web_host", "db_host",
                 "quota_mb", "updated_at", "reason")
-
-
-@dataclass
-class Timeline:
-    """An unfinished request with what its schedule is worked out from (sop/schedule.py).
-
-    `row` has the request's columns as attributes, `records` its recorded steps and
-    `runs` its action runs, each by step key: ORM rows or plain namespaces alike.
-    """
-    row: object
-    records: dict
-    runs: dict
 
 
 def site_line(fqdn, state, request_id, office, public_ip, dedicated_ip, web_host, db_host, config, updated_at,
@@ -104,7 +91,7 @@ class StoreReads(_Reads):
 
         return records.site_list(self.engine.store, state)
 
-    def timelines(self) -> list[Timeline]:
+    def timelines(self) -> list:
         return self.engine.timelines()
 
     def snapshots(self, fqdn, include_forgotten=False) -> list[dict]:
@@ -121,10 +108,9 @@ class StoreReads(_Reads):
 class PlainReads(_Reads):
     """The listing reads as plain SELECTs on the driver's own connection, in one transaction."""
 
-    def __init__(self, connection, placeholder, to_utc):
+    def __init__(self, connection, placeholder):
         self.connection = connection
         self._placeholder = placeholder
-        self._to_utc = to_utc
 
     @classmethod
     def open(cls, url):
@@ -157,38 +143,39 @@ class PlainReads(_Reads):
         where, params = self._where_state(state)
         rows = self._select(f"SELECT {', '.join(REQUEST_COLUMNS)} FROM requests{where} ORDER BY submitted_at, id",
                             *params)
-        return [dict(zip(REQUEST_COLUMNS, row), submitted_at=self._to_utc(row[9])) for row in rows]
+        return [dict(zip(REQUEST_COLUMNS, row), submitted_at=_utc(row[9])) for row in rows]
 
     def sites(self, state=None) -> list[dict]:
         where, params = self._where_state(state)
         rows = self._select("SELECT fqdn, state, request_id, office, public_ip, dedicated_ip, web_host, db_host, "
                             f"config, updated_at, reason FROM sites{where} ORDER BY zone, fqdn", *params)
-        return [site_line(*row[:8], json.loads(row[8]) if row[8] is not None else None, self._to_utc(row[9]),
+        return [site_line(*row[:8], json.loads(row[8]) if row[8] is not None else None, _utc(row[9]),
                           row[10]) for row in rows]
 
-    def timelines(self) -> list[Timeline]:
-        """Every request not done, in submission order, with its step records and action runs."""
+    def timelines(self) -> list:
+        """Every request not done, in submission order, with its step records and action runs
+        (sop/schedule.Timeline). The three queries see one state of the database (one transaction)."""
+        from provisioner.sop.schedule import Timeline
+
         columns = ("id", "service", "office", "fqdn", "state", "current_step", "submitted_at")
         rows = self._select(f"SELECT {', '.join(columns)} FROM requests WHERE state <> 'done' "
                             "ORDER BY submitted_at, id")
         found = {}
         for row in rows:
             request = SimpleNamespace(**dict(zip(columns, row)))
-            request.submitted_at = self._to_utc(request.submitted_at)
+            request.submitted_at = _utc(request.submitted_at)
             found[request.id] = Timeline(request, {}, {})
         if not found:
             return []
         for request_id, key, by, branch, note, ended_at in self._select(
                 'SELECT r.request_id, r.step_key, r."by", r.branch, r.note, r.ended_at FROM step_records r '
                 "JOIN requests q ON q.id = r.request_id WHERE q.state <> 'done'"):
-            if request_id in found:
-                found[request_id].records[key] = SimpleNamespace(step_key=key, by=by, branch=branch, note=note,
-                                                                 ended_at=self._to_utc(ended_at))
+            found[request_id].records[key] = SimpleNamespace(step_key=key, by=by, branch=branch, note=note,
+                                                             ended_at=_utc(ended_at))
         for request_id, key, status in self._select(
                 "SELECT a.request_id, a.step_key, a.status FROM action_runs a "
                 "JOIN requests q ON q.id = a.request_id WHERE q.state <> 'done'"):
-            if request_id in found:
-                found[request_id].runs[key] = SimpleNamespace(step_key=key, status=status)
+            found[request_id].runs[key] = SimpleNamespace(step_key=key, status=status)
         return list(found.values())
 
     def snapshots(self, fqdn, include_forgotten=False) -> list[dict]:
@@ -197,7 +184,7 @@ class PlainReads(_Reads):
         rows = self._select('SELECT snapshot_id, taken_at, kind, "release", run_id, bytes_added, total_bytes, '
                             "verified_at, forgotten_at FROM backup_snapshots WHERE fqdn = ? AND kind IN ('files', 'db')"
                             f"{kept} ORDER BY taken_at DESC, id DESC", fqdn)
-        return [snapshot_line(row[0], self._to_utc(row[1]), *row[2:7], self._to_utc(row[7]), self._to_utc(row[8]))
+        return [snapshot_line(row[0], _utc(row[1]), *row[2:7], _utc(row[7]), _utc(row[8]))
                 for row in rows]
 
     def close(self):
@@ -205,7 +192,7 @@ class PlainReads(_Reads):
 
 
 def _connect(url):
-    """(connection, placeholder, to_utc) for a SQLite or PostgreSQL URL the plain drivers read as
+    """(connection, placeholder) for a SQLite or PostgreSQL URL the plain drivers read as
     SQLAlchemy does; None for any other (a driver, a query, an in-memory database...)."""
     scheme, sep, rest = url.partition("://")
     backend, _, driver = scheme.partition("+")
@@ -231,12 +218,7 @@ def _sqlite(rest):
         connection.execute("BEGIN")  # every read of the listing sees one state of the database
     except sqlite3.Error:
         return None
-    return connection, "?", _sqlite_time
-
-
-def _sqlite_time(value):
-    # SQLAlchemy keeps a SQLite DATETIME as text, "2024-09-02 02:00:00.000000", naive UTC (store/models.py).
-    return datetime.fromisoformat(value).replace(tzinfo=timezone.utc) if value is not None else None
+    return connection, "?"
 
 
 def _postgresql(conninfo):
@@ -251,9 +233,13 @@ def _postgresql(conninfo):
     # Every read of the listing runs in one read-only transaction that sees one state of the database.
     connection.read_only = True
     connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-    return connection, "%s", _naive_utc
+    return connection, "%s"
 
 
-def _naive_utc(value):
-    return value.replace(tzinfo=timezone.utc) if value is not None else None
+def _utc(value):
+    """A stored time as the store gives it: aware UTC. The store keeps naive UTC (store/models.py);
+    SQLite's driver gives it as text ("2024-09-02 02:00:00.000000"), psycopg as a datetime."""
+    if value is None:
+        return None
+    return (datetime.fromisoformat(value) if isinstance(value, str) else value).replace(tzinfo=timezone.utc)
 

@@ -780,8 +780,8 @@ class Engine:
         return dict(_row_dict(row), sop=sop.name, title=sop.title, steps=steps)
 
     def timelines(self):
-        """Every request not done, with its step records and action runs (listing.Timeline)."""
-        from provisioner.listing import Timeline
+        """Every request not done, with its step records and action runs (schedule.Timeline)."""
+        from provisioner.sop.schedule import Timeline
 
         with self.store.session() as session:
             rows = session.scalars(select(RequestRow).where(RequestRow.state != "done")

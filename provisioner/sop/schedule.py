@@ -7,7 +7,22 @@ at submission. Steps not yet done are projected from the open step's deadline
 branch of a decision not yet taken).
 """
 
+from dataclasses import dataclass
+
 from provisioner.sop.sla import format_minutes
+
+
+@dataclass
+class Timeline:
+    """An unfinished request with what its schedule is worked out from.
+
+    `row` has the request's columns as attributes, `records` its recorded steps and
+    `runs` its action runs, each by step key: the store's ORM rows, or the plain
+    namespaces of the listing reads (provisioner/listing.py).
+    """
+    row: object
+    records: dict
+    runs: dict
 
 
 def _expected_next(sop, step, record):
@@ -69,7 +84,7 @@ def schedule(sop, row, records, runs, calendar, now):
 
 
 def overdue(timelines, sop_for, calendar_for, now):
-    """The current steps past their deadline, request by request (listing.Timeline each).
+    """The current steps past their deadline, request by request (a Timeline each).
 
     `sop_for(office, service)` and `calendar_for(office)` are the engine's look-ups
     (or listing's, which read the same configuration).

@@ -3,9 +3,9 @@
 Run on every open: a current database costs one query and no Alembic import (the
 head revision is read from the scripts' own `revision = ...` lines); an older
 one is upgraded. SQLAlchemy is imported by the functions that use it, so that
-store/listing.py can read the head without it. Processes that open a new (or older) database at the same
-moment, say the CLI and the webhook server, take turns: the first migrates, the
-others wait for it and then find the schema current.
+provisioner/listing.py can read the head without it. Processes that open a new
+(or older) database at the same moment, say the CLI and the webhook server, take
+turns: the first migrates, the others wait for it and then find the schema current.
 """
 
 import re

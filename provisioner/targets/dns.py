@@ -139,7 +139,7 @@ class DnsTarget:
                 raise ConfigError(f"cannot read the PowerDNS API key {self.key_file}: {err}") from None
         return self._key
 
-    def _client_of(self, api: "_Api") -> PDNSApiClient:
+    def _client_of(self, api: _Api) -> PDNSApiClient:
         if api.host not in self._clients:
             ssh.check_route(urlparse(api.url).hostname)
             self._clients[api.host] = PDNSApiClient(api_endpoint=api.url, api_key=self._api_key(),
@@ -147,7 +147,7 @@ class DnsTarget:
         return self._clients[api.host]
 
     def _call(self, method: str, path: str, what: str, data=None, missing: str | None = None,
-              api: "_Api | None" = None):
+              api: _Api | None = None):
         """One API request, transient failures retried with a bounded backoff.
 
         `api`: the server asked (default: the primary).
